@@ -1,0 +1,106 @@
+//! The hot paths of quantized inference behind one trait, so that faster implementations
+//! (the plain-Rust CPU reference and the CUDA kernels of `ttq-kernels`) plug into
+//! [`crate::QuantLinear`] without this crate depending on them.
+//!
+//! The trait lives here rather than in `ttq-kernels` so that the dependency arrows keep
+//! pointing down (core ← kernels): `ttq-kernels` implements it for its own types.
+
+use crate::{group, ChannelStats, QuantError, QuantSpec, QuantizedWeight};
+use burn::tensor::{backend::Backend, Tensor};
+
+/// The operations TTQ runs on every prompt.
+pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
+    /// A short name for logs and benchmarks.
+    fn name(&self) -> &'static str;
+
+    /// Per-input-channel statistics of `x` over its tokens.
+    ///
+    /// # Shapes
+    /// - `x`: `[tokens, d]`
+    fn channel_stats(&self, x: Tensor<B, 2>) -> ChannelStats<B>;
+
+    /// Group-wise quantization of `w · diag(col_scale)` with packing.
+    ///
+    /// # Shapes
+    /// - `w`: `[rows, cols]`; `col_scale`: `[cols]`
+    fn quantize(
+        &self,
+        w: Tensor<B, 2>,
+        col_scale: Option<Tensor<B, 1>>,
+        spec: &QuantSpec,
+    ) -> Result<QuantizedWeight<B>, QuantError>;
+
+    /// The dense matrix a quantized weight stands for.
+    fn dequantize(&self, q: &QuantizedWeight<B>) -> Tensor<B, 2>;
+
+    /// `y = (x ⊙ input_scale) · dequant(q)ᵀ`, where `input_scale` (TTQ's `D^-1`) multiplies
+    /// each input channel.
+    ///
+    /// # Shapes
+    /// - `x`: `[tokens, cols]`; `input_scale`: `[cols]`; returns `[tokens, rows]`
+    fn matmul(
+        &self,
+        x: Tensor<B, 2>,
+        q: &QuantizedWeight<B>,
+        input_scale: Option<Tensor<B, 1>>,
+    ) -> Result<Tensor<B, 2>, QuantError>;
+}
+
+/// Checks the shapes of a [`QuantKernels::matmul`] call.
+pub fn check_matmul_shapes<B: Backend>(
+    x: &Tensor<B, 2>,
+    q: &QuantizedWeight<B>,
+    input_scale: Option<&Tensor<B, 1>>,
+) -> Result<(), QuantError> {
+    let [_, cols] = x.dims();
+    if cols != q.shape[1] {
+        return Err(QuantError::shape(
+            "quantized matmul",
+            format!("inputs with {} features", q.shape[1]),
+            format!("{cols} features"),
+        ));
+    }
+    group::check_col_scale("quantized matmul", cols, input_scale)
+}
+
+/// The reference semantics, in Burn tensor ops: runs on any backend, dequantizes the whole
+/// weight and uses the backend's dense matmul.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TensorOpsKernels;
+
+impl<B: Backend> QuantKernels<B> for TensorOpsKernels {
+    fn name(&self) -> &'static str {
+        "tensor-ops"
+    }
+
+    fn channel_stats(&self, x: Tensor<B, 2>) -> ChannelStats<B> {
+        ChannelStats::from_activations(x)
+    }
+
+    fn quantize(
+        &self,
+        w: Tensor<B, 2>,
+        col_scale: Option<Tensor<B, 1>>,
+        spec: &QuantSpec,
+    ) -> Result<QuantizedWeight<B>, QuantError> {
+        group::quantize(w, col_scale, spec)
+    }
+
+    fn dequantize(&self, q: &QuantizedWeight<B>) -> Tensor<B, 2> {
+        group::dequantize(q)
+    }
+
+    fn matmul(
+        &self,
+        x: Tensor<B, 2>,
+        q: &QuantizedWeight<B>,
+        input_scale: Option<Tensor<B, 1>>,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        check_matmul_shapes(&x, q, input_scale.as_ref())?;
+        let x = match input_scale {
+            Some(s) => x * s.unsqueeze_dim(0),
+            None => x,
+        };
+        Ok(x.matmul(group::dequantize(q).transpose()))
+    }
+}

@@ -1,0 +1,17 @@
+//! # ttq-kernels
+//!
+//! Implementations of [`ttq_core::QuantKernels`], the hot paths of test-time quantization:
+//! per-channel activation statistics, quantize+pack, and the integer-weight matmul
+//! `y = (x ⊙ D^-1) · dequant(Q)ᵀ`.
+//!
+//! - [`reference`]: plain-Rust functions on slices, written for clarity (f64 accumulation
+//!   where it matters). They define what every faster kernel must compute.
+//! - [`CpuReference`]: those functions behind the trait, for any Burn backend (data makes a
+//!   round trip through host memory).
+//! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
+
+pub mod cpu;
+pub mod reference;
+
+pub use cpu::CpuReference;
+pub use ttq_core::{QuantKernels, TensorOpsKernels};

@@ -1,0 +1,192 @@
+//! Plain-Rust reference implementations on row-major slices.
+//!
+//! These follow the rules in `ttq_core::group` and `ttq_core::stats` step by step, in the
+//! same f32 operation order for quantization (so codes match the tensor-op path exactly) and
+//! with f64 accumulation for sums over tokens and channels.
+
+use ttq_core::{PackLayout, QuantScheme, QuantSpec, TtqScaleConfig};
+
+/// Per-channel statistics of `x` (`[tokens, d]`): `(max_abs, mean_sq_normalized)` as in
+/// `ttq_core::ChannelStats`, accumulated in f64.
+pub fn channel_stats(x: &[f32], tokens: usize, d: usize) -> (Vec<f32>, Vec<f32>) {
+    assert_eq!(x.len(), tokens * d, "x must be [tokens, d]");
+    let mut max_abs = vec![0f32; d];
+    for row in x.chunks_exact(d) {
+        for (m, v) in max_abs.iter_mut().zip(row) {
+            *m = m.max(v.abs());
+        }
+    }
+    let mut acc = vec![0f64; d];
+    for row in x.chunks_exact(d) {
+        for ((a, v), m) in acc.iter_mut().zip(row).zip(&max_abs) {
+            let r = f64::from(*v) / f64::from(m.max(1e-15));
+            *a += r * r;
+        }
+    }
+    let mean = acc
+        .into_iter()
+        .map(|a| (a / tokens.max(1) as f64) as f32)
+        .collect();
+    (max_abs, mean)
+}
+
+/// `D = (s + λ)^α` from the statistics, in f64 (see `TtqScaleConfig::scale`).
+pub fn ttq_scale(max_abs: &[f32], mean_sq_normalized: &[f32], cfg: &TtqScaleConfig) -> Vec<f32> {
+    max_abs
+        .iter()
+        .zip(mean_sq_normalized)
+        .map(|(&m, &n)| {
+            if cfg.alpha == 0.0 {
+                return 1.0;
+            }
+            let m = f64::from(m.max(1e-15));
+            let log_s = 2.0 * m.ln() + (f64::from(n) + f64::from(cfg.lambda) / (m * m)).ln();
+            (f64::from(cfg.alpha) * log_s).clamp(-80.0, 80.0).exp() as f32
+        })
+        .collect()
+}
+
+/// A quantized matrix in host memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostQuantized {
+    /// `[rows, words_per_row]`.
+    pub packed: Vec<u32>,
+    /// `[rows, groups]`.
+    pub scales: Vec<f32>,
+    /// `[rows, groups]`.
+    pub zeros: Vec<f32>,
+    /// The spec.
+    pub spec: QuantSpec,
+    /// `[rows, cols]`.
+    pub shape: [usize; 2],
+}
+
+/// Quantizes `w · diag(col_scale)` (`w` is `[rows, cols]`) group-wise and packs the codes.
+pub fn quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+) -> HostQuantized {
+    assert_eq!(w.len(), rows * cols, "w must be [rows, cols]");
+    let g = spec.group_len(cols);
+    let groups = spec.groups_per_row(cols);
+    let max_code = spec.max_code() as f32;
+    let layout = PackLayout::new(spec.bits(), cols);
+    let mut out = HostQuantized {
+        packed: Vec::with_capacity(rows * layout.words_per_row),
+        scales: Vec::with_capacity(rows * groups),
+        zeros: Vec::with_capacity(rows * groups),
+        spec: *spec,
+        shape: [rows, cols],
+    };
+    let mut codes = vec![0u32; cols];
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let _ = r;
+        let scaled: Vec<f32> = match col_scale {
+            Some(d) => row.iter().zip(d).map(|(w, d)| w * d).collect(),
+            None => row.to_vec(),
+        };
+        for (gi, group) in scaled.chunks(g).enumerate() {
+            let (scale, zero) = group_params(group, spec, max_code);
+            for (k, &v) in group.iter().enumerate() {
+                let q = ((v / scale).round_ties_even() + zero).clamp(0.0, max_code);
+                codes[gi * g + k] = q as u32;
+            }
+            out.scales.push(scale);
+            out.zeros.push(zero);
+        }
+        out.packed.extend(pack_row(&codes, spec.bits()));
+    }
+    out
+}
+
+/// Scale and zero point of one group (the tensor-op path's rules, same f32 operations).
+fn group_params(group: &[f32], spec: &QuantSpec, max_code: f32) -> (f32, f32) {
+    let nonzero = |s: f32| if s == 0.0 { 1.0 } else { s };
+    match spec.scheme() {
+        QuantScheme::Asymmetric => {
+            let lo = group.iter().copied().fold(0f32, f32::min);
+            let hi = group.iter().copied().fold(0f32, f32::max);
+            let scale = nonzero((hi - lo) / max_code);
+            let zero = (-lo / scale).round_ties_even().clamp(0.0, max_code);
+            (scale, zero)
+        }
+        QuantScheme::Symmetric => {
+            let half = (1u32 << (spec.bits() - 1)) as f32;
+            let amax = group.iter().fold(0f32, |m, v| m.max(v.abs()));
+            (nonzero(amax / (half - 1.0)), half)
+        }
+    }
+}
+
+/// Packs one row of codes into words, low bits first (`ttq_core::PackLayout`).
+pub fn pack_row(codes: &[u32], bits: u32) -> Vec<u32> {
+    let layout = PackLayout::new(bits, codes.len());
+    codes
+        .chunks(layout.codes_per_word)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |word, (k, &c)| word | (c << (k as u32 * bits)))
+        })
+        .collect()
+}
+
+/// Unpacks one row of `cols` codes from its words.
+pub fn unpack_row(words: &[u32], bits: u32, cols: usize) -> Vec<u32> {
+    let layout = PackLayout::new(bits, cols);
+    let mask = (1u32 << bits) - 1;
+    (0..cols)
+        .map(|c| {
+            let word = words[c / layout.codes_per_word];
+            (word >> ((c % layout.codes_per_word) as u32 * bits)) & mask
+        })
+        .collect()
+}
+
+/// The dense `[rows, cols]` matrix `(q - z) · s`.
+pub fn dequantize(q: &HostQuantized) -> Vec<f32> {
+    let [rows, cols] = q.shape;
+    let layout = PackLayout::new(q.spec.bits(), cols);
+    let g = q.spec.group_len(cols);
+    let groups = q.spec.groups_per_row(cols);
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        let words = &q.packed[r * layout.words_per_row..(r + 1) * layout.words_per_row];
+        for (c, code) in unpack_row(words, q.spec.bits(), cols)
+            .into_iter()
+            .enumerate()
+        {
+            let gi = r * groups + c / g;
+            out.push((code as f32 - q.zeros[gi]) * q.scales[gi]);
+        }
+    }
+    out
+}
+
+/// `y = (x ⊙ input_scale) · dequant(q)ᵀ` for `x` of `[tokens, cols]`, accumulated in f64.
+pub fn matmul(
+    x: &[f32],
+    tokens: usize,
+    q: &HostQuantized,
+    input_scale: Option<&[f32]>,
+) -> Vec<f32> {
+    let [rows, cols] = q.shape;
+    assert_eq!(x.len(), tokens * cols, "x must be [tokens, cols]");
+    let w = dequantize(q);
+    let mut y = vec![0f32; tokens * rows];
+    for (t, xrow) in x.chunks_exact(cols).enumerate() {
+        let xs: Vec<f64> = match input_scale {
+            Some(s) => xrow.iter().zip(s).map(|(a, b)| f64::from(a * b)).collect(),
+            None => xrow.iter().map(|&a| f64::from(a)).collect(),
+        };
+        for (r, wrow) in w.chunks_exact(cols).enumerate() {
+            let acc: f64 = xs.iter().zip(wrow).map(|(a, &b)| a * f64::from(b)).sum();
+            y[t * rows + r] = acc as f32;
+        }
+    }
+    y
+}

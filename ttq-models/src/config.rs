@@ -1,0 +1,176 @@
+//! One typed configuration for every supported decoder-only family.
+//!
+//! The families differ in a handful of switches (norm kind, activation, biases, q/k norms,
+//! position encoding, sliding-window layers); [`ModelConfig`] names each switch so that one
+//! transformer implementation serves them all. Family-specific parsers (Hugging Face
+//! `config.json`, GGUF metadata) fill it in.
+
+use serde::{Deserialize, Serialize};
+
+/// The model family, which decides tensor names and a few conventions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Family {
+    /// Meta's OPT: learned positions (offset 2), LayerNorm, ReLU MLP, biases.
+    Opt,
+    /// Llama, Qwen2, SmolLM2: RMSNorm, RoPE, GQA, SwiGLU.
+    Llama,
+    /// Qwen3: Llama plus per-head q/k RMSNorm and an explicit head dimension.
+    Qwen3,
+    /// Gemma 3: (1 + w) RMSNorm, four norms per block, GeGLU (tanh), q/k norm, scaled
+    /// embeddings, interleaved local (sliding-window) and global layers.
+    Gemma3,
+}
+
+/// Normalisation layer kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormKind {
+    /// `(x - mean) / sqrt(var + eps) * w + b`.
+    LayerNorm,
+    /// `x / sqrt(mean(x²) + eps) * w` (Gemma's `1 + w` is folded into `w` at load time).
+    RmsNorm,
+}
+
+/// MLP kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MlpKind {
+    /// `fc2(relu(fc1(x)))` (OPT).
+    Relu,
+    /// `down(silu(gate(x)) * up(x))` (Llama, Qwen).
+    SwiGlu,
+    /// `down(gelu_tanh(gate(x)) * up(x))` (Gemma).
+    GeGluTanh,
+}
+
+/// How positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Positions {
+    /// A learned table indexed by `position + offset` (OPT: offset 2).
+    Learned {
+        /// Added to every position.
+        offset: usize,
+    },
+    /// Rotary embeddings, rotate-half convention.
+    Rope,
+}
+
+/// Attention span of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerAttention {
+    /// Full causal attention.
+    Global,
+    /// Causal attention to the last `window` positions (the query's own included).
+    Local {
+        /// Keys with `query_pos - key_pos < window` are visible.
+        window: usize,
+    },
+}
+
+/// A complete model configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// The family.
+    pub family: Family,
+    /// Model width.
+    pub hidden: usize,
+    /// Number of decoder blocks.
+    pub layers: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (GQA when fewer than `heads`).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// MLP inner width.
+    pub intermediate: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Longest context the model was trained for.
+    pub max_positions: usize,
+    /// Norm kind.
+    pub norm: NormKind,
+    /// Norm epsilon.
+    pub norm_eps: f64,
+    /// MLP kind.
+    pub mlp: MlpKind,
+    /// Position encoding.
+    pub positions: Positions,
+    /// RoPE base of global layers.
+    pub rope_theta: f64,
+    /// RoPE base of local (sliding-window) layers; `rope_theta` when absent.
+    pub rope_local_theta: Option<f64>,
+    /// Attention span of every layer.
+    pub layer_attention: Vec<LayerAttention>,
+    /// Per-head RMSNorm of queries and keys before RoPE (Qwen3, Gemma3).
+    pub qk_norm: bool,
+    /// Biases on q/k/v projections.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Biases on the MLP projections.
+    pub mlp_bias: bool,
+    /// Gemma's post-attention and post-MLP norms (four norms per block).
+    pub sandwich_norms: bool,
+    /// Multiply embeddings by `sqrt(hidden)` (Gemma).
+    pub scale_embeddings: bool,
+    /// Attention logits are multiplied by this (usually `head_dim^-0.5`).
+    pub attn_scale: f64,
+    /// LM head shares the embedding matrix.
+    pub tie_embeddings: bool,
+    /// Beginning-of-sequence token.
+    pub bos_token: Option<u32>,
+    /// End-of-sequence tokens (generation stops on any of them).
+    pub eos_tokens: Vec<u32>,
+}
+
+impl ModelConfig {
+    /// Width of all query heads together.
+    pub fn q_dim(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Width of all key (or value) heads together.
+    pub fn kv_dim(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Checks the invariants the transformer relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("kv_heads", self.kv_heads),
+            ("head_dim", self.head_dim),
+            ("intermediate", self.intermediate),
+            ("vocab", self.vocab),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if !self.heads.is_multiple_of(self.kv_heads) {
+            return Err(format!(
+                "heads ({}) must be a multiple of kv_heads ({})",
+                self.heads, self.kv_heads
+            ));
+        }
+        if self.positions == Positions::Rope && !self.head_dim.is_multiple_of(2) {
+            return Err(format!(
+                "RoPE needs an even head_dim, got {}",
+                self.head_dim
+            ));
+        }
+        if self.layer_attention.len() != self.layers {
+            return Err(format!(
+                "{} layer attention kinds for {} layers",
+                self.layer_attention.len(),
+                self.layers
+            ));
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(format!("norm epsilon must be >= 0, got {}", self.norm_eps));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,469 @@
+//! The decoder-only transformer shared by every family, built from a [`TensorSource`].
+//!
+//! One block type serves OPT, Llama/Qwen and Gemma 3: the differences are switches in
+//! [`ModelConfig`]. Every projection inside the blocks is a `ttq_core::QuantLinear`, so any
+//! quantization method applies to any model; the LM head stays in full precision (as in
+//! AWQ and GPTQ).
+
+use crate::config::{Family, LayerAttention, ModelConfig, Positions};
+use crate::error::{ModelError, Result};
+use crate::naming::{tensor_name, Format, Role};
+use crate::nn::{attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::Norm, rope::Rope};
+use crate::source::{HostTensor, TensorSource};
+use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use std::sync::Arc;
+use ttq_core::{CalibrationPolicy, QuantKernels, QuantLinear, QuantMethod};
+
+/// One decoder block.
+#[derive(Debug, Clone)]
+pub struct Block<B: Backend> {
+    /// Pre-attention norm.
+    pub attn_norm: Norm<B>,
+    /// Attention.
+    pub attn: Attention<B>,
+    /// Gemma's post-attention norm.
+    pub post_attn_norm: Option<Norm<B>>,
+    /// Pre-MLP norm.
+    pub ffn_norm: Norm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+    /// Gemma's post-MLP norm.
+    pub post_ffn_norm: Option<Norm<B>>,
+}
+
+/// Which positions to compute logits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logits {
+    /// Every input position.
+    All,
+    /// Only the last one (generation).
+    Last,
+}
+
+/// A causal language model.
+#[derive(Debug, Clone)]
+pub struct CausalLm<B: Backend> {
+    config: ModelConfig,
+    embed: Tensor<B, 2>,
+    pos_embed: Option<Tensor<B, 2>>,
+    blocks: Vec<Block<B>>,
+    final_norm: Norm<B>,
+    lm_head: Tensor<B, 2>,
+    rope_global: Option<Rope>,
+    rope_local: Option<Rope>,
+}
+
+/// Reads tensors by role and checks their shapes.
+struct Loader<'a, B: Backend> {
+    source: &'a dyn TensorSource,
+    family: Family,
+    format: Format,
+    device: &'a B::Device,
+    /// Added to RMSNorm weights (Gemma's `1 + w` in Hugging Face files).
+    norm_offset: f32,
+    /// Undo llama.cpp's Q/K row permutation (Llama GGUF files).
+    unpermute_qk: bool,
+    heads: usize,
+    kv_heads: usize,
+}
+
+impl<B: Backend> Loader<'_, B> {
+    fn name(&self, role: Role) -> String {
+        tensor_name(self.family, self.format, role)
+    }
+
+    fn has(&self, role: Role) -> bool {
+        self.source.contains(&self.name(role))
+    }
+
+    fn host(&self, role: Role, shape: &[usize]) -> Result<HostTensor> {
+        let name = self.name(role);
+        let t = self.source.get(&name)?;
+        if t.shape != shape {
+            return Err(ModelError::TensorShape {
+                path: self.source.path().to_path_buf(),
+                tensor: name,
+                expected: shape.to_vec(),
+                got: t.shape,
+            });
+        }
+        Ok(t)
+    }
+
+    fn vector(&self, role: Role, len: usize) -> Result<Tensor<B, 1>> {
+        let t = self.host(role, &[len])?;
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, [len]),
+            self.device,
+        ))
+    }
+
+    fn matrix(&self, role: Role, rows: usize, cols: usize) -> Result<Tensor<B, 2>> {
+        let mut t = self.host(role, &[rows, cols])?;
+        if self.unpermute_qk {
+            match role {
+                Role::Q(_) => t.data = unpermute_rows(&t.data, self.heads, rows, cols),
+                Role::K(_) => t.data = unpermute_rows(&t.data, self.kv_heads, rows, cols),
+                _ => {}
+            }
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, [rows, cols]),
+            self.device,
+        ))
+    }
+
+    fn linear(&self, w: Role, b: Option<Role>, rows: usize, cols: usize) -> Result<QuantLinear<B>> {
+        let weight = self.matrix(w, rows, cols)?;
+        let bias = b.map(|b| self.vector(b, rows)).transpose()?;
+        Ok(QuantLinear::new(weight, bias)?)
+    }
+
+    fn norm(&self, cfg: &ModelConfig, w: Role, b: Option<Role>, len: usize) -> Result<Norm<B>> {
+        let mut weight = self.vector(w, len)?;
+        if self.norm_offset != 0.0 {
+            weight = weight.add_scalar(self.norm_offset);
+        }
+        let bias = b.map(|b| self.vector(b, len)).transpose()?;
+        Ok(Norm::new(cfg.norm, weight, bias, cfg.norm_eps))
+    }
+}
+
+/// Inverse of llama.cpp's `permute` of Q/K rows: GGUF stores, per head, the rows of the two
+/// rotary halves interleaved (`[h, d/2, 2]`); Hugging Face's rotate-half layout is `[h, 2, d/2]`.
+fn unpermute_rows(data: &[f32], heads: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let half = hd / 2;
+    let mut out = vec![0f32; data.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for two in 0..2 {
+                let src = h * hd + i * 2 + two;
+                let dst = h * hd + two * half + i;
+                out[dst * cols..(dst + 1) * cols]
+                    .copy_from_slice(&data[src * cols..(src + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// Options of [`CausalLm::load`] that depend on the file format.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Naming scheme of the file.
+    pub format: Format,
+    /// Add 1 to RMSNorm weights (Gemma in Hugging Face files; GGUF already includes it).
+    pub norm_offset: f32,
+    /// Undo llama.cpp's Q/K permutation (Llama-architecture GGUF).
+    pub unpermute_qk: bool,
+}
+
+impl<B: Backend> CausalLm<B> {
+    /// Builds the model from `source`, checking every tensor's shape against `config`.
+    pub fn load(
+        config: ModelConfig,
+        source: &dyn TensorSource,
+        options: LoadOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
+        config.validate().map_err(|message| ModelError::Config {
+            path: source.path().to_path_buf(),
+            message,
+        })?;
+        let c = &config;
+        let ld = Loader::<B> {
+            source,
+            family: c.family,
+            format: options.format,
+            device,
+            norm_offset: options.norm_offset,
+            unpermute_qk: options.unpermute_qk,
+            heads: c.heads,
+            kv_heads: c.kv_heads,
+        };
+        let ln_bias = |r: Role| (c.norm == crate::config::NormKind::LayerNorm).then_some(r);
+        let embed = ld.matrix(Role::Embed, c.vocab, c.hidden)?;
+        let pos_embed = match c.positions {
+            Positions::Learned { offset } => {
+                let rows = ld
+                    .source
+                    .get(&ld.name(Role::PosEmbed))
+                    .map(|t| t.shape.first().copied().unwrap_or(0));
+                let rows = rows.unwrap_or(c.max_positions + offset);
+                Some(ld.matrix(Role::PosEmbed, rows, c.hidden)?)
+            }
+            Positions::Rope => None,
+        };
+        let mut blocks = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let qkv_bias = |r: Role| c.qkv_bias.then_some(r);
+            let attn = Attention {
+                q: ld.linear(Role::Q(i), qkv_bias(Role::QBias(i)), c.q_dim(), c.hidden)?,
+                k: ld.linear(Role::K(i), qkv_bias(Role::KBias(i)), c.kv_dim(), c.hidden)?,
+                v: ld.linear(Role::V(i), qkv_bias(Role::VBias(i)), c.kv_dim(), c.hidden)?,
+                o: ld.linear(
+                    Role::O(i),
+                    c.o_bias.then_some(Role::OBias(i)),
+                    c.hidden,
+                    c.q_dim(),
+                )?,
+                qk_norm: if c.qk_norm {
+                    Some((
+                        ld.norm(c, Role::QNorm(i), None, c.head_dim)?,
+                        ld.norm(c, Role::KNorm(i), None, c.head_dim)?,
+                    ))
+                } else {
+                    None
+                },
+                heads: c.heads,
+                kv_heads: c.kv_heads,
+                head_dim: c.head_dim,
+                scale: c.attn_scale,
+                span: c.layer_attention[i],
+            };
+            let mlp_bias = |r: Role| c.mlp_bias.then_some(r);
+            let gated = c.mlp != crate::config::MlpKind::Relu;
+            let mlp = Mlp {
+                kind: c.mlp,
+                gate: if gated {
+                    Some(ld.linear(Role::Gate(i), None, c.intermediate, c.hidden)?)
+                } else {
+                    None
+                },
+                up: ld.linear(
+                    Role::Up(i),
+                    mlp_bias(Role::UpBias(i)),
+                    c.intermediate,
+                    c.hidden,
+                )?,
+                down: ld.linear(
+                    Role::Down(i),
+                    mlp_bias(Role::DownBias(i)),
+                    c.hidden,
+                    c.intermediate,
+                )?,
+            };
+            blocks.push(Block {
+                attn_norm: ld.norm(
+                    c,
+                    Role::AttnNorm(i),
+                    ln_bias(Role::AttnNormBias(i)),
+                    c.hidden,
+                )?,
+                attn,
+                post_attn_norm: if c.sandwich_norms {
+                    Some(ld.norm(c, Role::PostAttnNorm(i), None, c.hidden)?)
+                } else {
+                    None
+                },
+                ffn_norm: ld.norm(c, Role::FfnNorm(i), ln_bias(Role::FfnNormBias(i)), c.hidden)?,
+                mlp,
+                post_ffn_norm: if c.sandwich_norms {
+                    Some(ld.norm(c, Role::PostFfnNorm(i), None, c.hidden)?)
+                } else {
+                    None
+                },
+            });
+        }
+        let final_norm = ld.norm(c, Role::FinalNorm, ln_bias(Role::FinalNormBias), c.hidden)?;
+        let lm_head = if c.tie_embeddings || !ld.has(Role::LmHead) {
+            if !c.tie_embeddings && c.family != Family::Opt {
+                // Untied config without a head tensor: a broken file, not a tied model.
+                return Err(ModelError::MissingTensor {
+                    path: source.path().to_path_buf(),
+                    tensor: ld.name(Role::LmHead),
+                });
+            }
+            embed.clone()
+        } else {
+            ld.matrix(Role::LmHead, c.vocab, c.hidden)?
+        };
+        let (rope_global, rope_local) = match c.positions {
+            Positions::Rope => (
+                Some(Rope::new(c.rope_theta, c.head_dim)),
+                Some(Rope::new(
+                    c.rope_local_theta.unwrap_or(c.rope_theta),
+                    c.head_dim,
+                )),
+            ),
+            Positions::Learned { .. } => (None, None),
+        };
+        Ok(Self {
+            config,
+            embed,
+            pos_embed,
+            blocks,
+            final_norm,
+            lm_head,
+            rope_global,
+            rope_local,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.embed.device()
+    }
+
+    /// A fresh KV cache for this model.
+    pub fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self.blocks.len())
+    }
+
+    /// Runs `tokens` (one sequence) after the positions already in `cache`, appending to it.
+    ///
+    /// # Shapes
+    /// - returns `[1, tokens, vocab]` for [`Logits::All`], `[1, 1, vocab]` for [`Logits::Last`]
+    pub fn forward(
+        &mut self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        logits: Logits,
+    ) -> Result<Tensor<B, 3>> {
+        let t = tokens.len();
+        if t == 0 {
+            return Err(ModelError::Invalid(
+                "cannot run the model on zero tokens".into(),
+            ));
+        }
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= self.config.vocab) {
+            return Err(ModelError::Invalid(format!(
+                "token id {bad} is outside the vocabulary of {} tokens",
+                self.config.vocab
+            )));
+        }
+        let start = cache.len();
+        let device = self.device();
+        let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
+        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &device);
+        let mut h = self.embed.clone().select(0, ids);
+        if self.config.scale_embeddings {
+            // In f32, as the reference computes it for f32 weights.
+            h = h.mul_scalar((self.config.hidden as f32).sqrt());
+        }
+        if let (Some(pe), Positions::Learned { offset }) = (&self.pos_embed, self.config.positions)
+        {
+            let rows = pe.dims()[0];
+            if start + t + offset > rows {
+                return Err(ModelError::Invalid(format!(
+                    "sequence of {} positions is longer than the model's {} learned positions",
+                    start + t,
+                    rows - offset
+                )));
+            }
+            h = h + pe
+                .clone()
+                .slice([start + offset..start + t + offset, 0..self.config.hidden]);
+        }
+        let mut h: Tensor<B, 3> = h.unsqueeze_dim(0);
+        let rope_g = self
+            .rope_global
+            .as_ref()
+            .map(|r| r.tables::<B>(start, t, &device));
+        let rope_l = self
+            .rope_local
+            .as_ref()
+            .map(|r| r.tables::<B>(start, t, &device));
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let rope = match block.attn.span {
+                LayerAttention::Global => rope_g.as_ref(),
+                LayerAttention::Local { .. } => rope_l.as_ref(),
+            };
+            let a = block.attn.forward(
+                block.attn_norm.forward(h.clone()),
+                rope,
+                cache.layer(i),
+                start,
+            )?;
+            let a = match &block.post_attn_norm {
+                Some(n) => n.forward(a),
+                None => a,
+            };
+            h = h + a;
+            let m = block.mlp.forward(block.ffn_norm.forward(h.clone()))?;
+            let m = match &block.post_ffn_norm {
+                Some(n) => n.forward(m),
+                None => m,
+            };
+            h = h + m;
+        }
+        cache.advance(t);
+        let h = match logits {
+            Logits::All => h,
+            Logits::Last => h.slice([0..1, t - 1..t, 0..self.config.hidden]),
+        };
+        let h = self.final_norm.forward(h);
+        let [_, rows, hidden] = h.dims();
+        let out = h
+            .reshape([rows, hidden])
+            .matmul(self.lm_head.clone().transpose());
+        Ok(out.unsqueeze_dim(0))
+    }
+
+    /// Every quantizable linear layer with a readable name (`layers.3.self_attn.q_proj`);
+    /// the LM head is not among them.
+    pub fn linears_mut(&mut self) -> Vec<(String, &mut QuantLinear<B>)> {
+        let mut out = Vec::new();
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            let a = &mut b.attn;
+            out.push((format!("layers.{i}.self_attn.q_proj"), &mut a.q));
+            out.push((format!("layers.{i}.self_attn.k_proj"), &mut a.k));
+            out.push((format!("layers.{i}.self_attn.v_proj"), &mut a.v));
+            out.push((format!("layers.{i}.self_attn.o_proj"), &mut a.o));
+            if let Some(g) = &mut b.mlp.gate {
+                out.push((format!("layers.{i}.mlp.gate_proj"), g));
+            }
+            out.push((format!("layers.{i}.mlp.up_proj"), &mut b.mlp.up));
+            out.push((format!("layers.{i}.mlp.down_proj"), &mut b.mlp.down));
+        }
+        out
+    }
+
+    /// Quantizes every block linear with a data-free method (RTN, TTQ, …).
+    pub fn quantize(
+        &mut self,
+        method: Arc<dyn QuantMethod<B>>,
+        policy: CalibrationPolicy,
+    ) -> Result<()> {
+        for (_, l) in self.linears_mut() {
+            l.set_method(method.clone(), policy, None)?;
+        }
+        Ok(())
+    }
+
+    /// Back to full precision everywhere.
+    pub fn dequantize_all(&mut self) {
+        for (_, l) in self.linears_mut() {
+            l.clear_method();
+        }
+    }
+
+    /// Runs the quantization hot paths with `kernels` in every layer.
+    pub fn set_kernels(&mut self, kernels: Arc<dyn QuantKernels<B>>) -> Result<()> {
+        for (_, l) in self.linears_mut() {
+            l.set_kernels(kernels.clone())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets test-time calibrations (call between prompts).
+    pub fn reset_calibration(&mut self) {
+        for (_, l) in self.linears_mut() {
+            l.reset();
+        }
+    }
+
+    /// Parameters in the block linears (the part that gets quantized).
+    pub fn quantizable_parameters(&mut self) -> usize {
+        self.linears_mut()
+            .iter()
+            .map(|(_, l)| l.in_features() * l.out_features())
+            .sum()
+    }
+}

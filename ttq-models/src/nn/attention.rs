@@ -1,0 +1,101 @@
+//! Multi-head attention with grouped key/value heads, optional q/k norms, RoPE, causal or
+//! sliding-window masks and a KV cache.
+
+use super::{kv_cache::LayerCache, norm::Norm, rope::RopeTables};
+use crate::config::LayerAttention;
+use crate::error::Result;
+use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
+use ttq_core::QuantLinear;
+
+/// The attention sub-layer of one block.
+#[derive(Debug, Clone)]
+pub struct Attention<B: Backend> {
+    /// Query projection, `[heads * head_dim, hidden]`.
+    pub q: QuantLinear<B>,
+    /// Key projection, `[kv_heads * head_dim, hidden]`.
+    pub k: QuantLinear<B>,
+    /// Value projection, `[kv_heads * head_dim, hidden]`.
+    pub v: QuantLinear<B>,
+    /// Output projection, `[hidden, heads * head_dim]`.
+    pub o: QuantLinear<B>,
+    /// Per-head norms of queries and keys (Qwen3, Gemma3).
+    pub qk_norm: Option<(Norm<B>, Norm<B>)>,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+    /// Factor on the attention logits.
+    pub scale: f64,
+    /// Global or sliding-window.
+    pub span: LayerAttention,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Attends from the `tokens` new positions (starting at absolute position `start`) to
+    /// every cached position and themselves.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, hidden]`; returns `[batch, tokens, hidden]`
+    pub fn forward(
+        &mut self,
+        x: Tensor<B, 3>,
+        rope: Option<&RopeTables<B>>,
+        cache: &mut LayerCache<B>,
+        start: usize,
+    ) -> Result<Tensor<B, 3>> {
+        let [b, t, _] = x.dims();
+        let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
+        let mut q = heads(self.q.forward(x.clone())?, h); // [b, h, t, hd]
+        let mut k = heads(self.k.forward(x.clone())?, kvh);
+        let v = heads(self.v.forward(x)?, kvh);
+        if let Some((qn, kn)) = &self.qk_norm {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        if let Some(r) = rope {
+            q = r.apply(q);
+            k = r.apply(k);
+        }
+        let (k, v) = cache.append(k, v);
+        let total = k.dims()[2];
+        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, t, total]
+        let mask = self.mask(start, t, total, &scores.device());
+        let probs = softmax(scores + mask, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]);
+        Ok(self.o.forward(out)?)
+    }
+
+    /// Additive mask `[1, 1, tokens, total]`: 0 where visible, -inf elsewhere.
+    fn mask(&self, start: usize, tokens: usize, total: usize, device: &B::Device) -> Tensor<B, 4> {
+        let mut m = vec![0f32; tokens * total];
+        for i in 0..tokens {
+            let qpos = start + i;
+            for j in 0..total {
+                let visible = j <= qpos
+                    && match self.span {
+                        LayerAttention::Global => true,
+                        LayerAttention::Local { window } => qpos - j < window,
+                    };
+                if !visible {
+                    m[i * total + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(m, [1, 1, tokens, total]), device)
+    }
+}
+
+/// Repeats each key/value head `n` times so that they line up with the query heads.
+fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
+    if n == 1 {
+        return x;
+    }
+    let [b, kvh, t, hd] = x.dims();
+    x.unsqueeze_dim::<5>(2)
+        .expand([b, kvh, n, t, hd])
+        .reshape([b, kvh * n, t, hd])
+}

@@ -1,0 +1,8 @@
+//! Building blocks shared by every family: norms, rotary embeddings, attention with a KV
+//! cache, MLPs.
+
+pub mod attention;
+pub mod kv_cache;
+pub mod mlp;
+pub mod norm;
+pub mod rope;

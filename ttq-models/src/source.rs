@@ -1,0 +1,162 @@
+//! Where weights come from: a safetensors file or shard set, or a GGUF file, each behind
+//! [`TensorSource`] and converted to f32 on the CPU.
+
+use crate::error::{ModelError, Result};
+use half::{bf16, f16};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A tensor in host memory, row-major, f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Shape, outermost first (PyTorch order).
+    pub shape: Vec<usize>,
+    /// Values.
+    pub data: Vec<f32>,
+}
+
+/// Named tensors, as a model loader asks for them.
+pub trait TensorSource {
+    /// The file or directory, for error messages.
+    fn path(&self) -> &Path;
+    /// Whether a tensor of this name exists.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor `name`, converted to f32.
+    fn get(&self, name: &str) -> Result<HostTensor>;
+}
+
+/// One or more safetensors files (a single `model.safetensors` or the shards listed in
+/// `model.safetensors.index.json`), read fully into memory.
+pub struct SafetensorsSource {
+    dir: PathBuf,
+    files: Vec<(PathBuf, Vec<u8>)>,
+    /// Tensor name → index into `files`.
+    index: BTreeMap<String, usize>,
+}
+
+impl SafetensorsSource {
+    /// Opens the weights of a Hugging Face model directory.
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index_path = dir.join("model.safetensors.index.json");
+        let shard_names: Vec<String> = if single.is_file() {
+            vec!["model.safetensors".into()]
+        } else if index_path.is_file() {
+            let text = read(&index_path)?;
+            let json: serde_json::Value =
+                serde_json::from_slice(&text).map_err(|e| ModelError::Config {
+                    path: index_path.clone(),
+                    message: format!("not valid JSON: {e}"),
+                })?;
+            let map = json
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::Config {
+                    path: index_path.clone(),
+                    message: "no `weight_map` object".into(),
+                })?;
+            let mut names: Vec<String> = map
+                .values()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            names.sort();
+            names.dedup();
+            names
+        } else {
+            return Err(ModelError::Io {
+                path: single,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors or model.safetensors.index.json in the model directory",
+                ),
+            });
+        };
+        let mut files = Vec::new();
+        let mut index = BTreeMap::new();
+        for name in shard_names {
+            let path = dir.join(&name);
+            let bytes = read(&path)?;
+            let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            for t in st.names() {
+                index.insert(t.to_string(), files.len());
+            }
+            files.push((path, bytes));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            index,
+        })
+    }
+
+    /// Every tensor name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl TensorSource for SafetensorsSource {
+    fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    fn get(&self, name: &str) -> Result<HostTensor> {
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.dir.clone(),
+                tensor: name.to_string(),
+            })?;
+        let (path, bytes) = &self.files[i];
+        let st = SafeTensors::deserialize(bytes).map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let view = st.tensor(name).map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            message: format!("tensor `{name}`: {e}"),
+        })?;
+        let raw = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(ModelError::TensorDtype {
+                    path: path.clone(),
+                    tensor: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
+        Ok(HostTensor {
+            shape: view.shape().to_vec(),
+            data,
+        })
+    }
+}
