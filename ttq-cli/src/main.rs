@@ -18,12 +18,26 @@ enum Command {
     /// Quantize a random linear layer whose input has outlier channels, and print the output
     /// error of RTN and TTQ side by side.
     Demo(commands::demo::DemoArgs),
+    /// Generate text from a prompt and report prefill and decode speed.
+    Generate(commands::generate::GenerateArgs),
+    /// Perplexity on WikiText-2, PTB, C4 or a text file.
+    Ppl(commands::ppl::PplArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => commands::demo::run(&args),
+        Command::Generate(args) => {
+            with_backend!(
+                args.model.backend,
+                |B, device| commands::generate::run::<B>(&args, device)
+            )
+        }
+        Command::Ppl(args) => with_backend!(
+            args.model.backend,
+            |B, device| commands::ppl::run::<B>(&args, device)
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -32,7 +32,9 @@ struct Active<B: Backend> {
 /// test-time methods can re-quantize it for each prompt.
 #[derive(Debug, Clone)]
 pub struct QuantLinear<B: Backend> {
-    weight: Tensor<B, 2>,
+    /// `Wᵀ`, `[in, out]`, stored contiguously: dense matmuls on some backends (burn-ndarray)
+    /// are several times slower on a transposed view.
+    weight_t: Tensor<B, 2>,
     bias: Option<Tensor<B, 1>>,
     kernels: Arc<dyn QuantKernels<B>>,
     active: Option<Active<B>>,
@@ -53,8 +55,10 @@ impl<B: Backend> QuantLinear<B> {
                 ));
             }
         }
+        let device = weight.device();
+        let weight_t = Tensor::from_data(weight.transpose().into_data(), &device);
         Ok(Self {
-            weight,
+            weight_t,
             bias,
             kernels: Arc::new(TensorOpsKernels),
             active: None,
@@ -63,17 +67,17 @@ impl<B: Backend> QuantLinear<B> {
 
     /// Input features.
     pub fn in_features(&self) -> usize {
-        self.weight.dims()[1]
+        self.weight_t.dims()[0]
     }
 
     /// Output features.
     pub fn out_features(&self) -> usize {
-        self.weight.dims()[0]
+        self.weight_t.dims()[1]
     }
 
-    /// The full-precision weight, `[out, in]`.
-    pub fn weight(&self) -> &Tensor<B, 2> {
-        &self.weight
+    /// The full-precision weight, `[out, in]` (a transposed view of the stored `Wᵀ`).
+    pub fn weight(&self) -> Tensor<B, 2> {
+        self.weight_t.clone().transpose()
     }
 
     /// The bias, `[out]`.
@@ -114,7 +118,7 @@ impl<B: Backend> QuantLinear<B> {
         if let Some(c) = calibration {
             self.check_input_features("calibration activations", c.dims()[1])?;
         }
-        let prepared = method.prepare(&self.weight, calibration, self.kernels.as_ref())?;
+        let prepared = method.prepare(&self.weight(), calibration, self.kernels.as_ref())?;
         self.active = Some(Active {
             method,
             policy,
@@ -184,7 +188,7 @@ impl<B: Backend> QuantLinear<B> {
     fn forward_2d(&mut self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>, QuantError> {
         let kernels = self.kernels.clone();
         let y = match &mut self.active {
-            None => x.matmul(self.weight.clone().transpose()),
+            None => x.matmul(self.weight_t.clone()),
             Some(active) => match &active.prepared {
                 Prepared::Fixed(q) => q.forward(x, kernels.as_ref())?,
                 Prepared::Dynamic(dynamic) => {

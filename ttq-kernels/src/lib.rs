@@ -4,7 +4,7 @@
 //! per-channel activation statistics, quantize+pack, and the integer-weight matmul
 //! `y = (x ⊙ D^-1) · dequant(Q)ᵀ`.
 //!
-//! - [`reference`]: plain-Rust functions on slices, written for clarity (f64 accumulation
+//! - [`crate::reference`]: plain-Rust functions on slices, written for clarity (f64 accumulation
 //!   where it matters). They define what every faster kernel must compute.
 //! - [`CpuReference`]: those functions behind the trait, for any Burn backend (data makes a
 //!   round trip through host memory).

@@ -24,6 +24,9 @@ pub enum ModelError {
         /// What the parser said.
         message: String,
     },
+    /// A GGUF file that does not parse or holds something unsupported.
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
     /// A config that is missing fields or has impossible values.
     #[error("{path}: bad model config: {message}")]
     Config {

@@ -6,12 +6,19 @@
 
 pub mod config;
 pub mod error;
+pub mod generate;
+pub mod gguf;
+pub mod gguf_model;
 pub mod hf_config;
+pub mod load;
 pub mod model;
 pub mod naming;
 pub mod nn;
 pub mod source;
+pub mod tokenizer;
 
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
+pub use load::{load_model, LoadedModel};
 pub use model::{CausalLm, Logits};
+pub use tokenizer::TextTokenizer;

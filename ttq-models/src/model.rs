@@ -48,7 +48,8 @@ pub struct CausalLm<B: Backend> {
     pos_embed: Option<Tensor<B, 2>>,
     blocks: Vec<Block<B>>,
     final_norm: Norm<B>,
-    lm_head: Tensor<B, 2>,
+    /// `[hidden, vocab]`, contiguous (the transpose of the head / tied embedding).
+    lm_head_t: Tensor<B, 2>,
     rope_global: Option<Rope>,
     rope_local: Option<Rope>,
 }
@@ -267,7 +268,7 @@ impl<B: Backend> CausalLm<B> {
             });
         }
         let final_norm = ld.norm(c, Role::FinalNorm, ln_bias(Role::FinalNormBias), c.hidden)?;
-        let lm_head = if c.tie_embeddings || !ld.has(Role::LmHead) {
+        let lm_head: Tensor<B, 2> = if c.tie_embeddings || !ld.has(Role::LmHead) {
             if !c.tie_embeddings && c.family != Family::Opt {
                 // Untied config without a head tensor: a broken file, not a tied model.
                 return Err(ModelError::MissingTensor {
@@ -295,7 +296,7 @@ impl<B: Backend> CausalLm<B> {
             pos_embed,
             blocks,
             final_norm,
-            lm_head,
+            lm_head_t: Tensor::from_data(lm_head.transpose().into_data(), device),
             rope_global,
             rope_local,
         })
@@ -400,9 +401,7 @@ impl<B: Backend> CausalLm<B> {
         };
         let h = self.final_norm.forward(h);
         let [_, rows, hidden] = h.dims();
-        let out = h
-            .reshape([rows, hidden])
-            .matmul(self.lm_head.clone().transpose());
+        let out = h.reshape([rows, hidden]).matmul(self.lm_head_t.clone());
         Ok(out.unsqueeze_dim(0))
     }
 

@@ -1,3 +1,6 @@
 //! One module per subcommand.
 
+pub mod common;
 pub mod demo;
+pub mod generate;
+pub mod ppl;

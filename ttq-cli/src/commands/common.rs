@@ -1,0 +1,153 @@
+//! Options shared by the commands that load a model and pick a method.
+
+use burn::tensor::backend::Backend;
+use clap::{Args, ValueEnum};
+use std::sync::Arc;
+use ttq_core::{
+    methods::{Rtn, Ttq},
+    CalibrationPolicy, QuantMethod, QuantSpec, TtqScaleConfig,
+};
+
+/// Errors of the command line, printed as they are.
+pub type CliError = Box<dyn std::error::Error>;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// burn-ndarray on the CPU (f32).
+    Cpu,
+    /// burn-cuda on the GPU (needs a build with `--features cuda`).
+    Cuda,
+}
+
+/// A quantization method by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodChoice {
+    /// Full precision.
+    Fp,
+    /// Round-to-nearest.
+    Rtn,
+    /// Test-time quantization.
+    Ttq,
+}
+
+/// Model and quantization options.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// Model: a Hugging Face directory, a directory with model.gguf, or a .gguf file.
+    #[arg(long, default_value = ".cache/models/gemma3-270m")]
+    pub model: std::path::PathBuf,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// Quantization method.
+    #[arg(long, value_enum, default_value_t = MethodChoice::Fp)]
+    pub method: MethodChoice,
+    /// Bits per weight (2..=8).
+    #[arg(long, default_value_t = 4)]
+    pub bits: u32,
+    /// Group size: a power of two >= 8, or `row`.
+    #[arg(long, default_value = "128")]
+    pub group: String,
+    /// Symmetric quantization (default: asymmetric with zero points).
+    #[arg(long)]
+    pub symmetric: bool,
+    /// TTQ's alpha.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
+    /// TTQ's lambda (floor on the per-token mean square of a channel).
+    #[arg(long, default_value_t = 1e-4)]
+    pub lambda: f32,
+}
+
+impl ModelArgs {
+    /// The method, or `None` for full precision.
+    pub fn method<B: Backend>(&self) -> Result<Option<Arc<dyn QuantMethod<B>>>, CliError> {
+        let scheme = if self.symmetric {
+            ttq_core::QuantScheme::Symmetric
+        } else {
+            ttq_core::QuantScheme::Asymmetric
+        };
+        let spec = QuantSpec::new(self.bits, QuantSpec::parse_group(&self.group)?, scheme)?;
+        Ok(match self.method {
+            MethodChoice::Fp => None,
+            MethodChoice::Rtn => Some(Arc::new(Rtn::new(spec))),
+            MethodChoice::Ttq => Some(Arc::new(Ttq::new(
+                spec,
+                TtqScaleConfig::new(self.alpha, self.lambda)?,
+            )?)),
+        })
+    }
+
+    /// A one-line description for reports.
+    pub fn describe(&self) -> String {
+        match self.method {
+            MethodChoice::Fp => "fp".into(),
+            MethodChoice::Rtn => format!("rtn w{} g{}", self.bits, self.group),
+            MethodChoice::Ttq => format!(
+                "ttq w{} g{} alpha {} lambda {:e}",
+                self.bits, self.group, self.alpha, self.lambda
+            ),
+        }
+    }
+}
+
+/// Applies the chosen method to every block linear of `model`.
+pub fn apply_method<B: Backend>(
+    model: &mut ttq_models::CausalLm<B>,
+    args: &ModelArgs,
+    policy: CalibrationPolicy,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(m) = args.method::<B>()? {
+        model.quantize(m, policy)?;
+    }
+    Ok(())
+}
+
+/// Whether to prepend `<bos>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BosChoice {
+    /// On for Gemma, off otherwise.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
+impl BosChoice {
+    /// Resolves `auto` for a loaded model.
+    pub fn resolve<B: Backend>(self, loaded: &ttq_models::LoadedModel<B>) -> bool {
+        match self {
+            BosChoice::Auto => ttq_models::load::default_add_bos(loaded),
+            BosChoice::On => true,
+            BosChoice::Off => false,
+        }
+    }
+}
+
+/// Runs `f` with the chosen backend's type and device.
+#[macro_export]
+macro_rules! with_backend {
+    ($choice:expr, |$b:ident, $device:ident| $body:expr) => {{
+        match $choice {
+            $crate::commands::common::BackendChoice::Cpu => {
+                type $b = burn::backend::NdArray<f32>;
+                let $device = burn::backend::ndarray::NdArrayDevice::Cpu;
+                $body
+            }
+            $crate::commands::common::BackendChoice::Cuda => {
+                #[cfg(feature = "cuda")]
+                {
+                    type $b = burn::backend::Cuda<f32, i32>;
+                    let $device = burn::backend::cuda::CudaDevice::default();
+                    $body
+                }
+                #[cfg(not(feature = "cuda"))]
+                {
+                    Err("this ttq was built without CUDA; rebuild with `--features cuda`".into())
+                }
+            }
+        }
+    }};
+}

@@ -1,0 +1,99 @@
+//! `ttq ppl`: perplexity of a (quantized) model on an evaluation text.
+
+use super::common::{apply_method, BosChoice, ModelArgs};
+use burn::tensor::backend::Backend;
+use clap::Args;
+use std::path::PathBuf;
+use std::time::Instant;
+use ttq_core::CalibrationPolicy;
+use ttq_eval::{perplexity, windows, Dataset, PerplexityOptions};
+
+/// Options of `ttq ppl`.
+#[derive(Debug, Args)]
+pub struct PplArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// `wikitext2`, `ptb`, `c4`, a text file, or a .jsonl file with a `text` field.
+    #[arg(long, default_value = "wikitext2")]
+    pub dataset: String,
+    /// Folder with wiki.test.raw, ptb.test.txt and the C4 sample.
+    #[arg(long, default_value = "../shared/data")]
+    pub data_dir: PathBuf,
+    /// Tokens per window.
+    #[arg(long, default_value_t = 2048)]
+    pub seqlen: usize,
+    /// Evaluate only the first N windows.
+    #[arg(long)]
+    pub windows: Option<usize>,
+    /// Replace the first token of every window by `<bos>` (auto: on for Gemma).
+    #[arg(long, value_enum, default_value_t = BosChoice::Auto)]
+    pub bos: BosChoice,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Runs the evaluation on backend `B`.
+pub fn run<B: Backend>(
+    args: &PplArgs,
+    device: B::Device,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let t0 = Instant::now();
+    let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let limit = loaded.model.config().max_positions;
+    if args.seqlen > limit {
+        return Err(format!(
+            "--seqlen {} exceeds the model's context of {limit}",
+            args.seqlen
+        )
+        .into());
+    }
+    let dataset = Dataset::parse(&args.dataset);
+    let text = dataset.load(&args.data_dir)?;
+    let add_bos = args.bos.resolve(&loaded);
+    let tokens = loaded.tokenizer.encode(&text, add_bos)?;
+    let bos = if add_bos {
+        loaded.tokenizer.bos()
+    } else {
+        None
+    };
+    let wins = windows(&tokens, args.seqlen, args.windows, bos);
+    eprintln!(
+        "{}: {} tokens, {} windows of {} (bos {}), loaded in {:.1} s; method {}",
+        dataset.label(),
+        tokens.len(),
+        wins.len(),
+        args.seqlen,
+        if add_bos { "on" } else { "off" },
+        t0.elapsed().as_secs_f64(),
+        args.model.describe()
+    );
+    // The paper's evaluation: test-time statistics from the whole window being scored.
+    apply_method(&mut loaded.model, &args.model, CalibrationPolicy::EveryCall)?;
+    let report = perplexity(
+        &mut loaded.model,
+        &wins,
+        &PerplexityOptions { progress: true },
+    )?;
+    println!(
+        "{} | {} | seqlen {} | windows {} | bos {} | ppl {:.4} | {:.1} s",
+        dataset.label(),
+        args.model.describe(),
+        report.seqlen,
+        report.windows,
+        if add_bos { "on" } else { "off" },
+        report.perplexity,
+        report.seconds
+    );
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "model": args.model.model,
+            "dataset": dataset.label(),
+            "method": args.model.describe(),
+            "bos": add_bos,
+            "report": report,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+    }
+    Ok(())
+}

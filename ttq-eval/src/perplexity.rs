@@ -1,0 +1,117 @@
+//! Perplexity over non-overlapping windows.
+
+use crate::data::EvalError;
+use burn::tensor::{activation::log_softmax, backend::Backend, Int, Tensor, TensorData};
+use std::time::Instant;
+use ttq_models::{CausalLm, Logits};
+
+/// Splits `tokens` into non-overlapping windows of `seqlen` (a shorter tail is dropped, as
+/// in the GPTQ reference code), at most `max_windows` of them. With `bos`, the first token of
+/// every window is replaced by it, so every window starts with `<bos>`.
+pub fn windows(
+    tokens: &[u32],
+    seqlen: usize,
+    max_windows: Option<usize>,
+    bos: Option<u32>,
+) -> Vec<Vec<u32>> {
+    let mut out: Vec<Vec<u32>> = tokens
+        .chunks_exact(seqlen.max(1))
+        .map(<[u32]>::to_vec)
+        .collect();
+    if let Some(n) = max_windows {
+        out.truncate(n);
+    }
+    if let Some(b) = bos {
+        for w in &mut out {
+            w[0] = b;
+        }
+    }
+    out
+}
+
+/// Options of [`perplexity`].
+#[derive(Debug, Clone, Default)]
+pub struct PerplexityOptions {
+    /// Print progress to stderr.
+    pub progress: bool,
+}
+
+/// The result of a perplexity run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PerplexityReport {
+    /// `exp(mean NLL)`.
+    pub perplexity: f64,
+    /// Mean negative log-likelihood in nats.
+    pub mean_nll: f64,
+    /// Number of predicted tokens.
+    pub scored_tokens: usize,
+    /// Windows evaluated.
+    pub windows: usize,
+    /// Tokens per window.
+    pub seqlen: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Negative log-likelihoods of `targets` under `logits` (`[1, n, vocab]`), summed in f64.
+pub fn nll_sum<B: Backend>(logits: Tensor<B, 3>, targets: &[u32]) -> f64 {
+    let [_, n, _] = logits.dims();
+    assert_eq!(n, targets.len(), "one target per logit row");
+    let device = logits.device();
+    let ids: Vec<i64> = targets.iter().map(|&t| i64::from(t)).collect();
+    let ids = Tensor::<B, 3, Int>::from_data(TensorData::new(ids, [1, n, 1]), &device);
+    let logp = log_softmax(logits, 2).gather(2, ids);
+    let v: Vec<f32> = logp
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .expect("converted to f32");
+    -v.iter().map(|&x| f64::from(x)).sum::<f64>()
+}
+
+/// Perplexity of `model` over `windows`: every token of a window but the first is predicted
+/// from the tokens before it. Test-time methods see the whole window (the paper's setting):
+/// calibrations are reset before every window.
+pub fn perplexity<B: Backend>(
+    model: &mut CausalLm<B>,
+    windows: &[Vec<u32>],
+    options: &PerplexityOptions,
+) -> Result<PerplexityReport, EvalError> {
+    if windows.is_empty() {
+        return Err(EvalError::Invalid(
+            "no complete window: the text is shorter than seqlen".into(),
+        ));
+    }
+    let seqlen = windows[0].len();
+    if seqlen < 2 {
+        return Err(EvalError::Invalid("seqlen must be at least 2".into()));
+    }
+    let start = Instant::now();
+    let (mut nll, mut count) = (0f64, 0usize);
+    for (i, w) in windows.iter().enumerate() {
+        model.reset_calibration();
+        let mut cache = model.new_cache();
+        let logits = model.forward(&w[..seqlen - 1], &mut cache, Logits::All)?;
+        nll += nll_sum(logits, &w[1..]);
+        count += seqlen - 1;
+        if options.progress {
+            let secs = start.elapsed().as_secs_f64();
+            eprintln!(
+                "window {}/{}: running ppl {:.4}, {:.0} tok/s",
+                i + 1,
+                windows.len(),
+                (nll / count as f64).exp(),
+                ((i + 1) * seqlen) as f64 / secs.max(1e-9)
+            );
+        }
+    }
+    let mean = nll / count as f64;
+    Ok(PerplexityReport {
+        perplexity: mean.exp(),
+        mean_nll: mean,
+        scored_tokens: count,
+        windows: windows.len(),
+        seqlen,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,302 @@
+//! Text generation: greedy, temperature, top-k and top-p sampling with a seed, stop tokens,
+//! streaming, and prefill/decode timing.
+
+use crate::error::{ModelError, Result};
+use crate::model::{CausalLm, Logits};
+use crate::tokenizer::TextTokenizer;
+use burn::tensor::backend::Backend;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::time::Instant;
+
+/// How the next token is chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingConfig {
+    /// 0 means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `p` (1 = all).
+    pub top_p: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for SamplingConfig {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl SamplingConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return Err(ModelError::Invalid(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(ModelError::Invalid(format!(
+                "top-p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Picks tokens from logits.
+#[derive(Debug)]
+pub struct Sampler {
+    config: SamplingConfig,
+    rng: StdRng,
+}
+
+impl Sampler {
+    /// A sampler with `config`.
+    pub fn new(config: SamplingConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Self {
+            config,
+            rng: StdRng::seed_from_u64(config.seed),
+        })
+    }
+
+    /// The next token for `logits` (one row over the vocabulary).
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        let argmax = || {
+            logits
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 {
+                        (i, v)
+                    } else {
+                        best
+                    }
+                })
+                .0 as u32
+        };
+        if self.config.temperature == 0.0 {
+            return argmax();
+        }
+        let mut idx: Vec<usize> = (0..logits.len())
+            .filter(|&i| logits[i].is_finite())
+            .collect();
+        if idx.is_empty() {
+            return argmax();
+        }
+        idx.sort_unstable_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        if self.config.top_k > 0 {
+            idx.truncate(self.config.top_k);
+        }
+        let max = logits[idx[0]];
+        let mut probs: Vec<f64> = idx
+            .iter()
+            .map(|&i| f64::from((logits[i] - max) / self.config.temperature).exp())
+            .collect();
+        let total: f64 = probs.iter().sum();
+        probs.iter_mut().for_each(|p| *p /= total);
+        if self.config.top_p < 1.0 {
+            let mut cum = 0.0;
+            let mut keep = probs.len();
+            for (n, p) in probs.iter().enumerate() {
+                cum += p;
+                if cum >= f64::from(self.config.top_p) {
+                    keep = n + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+            idx.truncate(keep);
+        }
+        let total: f64 = probs.iter().sum();
+        let mut u = self.rng.random::<f64>() * total;
+        for (p, &i) in probs.iter().zip(&idx) {
+            if u < *p {
+                return i as u32;
+            }
+            u -= p;
+        }
+        idx[idx.len() - 1] as u32
+    }
+}
+
+/// Options of [`generate`].
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    /// Tokens to generate at most.
+    pub max_new_tokens: usize,
+    /// Sampling.
+    pub sampling: SamplingConfig,
+    /// Stop when any of these is produced (the model's EOS tokens by default).
+    pub stop_tokens: Vec<u32>,
+    /// Prepend `<bos>` to the prompt.
+    pub add_bos: bool,
+}
+
+/// What a generation did and how fast.
+#[derive(Debug, Clone, Default)]
+pub struct GenerationStats {
+    /// Prompt length in tokens.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub generated_tokens: usize,
+    /// Seconds for the prompt (prefill, including test-time calibration).
+    pub prefill_seconds: f64,
+    /// Seconds for all decode steps.
+    pub decode_seconds: f64,
+    /// Whether a stop token ended the generation.
+    pub stopped: bool,
+}
+
+impl GenerationStats {
+    /// Prompt tokens per second.
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_seconds.max(1e-9)
+    }
+
+    /// Generated tokens per second (first token excluded: it comes from the prefill).
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_seconds.max(1e-9)
+    }
+}
+
+/// Generates from `prompt`, calling `on_text` with each new piece of text as it is decoded.
+/// Resets test-time calibrations first, so the prompt calibrates TTQ layers that use
+/// `CalibrationPolicy::FirstCall`.
+pub fn generate<B: Backend>(
+    model: &mut CausalLm<B>,
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str),
+) -> Result<(String, GenerationStats)> {
+    let mut sampler = Sampler::new(options.sampling)?;
+    let prompt_ids = tokenizer.encode(prompt, options.add_bos)?;
+    if prompt_ids.is_empty() {
+        return Err(ModelError::Invalid("the prompt is empty".into()));
+    }
+    let limit = model.config().max_positions;
+    if prompt_ids.len() + options.max_new_tokens > limit {
+        return Err(ModelError::Invalid(format!(
+            "prompt ({} tokens) + {} new tokens exceeds the model's context of {limit}",
+            prompt_ids.len(),
+            options.max_new_tokens
+        )));
+    }
+    model.reset_calibration();
+    let mut cache = model.new_cache();
+    let mut stats = GenerationStats {
+        prompt_tokens: prompt_ids.len(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let logits = model.forward(&prompt_ids, &mut cache, Logits::Last)?;
+    let mut row: Vec<f32> = logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
+    stats.prefill_seconds = t0.elapsed().as_secs_f64();
+    let mut generated: Vec<u32> = Vec::new();
+    let mut printed = String::new();
+    let t1 = Instant::now();
+    while generated.len() < options.max_new_tokens {
+        let next = sampler.sample(&row);
+        if options.stop_tokens.contains(&next) {
+            stats.stopped = true;
+            break;
+        }
+        generated.push(next);
+        let text = tokenizer.decode(&generated)?;
+        if text.len() > printed.len() && text.starts_with(&printed) {
+            on_text(&text[printed.len()..]);
+            printed = text;
+        }
+        if generated.len() == options.max_new_tokens {
+            break;
+        }
+        let logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        row = logits
+            .into_data()
+            .convert::<f32>()
+            .into_vec()
+            .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
+    }
+    stats.decode_seconds = t1.elapsed().as_secs_f64();
+    stats.generated_tokens = generated.len();
+    let text = tokenizer.decode(&generated)?;
+    if text.len() > printed.len() && text.starts_with(&printed) {
+        on_text(&text[printed.len()..]);
+    }
+    Ok((text, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_picks_the_argmax() {
+        let mut s = Sampler::new(SamplingConfig::default()).unwrap();
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+    }
+
+    #[test]
+    fn top_k_one_is_greedy_whatever_the_temperature() {
+        let cfg = SamplingConfig {
+            temperature: 5.0,
+            top_k: 1,
+            top_p: 1.0,
+            seed: 3,
+        };
+        let mut s = Sampler::new(cfg).unwrap();
+        for _ in 0..50 {
+            assert_eq!(s.sample(&[0.1, 3.0, -1.0, 2.9]), 1);
+        }
+    }
+
+    #[test]
+    fn top_p_excludes_the_tail_and_seeds_repeat() {
+        // Probabilities ≈ [0.643, 0.237, 0.087, 0.032]: top-p 0.8 keeps the first two.
+        let logits = [3.0, 2.0, 1.0, 0.0];
+        let cfg = SamplingConfig {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.8,
+            seed: 9,
+        };
+        let draw = |cfg| {
+            let mut s = Sampler::new(cfg).unwrap();
+            (0..400).map(|_| s.sample(&logits)).collect::<Vec<_>>()
+        };
+        let a = draw(cfg);
+        assert!(a.iter().all(|&t| t < 2), "tail token drawn");
+        assert!(
+            a.iter().filter(|&&t| t == 1).count() > 50,
+            "second token never drawn"
+        );
+        assert_eq!(a, draw(cfg), "same seed, same draws");
+    }
+
+    #[test]
+    fn bad_sampling_options_are_errors() {
+        assert!(Sampler::new(SamplingConfig {
+            temperature: -1.0,
+            ..Default::default()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingConfig {
+            top_p: 0.0,
+            ..Default::default()
+        })
+        .is_err());
+    }
+}

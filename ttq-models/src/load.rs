@@ -1,0 +1,110 @@
+//! One entry point for every model file ttq reads.
+
+use crate::error::{ModelError, Result};
+use crate::gguf::{tokenizer_from_gguf, GgufFile};
+use crate::gguf_model::{gguf_config, GgufSource};
+use crate::hf_config::parse_config;
+use crate::model::{CausalLm, LoadOptions};
+use crate::naming::Format;
+use crate::source::SafetensorsSource;
+use crate::tokenizer::TextTokenizer;
+use crate::Family;
+use burn::tensor::backend::Backend;
+use std::path::{Path, PathBuf};
+
+/// A model with its tokenizer.
+#[derive(Debug)]
+pub struct LoadedModel<B: Backend> {
+    /// The network.
+    pub model: CausalLm<B>,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// The file or directory the weights came from.
+    pub weights: PathBuf,
+}
+
+/// Loads a model from
+/// - a Hugging Face directory (`config.json`, safetensors, `tokenizer.json`),
+/// - a directory holding `model.gguf` (and optionally `tokenizer.json`), as
+///   `cargo xtask fetch-model` writes it, or
+/// - a `.gguf` file (tokenizer: `tokenizer.json` beside it, else built from the GGUF metadata).
+pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    if path.is_dir() {
+        if path.join("config.json").is_file() {
+            return load_hf_dir(path, device);
+        }
+        let gguf = path.join("model.gguf");
+        if gguf.is_file() {
+            return load_gguf(&gguf, device);
+        }
+        return Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "model directory has neither config.json (Hugging Face) nor model.gguf",
+            ),
+        });
+    }
+    if !path.exists() {
+        return Err(ModelError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+        });
+    }
+    load_gguf(path, device)
+}
+
+fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let config = parse_config(&dir.join("config.json"))?;
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), config.bos_token)?;
+    let source = SafetensorsSource::open_dir(dir)?;
+    let options = LoadOptions {
+        format: Format::HuggingFace,
+        norm_offset: if config.family == Family::Gemma3 {
+            1.0
+        } else {
+            0.0
+        },
+        unpermute_qk: false,
+    };
+    let model = CausalLm::load(config, &source, options, device)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        weights: dir.to_path_buf(),
+    })
+}
+
+fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let file = GgufFile::open(path)?;
+    let (config, quirks) = gguf_config(&file)?;
+    let beside = path.with_file_name("tokenizer.json");
+    let tokenizer = if beside.is_file() {
+        TextTokenizer::from_file(&beside, config.bos_token)?
+    } else {
+        let t = tokenizer_from_gguf(&file).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message: format!("{e}; put the model's tokenizer.json beside the GGUF file"),
+        })?;
+        TextTokenizer::from_tokenizer(t, path.to_path_buf(), config.bos_token)
+    };
+    let source = GgufSource::new(file);
+    let options = LoadOptions {
+        format: Format::Gguf,
+        norm_offset: 0.0,
+        unpermute_qk: quirks.unpermute_qk,
+    };
+    let model = CausalLm::load(config, &source, options, device)?;
+    Ok(LoadedModel {
+        model,
+        tokenizer,
+        weights: path.to_path_buf(),
+    })
+}
+
+/// Whether the tokenizer of `loaded` should see a `<bos>` at the start of every window by
+/// default: on for Gemma (which degrades badly without it), and for models whose GGUF says
+/// so; off otherwise.
+pub fn default_add_bos<B: Backend>(loaded: &LoadedModel<B>) -> bool {
+    loaded.model.config().family == Family::Gemma3
+}
