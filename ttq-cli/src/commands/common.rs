@@ -92,6 +92,37 @@ impl ModelArgs {
     }
 }
 
+/// One entry of a `--sweep` list: `fp`, `rtn:BITS[:GROUP]` or `ttq:BITS[:GROUP[:ALPHA]]`.
+pub fn parse_sweep_entry(base: &ModelArgs, entry: &str) -> Result<ModelArgs, CliError> {
+    let parts: Vec<&str> = entry.trim().split(':').collect();
+    let mut args = base.clone();
+    args.method = match parts[0] {
+        "fp" => MethodChoice::Fp,
+        "rtn" => MethodChoice::Rtn,
+        "ttq" => MethodChoice::Ttq,
+        other => {
+            return Err(
+                format!("sweep entry `{entry}`: unknown method `{other}` (fp, rtn, ttq)").into(),
+            )
+        }
+    };
+    let bad = |what: &str| format!("sweep entry `{entry}`: bad {what}");
+    if let Some(b) = parts.get(1) {
+        args.bits = b.parse().map_err(|_| bad("bits"))?;
+    }
+    if let Some(g) = parts.get(2) {
+        args.group = g.to_string();
+    }
+    if let Some(a) = parts.get(3) {
+        args.alpha = a.parse().map_err(|_| bad("alpha"))?;
+    }
+    if parts.len() > 4 || (args.method != MethodChoice::Ttq && parts.len() > 3) {
+        return Err(bad("number of fields").into());
+    }
+    args.method::<burn::backend::NdArray<f32>>()?; // validates the spec
+    Ok(args)
+}
+
 /// Applies the chosen method to every block linear of `model`.
 pub fn apply_method<B: Backend>(
     model: &mut ttq_models::CausalLm<B>,

@@ -1,6 +1,6 @@
 //! `ttq ppl`: perplexity of a (quantized) model on an evaluation text.
 
-use super::common::{apply_method, BosChoice, ModelArgs};
+use super::common::{apply_method, parse_sweep_entry, BosChoice, ModelArgs};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use std::path::PathBuf;
@@ -31,6 +31,10 @@ pub struct PplArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Evaluate several methods on the same windows, loading and tokenizing once:
+    /// comma-separated `fp`, `rtn:BITS[:GROUP]`, `ttq:BITS[:GROUP[:ALPHA]]` (overrides --method).
+    #[arg(long)]
+    pub sweep: Option<String>,
 }
 
 /// Runs the evaluation on backend `B`.
@@ -68,32 +72,43 @@ pub fn run<B: Backend>(
         t0.elapsed().as_secs_f64(),
         args.model.describe()
     );
-    // The paper's evaluation: test-time statistics from the whole window being scored.
-    apply_method(&mut loaded.model, &args.model, CalibrationPolicy::EveryCall)?;
-    let report = perplexity(
-        &mut loaded.model,
-        &wins,
-        &PerplexityOptions { progress: true },
-    )?;
-    println!(
-        "{} | {} | seqlen {} | windows {} | bos {} | ppl {:.4} | {:.1} s",
-        dataset.label(),
-        args.model.describe(),
-        report.seqlen,
-        report.windows,
-        if add_bos { "on" } else { "off" },
-        report.perplexity,
-        report.seconds
-    );
-    if let Some(path) = &args.json {
-        let json = serde_json::json!({
+    let runs = match &args.sweep {
+        Some(list) => list
+            .split(',')
+            .map(|e| parse_sweep_entry(&args.model, e))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => vec![args.model.clone()],
+    };
+    let mut results = Vec::new();
+    for run in &runs {
+        loaded.model.dequantize_all();
+        // The paper's evaluation: test-time statistics from the whole window being scored.
+        apply_method(&mut loaded.model, run, CalibrationPolicy::EveryCall)?;
+        let report = perplexity(
+            &mut loaded.model,
+            &wins,
+            &PerplexityOptions { progress: true },
+        )?;
+        println!(
+            "{} | {} | seqlen {} | windows {} | bos {} | ppl {:.4} | {:.1} s",
+            dataset.label(),
+            run.describe(),
+            report.seqlen,
+            report.windows,
+            if add_bos { "on" } else { "off" },
+            report.perplexity,
+            report.seconds
+        );
+        results.push(serde_json::json!({
             "model": args.model.model,
             "dataset": dataset.label(),
-            "method": args.model.describe(),
+            "method": run.describe(),
             "bos": add_bos,
             "report": report,
-        });
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)?;
+        }));
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+        }
     }
     Ok(())
 }
