@@ -7,4 +7,4 @@ pub mod data;
 pub mod perplexity;
 
 pub use data::{Dataset, EvalError};
-pub use perplexity::{perplexity, windows, PerplexityOptions, PerplexityReport};
+pub use perplexity::{perplexity, windows, CalibrationMode, PerplexityOptions, PerplexityReport};

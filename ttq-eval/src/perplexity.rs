@@ -29,11 +29,30 @@ pub fn windows(
     out
 }
 
+/// Where test-time methods take their statistics from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub enum CalibrationMode {
+    /// From the whole window being scored (the paper's evaluation). Layers should use
+    /// `CalibrationPolicy::EveryCall`.
+    #[default]
+    Window,
+    /// From the first P tokens of the window only; the rest is decoded with the KV cache on
+    /// the weights calibrated on that prefix (the serving case). Layers must use
+    /// `CalibrationPolicy::FirstCall`.
+    Prefix(usize),
+}
+
 /// Options of [`perplexity`].
 #[derive(Debug, Clone, Default)]
 pub struct PerplexityOptions {
     /// Print progress to stderr.
     pub progress: bool,
+    /// Score only targets at positions `>= score_from` of each window (so that every method
+    /// and both calibration modes are scored on the same tokens). 0 scores every token but
+    /// the first.
+    pub score_from: usize,
+    /// Where statistics come from.
+    pub mode: CalibrationMode,
 }
 
 /// The result of a perplexity run.
@@ -86,14 +105,41 @@ pub fn perplexity<B: Backend>(
     if seqlen < 2 {
         return Err(EvalError::Invalid("seqlen must be at least 2".into()));
     }
+    let first_target = options.score_from.max(1);
+    if first_target >= seqlen {
+        return Err(EvalError::Invalid(format!(
+            "nothing to score: targets start at {first_target} in windows of {seqlen}"
+        )));
+    }
+    if let CalibrationMode::Prefix(p) = options.mode {
+        if p == 0 || p > first_target {
+            return Err(EvalError::Invalid(format!(
+                "the calibration prefix ({p}) must be between 1 and the first scored position ({first_target})"
+            )));
+        }
+    }
     let start = Instant::now();
     let (mut nll, mut count) = (0f64, 0usize);
     for (i, w) in windows.iter().enumerate() {
         model.reset_calibration();
         let mut cache = model.new_cache();
-        let logits = model.forward(&w[..seqlen - 1], &mut cache, Logits::All)?;
-        nll += nll_sum(logits, &w[1..]);
-        count += seqlen - 1;
+        // Logit row j predicts token j + 1; rows first_target - 1 .. seqlen - 1 are scored.
+        let logits = match options.mode {
+            CalibrationMode::Window => model.forward(&w[..seqlen - 1], &mut cache, Logits::All)?,
+            CalibrationMode::Prefix(p) => {
+                let head = model.forward(&w[..p], &mut cache, Logits::All)?;
+                if p < seqlen - 1 {
+                    let tail = model.forward(&w[p..seqlen - 1], &mut cache, Logits::All)?;
+                    Tensor::cat(vec![head, tail], 1)
+                } else {
+                    head
+                }
+            }
+        };
+        let [_, rows, vocab] = logits.dims();
+        let scored = logits.slice([0..1, first_target - 1..rows, 0..vocab]);
+        nll += nll_sum(scored, &w[first_target..]);
+        count += seqlen - first_target;
         if options.progress {
             let secs = start.elapsed().as_secs_f64();
             eprintln!(

@@ -6,7 +6,7 @@ use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
 use ttq_core::CalibrationPolicy;
-use ttq_eval::{perplexity, windows, Dataset, PerplexityOptions};
+use ttq_eval::{perplexity, windows, CalibrationMode, Dataset, PerplexityOptions};
 
 /// Options of `ttq ppl`.
 #[derive(Debug, Args)]
@@ -31,6 +31,14 @@ pub struct PplArgs {
     /// Write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Serving-style TTQ: calibrate on the first P tokens of each window and decode the rest
+    /// with those weights. Every method (and both modes) is then scored on the tokens after
+    /// position P only.
+    #[arg(long)]
+    pub prefix: Option<usize>,
+    /// Score only the tokens from this position on (default: after --prefix, else all).
+    #[arg(long)]
+    pub score_from: Option<usize>,
     /// Evaluate several methods on the same windows, loading and tokenizing once:
     /// comma-separated `fp`, `rtn:BITS[:GROUP]`, `ttq:BITS[:GROUP[:ALPHA]]` (overrides --method).
     #[arg(long)]
@@ -82,13 +90,19 @@ pub fn run<B: Backend>(
     let mut results = Vec::new();
     for run in &runs {
         loaded.model.dequantize_all();
-        // The paper's evaluation: test-time statistics from the whole window being scored.
-        apply_method(&mut loaded.model, run, CalibrationPolicy::EveryCall)?;
-        let report = perplexity(
-            &mut loaded.model,
-            &wins,
-            &PerplexityOptions { progress: true },
-        )?;
+        // Paper's evaluation: statistics from the whole window (EveryCall); with --prefix,
+        // from the prefix only (FirstCall).
+        let (mode, policy) = match args.prefix {
+            Some(p) => (CalibrationMode::Prefix(p), CalibrationPolicy::FirstCall),
+            None => (CalibrationMode::Window, CalibrationPolicy::EveryCall),
+        };
+        apply_method(&mut loaded.model, run, policy)?;
+        let options = PerplexityOptions {
+            progress: true,
+            score_from: args.score_from.or(args.prefix).unwrap_or(0),
+            mode,
+        };
+        let report = perplexity(&mut loaded.model, &wins, &options)?;
         println!(
             "{} | {} | seqlen {} | windows {} | bos {} | ppl {:.4} | {:.1} s",
             dataset.label(),
@@ -104,6 +118,7 @@ pub fn run<B: Backend>(
             "dataset": dataset.label(),
             "method": run.describe(),
             "bos": add_bos,
+            "calibration": format!("{mode:?}"),
             "report": report,
         }));
         if let Some(path) = &args.json {
