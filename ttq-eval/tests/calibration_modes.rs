@@ -7,23 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use ttq_core::{methods::Ttq, CalibrationPolicy, QuantSpec, TtqScaleConfig};
 use ttq_eval::{perplexity, CalibrationMode, PerplexityOptions};
-use ttq_models::{
-    hf_config::parse_config, model::LoadOptions, naming::Format, source::SafetensorsSource,
-    CausalLm,
-};
+use ttq_models::{load::load_hf_weights, CausalLm};
 
 type B = NdArray<f32>;
 
 fn model() -> CausalLm<B> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ttq-models/tests/fixtures/llama");
-    let config = parse_config(&dir.join("config.json")).unwrap();
-    let source = SafetensorsSource::open_dir(&dir).unwrap();
-    let options = LoadOptions {
-        format: Format::HuggingFace,
-        norm_offset: 0.0,
-        unpermute_qk: false,
-    };
-    CausalLm::load(config, &source, options, &Default::default()).unwrap()
+    load_hf_weights(&dir, &Default::default()).unwrap()
 }
 
 fn windows() -> Vec<Vec<u32>> {

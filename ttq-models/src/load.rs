@@ -54,12 +54,14 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
     load_gguf(path, device)
 }
 
-fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+/// The network of a Hugging Face directory (`config.json` + safetensors), without its
+/// tokenizer.
+pub fn load_hf_weights<B: Backend>(dir: &Path, device: &B::Device) -> Result<CausalLm<B>> {
     let config = parse_config(&dir.join("config.json"))?;
-    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), config.bos_token)?;
     let source = SafetensorsSource::open_dir(dir)?;
     let options = LoadOptions {
         format: Format::HuggingFace,
+        // Hugging Face files store Gemma's norm weights without the `1 +`.
         norm_offset: if config.family == Family::Gemma3 {
             1.0
         } else {
@@ -67,9 +69,14 @@ fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel
         },
         unpermute_qk: false,
     };
-    let model = CausalLm::load(config, &source, options, device)?;
+    CausalLm::load(config, &source, options, device)
+}
+
+fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    let config = parse_config(&dir.join("config.json"))?;
+    let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), config.bos_token)?;
     Ok(LoadedModel {
-        model,
+        model: load_hf_weights(dir, device)?,
         tokenizer,
         weights: dir.to_path_buf(),
     })

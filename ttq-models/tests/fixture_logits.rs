@@ -5,13 +5,7 @@
 use burn::backend::NdArray;
 use safetensors::SafeTensors;
 use std::path::PathBuf;
-use ttq_models::{
-    hf_config::parse_config,
-    model::{LoadOptions, Logits},
-    naming::Format,
-    source::SafetensorsSource,
-    CausalLm, Family,
-};
+use ttq_models::{load::load_hf_weights, model::Logits, CausalLm};
 
 type B = NdArray<f32>;
 
@@ -57,19 +51,7 @@ fn expected(name: &str) -> Expected {
 }
 
 fn load(name: &str) -> CausalLm<B> {
-    let dir = fixture(name);
-    let config = parse_config(&dir.join("config.json")).unwrap();
-    let source = SafetensorsSource::open_dir(&dir).unwrap();
-    let options = LoadOptions {
-        format: Format::HuggingFace,
-        norm_offset: if config.family == Family::Gemma3 {
-            1.0
-        } else {
-            0.0
-        },
-        unpermute_qk: false,
-    };
-    CausalLm::load(config, &source, options, &Default::default()).unwrap()
+    load_hf_weights(&fixture(name), &Default::default()).unwrap()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
