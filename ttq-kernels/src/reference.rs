@@ -82,8 +82,7 @@ pub fn quantize(
         shape: [rows, cols],
     };
     let mut codes = vec![0u32; cols];
-    for (r, row) in w.chunks_exact(cols).enumerate() {
-        let _ = r;
+    for row in w.chunks_exact(cols) {
         let scaled: Vec<f32> = match col_scale {
             Some(d) => row.iter().zip(d).map(|(w, d)| w * d).collect(),
             None => row.to_vec(),

@@ -168,6 +168,15 @@ impl GenerationStats {
     }
 }
 
+/// The logits of a `[1, 1, vocab]` tensor as a host vector.
+fn logits_row<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<Vec<f32>> {
+    logits
+        .into_data()
+        .convert::<f32>()
+        .into_vec()
+        .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))
+}
+
 /// Generates from `prompt`, calling `on_text` with each new piece of text as it is decoded.
 /// Resets test-time calibrations first, so the prompt calibrates TTQ layers that use
 /// `CalibrationPolicy::FirstCall`.
@@ -199,11 +208,7 @@ pub fn generate<B: Backend>(
     };
     let t0 = Instant::now();
     let logits = model.forward(&prompt_ids, &mut cache, Logits::Last)?;
-    let mut row: Vec<f32> = logits
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
+    let mut row = logits_row(logits)?;
     stats.prefill_seconds = t0.elapsed().as_secs_f64();
     let mut generated: Vec<u32> = Vec::new();
     let mut printed = String::new();
@@ -224,11 +229,7 @@ pub fn generate<B: Backend>(
             break;
         }
         let logits = model.forward(&[next], &mut cache, Logits::Last)?;
-        row = logits
-            .into_data()
-            .convert::<f32>()
-            .into_vec()
-            .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
+        row = logits_row(logits)?;
     }
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = generated.len();

@@ -114,6 +114,25 @@ impl<B: Backend> Loader<'_, B> {
         ))
     }
 
+    /// A `[rows, cols]` matrix whose row count is whatever the file holds (read once).
+    fn table(&self, role: Role, cols: usize) -> Result<Tensor<B, 2>> {
+        let name = self.name(role);
+        let t = self.source.get(&name)?;
+        let rows = t.shape.first().copied().unwrap_or(0);
+        if t.shape.len() != 2 || t.shape[1] != cols || rows == 0 {
+            return Err(ModelError::TensorShape {
+                path: self.source.path().to_path_buf(),
+                tensor: name,
+                expected: vec![rows.max(1), cols],
+                got: t.shape,
+            });
+        }
+        Ok(Tensor::from_data(
+            TensorData::new(t.data, [rows, cols]),
+            self.device,
+        ))
+    }
+
     fn linear(&self, w: Role, b: Option<Role>, rows: usize, cols: usize) -> Result<QuantLinear<B>> {
         let weight = self.matrix(w, rows, cols)?;
         let bias = b.map(|b| self.vector(b, rows)).transpose()?;
@@ -186,14 +205,8 @@ impl<B: Backend> CausalLm<B> {
         let ln_bias = |r: Role| (c.norm == crate::config::NormKind::LayerNorm).then_some(r);
         let embed = ld.matrix(Role::Embed, c.vocab, c.hidden)?;
         let pos_embed = match c.positions {
-            Positions::Learned { offset } => {
-                let rows = ld
-                    .source
-                    .get(&ld.name(Role::PosEmbed))
-                    .map(|t| t.shape.first().copied().unwrap_or(0));
-                let rows = rows.unwrap_or(c.max_positions + offset);
-                Some(ld.matrix(Role::PosEmbed, rows, c.hidden)?)
-            }
+            // The table's length is the file's (positions + offset); only its width is fixed.
+            Positions::Learned { .. } => Some(ld.table(Role::PosEmbed, c.hidden)?),
             Positions::Rope => None,
         };
         let mut blocks = Vec::with_capacity(c.layers);
