@@ -22,6 +22,11 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Perplexity on WikiText-2, PTB, C4 or a text file.
     Ppl(commands::ppl::PplArgs),
+    /// Perplexity of many methods (RTN, AWQ, GPTQ, TTQ, TTQ + low-rank) on many texts, with
+    /// calibration sets for AWQ/GPTQ; writes records.json and table.md.
+    Eval(commands::eval::EvalArgs),
+    /// One of the named experiments of docs/results.md: methods, groups, domain, sensitivity.
+    Experiment(commands::eval::ExperimentArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +43,15 @@ fn main() -> ExitCode {
             args.model.backend,
             |B, device| commands::ppl::run::<B>(&args, device)
         ),
+        Command::Eval(args) => {
+            with_backend!(
+                args.grid.backend,
+                |B, device| commands::eval::run_eval::<B>(&args, device)
+            )
+        }
+        Command::Experiment(args) => with_backend!(args.grid.backend, |B, device| {
+            commands::eval::run_experiment::<B>(&args, device)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

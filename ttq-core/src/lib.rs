@@ -14,8 +14,11 @@
 //!   pure tensor-op default [`TensorOpsKernels`].
 //! - [`QuantMethod`]: one trait for weight quantization methods ([`methods::Rtn`],
 //!   [`methods::Ttq`]); static and calibration-based methods fit it too.
+//! - [`CalibrationStats`]: what calibration-based methods keep of a layer's calibration
+//!   inputs (the Gram matrix `XᵀX` and `Σ|x|`).
 //! - [`QuantLinear`]: a linear layer that keeps full-precision weights and runs a method.
 
+pub mod calib;
 pub mod error;
 pub mod group;
 pub mod kernels;
@@ -26,10 +29,11 @@ pub mod spec;
 pub mod stats;
 pub mod tensor_io;
 
+pub use calib::CalibrationStats;
 pub use error::QuantError;
 pub use group::{PackLayout, QuantizedWeight};
 pub use kernels::{QuantKernels, TensorOpsKernels};
 pub use linear::{CalibrationPolicy, QuantLinear};
-pub use method::{DynamicWeight, Prepared, QuantMethod, QuantizedLinear};
+pub use method::{DynamicWeight, LowRank, Prepared, QuantMethod, QuantizedLinear};
 pub use spec::{GroupSize, QuantScheme, QuantSpec};
 pub use stats::{ChannelStats, TtqScaleConfig};

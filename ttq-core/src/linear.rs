@@ -1,7 +1,8 @@
 //! A linear layer that keeps its full-precision weight and runs a quantization method.
 
 use crate::{
-    kernels::TensorOpsKernels, Prepared, QuantError, QuantKernels, QuantMethod, QuantizedLinear,
+    kernels::TensorOpsKernels, CalibrationStats, Prepared, QuantError, QuantKernels, QuantMethod,
+    QuantizedLinear,
 };
 use burn::tensor::{backend::Backend, Tensor};
 use std::sync::Arc;
@@ -38,6 +39,8 @@ pub struct QuantLinear<B: Backend> {
     bias: Option<Tensor<B, 1>>,
     kernels: Arc<dyn QuantKernels<B>>,
     active: Option<Active<B>>,
+    /// Statistics of the inputs seen while observing (see [`Self::observe`]).
+    observed: Option<CalibrationStats<B>>,
 }
 
 impl<B: Backend> QuantLinear<B> {
@@ -62,6 +65,7 @@ impl<B: Backend> QuantLinear<B> {
             bias,
             kernels: Arc::new(TensorOpsKernels),
             active: None,
+            observed: None,
         })
     }
 
@@ -107,16 +111,16 @@ impl<B: Backend> QuantLinear<B> {
         Ok(())
     }
 
-    /// Quantizes with `method` from now on. `calibration` holds this layer's calibration
-    /// inputs (`[tokens, in]`) for methods that use them.
+    /// Quantizes with `method` from now on. `calibration` holds statistics of this layer's
+    /// calibration inputs for methods that use them (see [`Self::observe`]).
     pub fn set_method(
         &mut self,
         method: Arc<dyn QuantMethod<B>>,
         policy: CalibrationPolicy,
-        calibration: Option<&Tensor<B, 2>>,
+        calibration: Option<&CalibrationStats<B>>,
     ) -> Result<(), QuantError> {
         if let Some(c) = calibration {
-            self.check_input_features("calibration activations", c.dims()[1])?;
+            self.check_input_features("calibration statistics", c.channels())?;
         }
         let prepared = method.prepare(&self.weight(), calibration, self.kernels.as_ref())?;
         self.active = Some(Active {
@@ -126,6 +130,28 @@ impl<B: Backend> QuantLinear<B> {
             calibrated: None,
         });
         Ok(())
+    }
+
+    /// Starts accumulating statistics of every input this layer sees (calibration for AWQ
+    /// and GPTQ), discarding earlier ones. Outputs are unchanged.
+    pub fn observe(&mut self) {
+        let device = self.weight_t.device();
+        self.observed = Some(CalibrationStats::new(self.in_features(), &device));
+    }
+
+    /// Stops observing and returns what was accumulated since [`Self::observe`].
+    pub fn take_observed(&mut self) -> Option<CalibrationStats<B>> {
+        self.observed.take()
+    }
+
+    /// Bytes of a static low-rank part kept beside the quantized weight (f32), or 0.
+    pub fn low_rank_bytes(&self) -> usize {
+        let Some(a) = &self.active else { return 0 };
+        let lr = match &a.prepared {
+            Prepared::Fixed(q) => q.low_rank.as_ref(),
+            Prepared::Dynamic(d) => d.low_rank.as_ref(),
+        };
+        lr.map_or(0, |l| l.f32_bytes())
     }
 
     /// Back to full precision.
@@ -186,6 +212,9 @@ impl<B: Backend> QuantLinear<B> {
     }
 
     fn forward_2d(&mut self, x: Tensor<B, 2>) -> Result<Tensor<B, 2>, QuantError> {
+        if let Some(stats) = &mut self.observed {
+            stats.accumulate(x.clone())?;
+        }
         let kernels = self.kernels.clone();
         let y = match &mut self.active {
             None => x.matmul(self.weight_t.clone()),

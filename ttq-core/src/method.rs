@@ -9,7 +9,7 @@
 //! - [`QuantMethod::realize`], for dynamic methods only, whenever the layer (re)calibrates:
 //!   from the prepared state and the live activations of the prompt.
 
-use crate::{QuantError, QuantKernels, QuantSpec, QuantizedWeight};
+use crate::{CalibrationStats, QuantError, QuantKernels, QuantSpec, QuantizedWeight};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// A static low-rank part `B·A` of a weight (`W ≈ B·A + residual`).
@@ -19,6 +19,20 @@ pub struct LowRank<B: Backend> {
     pub b: Tensor<B, 2>,
     /// `[rank, cols]`.
     pub a: Tensor<B, 2>,
+}
+
+impl<B: Backend> LowRank<B> {
+    /// The rank `r`.
+    pub fn rank(&self) -> usize {
+        self.a.dims()[0]
+    }
+
+    /// Bytes of the two factors when stored in f32: the extra memory of a low-rank part.
+    pub fn f32_bytes(&self) -> usize {
+        let [rows, r] = self.b.dims();
+        let [_, cols] = self.a.dims();
+        4 * r * (rows + cols)
+    }
 }
 
 /// What a quantized layer multiplies with:
@@ -93,12 +107,12 @@ pub trait QuantMethod<B: Backend>: std::fmt::Debug + Send + Sync {
     /// The group-wise spec the method quantizes with.
     fn spec(&self) -> &QuantSpec;
 
-    /// Once per layer. `calibration` holds calibration activations of this layer's input
-    /// (`[tokens, cols]`) for methods that need them; others ignore it.
+    /// Once per layer. `calibration` holds statistics of this layer's calibration inputs
+    /// for methods that need them (AWQ, GPTQ); others ignore it.
     fn prepare(
         &self,
         weight: &Tensor<B, 2>,
-        calibration: Option<&Tensor<B, 2>>,
+        calibration: Option<&CalibrationStats<B>>,
         kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError>;
 

@@ -6,8 +6,8 @@ use common::*;
 use std::sync::Arc;
 use ttq_core::{
     methods::{Rtn, Ttq},
-    CalibrationPolicy, ChannelStats, QuantError, QuantKernels, QuantLinear, QuantSpec,
-    TensorOpsKernels, TtqScaleConfig,
+    CalibrationPolicy, CalibrationStats, ChannelStats, QuantError, QuantKernels, QuantLinear,
+    QuantSpec, TensorOpsKernels, TtqScaleConfig,
 };
 
 fn scale_of(x: Vec<f32>, tokens: usize, d: usize, cfg: TtqScaleConfig) -> Vec<f32> {
@@ -200,7 +200,10 @@ fn mismatched_shapes_are_errors() {
         .set_method(
             Arc::new(Rtn::new(spec)),
             CalibrationPolicy::EveryCall,
-            Some(&tensor2(vec![0.0; 8], [1, 8])),
+            Some(&CalibrationStats::from_activations(tensor2(
+                vec![0.0; 8],
+                [1, 8],
+            ))),
         )
         .unwrap_err();
     assert!(matches!(err, QuantError::ShapeMismatch { .. }), "{err}");

@@ -29,6 +29,9 @@ pub enum EvalError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] ttq_models::ModelError),
+    /// A method could not be built or applied.
+    #[error(transparent)]
+    Quant(#[from] ttq_core::QuantError),
 }
 
 /// A text to evaluate on.

@@ -1,10 +1,19 @@
 //! # ttq-eval
 //!
 //! Evaluation of quantized models: the evaluation texts joined as the GPTQ reference code
-//! joins them, non-overlapping windows, and perplexity.
+//! joins them, non-overlapping windows, perplexity, calibration sampling for AWQ and GPTQ,
+//! method specs by name, a grid runner (methods × datasets × calibration sets) and the
+//! named experiments of `docs/results.md`.
 
+pub mod calibration;
 pub mod data;
+pub mod experiments;
+pub mod grid;
+pub mod method_spec;
 pub mod perplexity;
 
+pub use calibration::{collect_statistics, sample_windows, CalibrationSampling};
 pub use data::{Dataset, EvalError};
+pub use grid::{markdown_table, run_grid, EvalText, GridConfig, Record};
+pub use method_spec::{MethodKind, MethodSpec};
 pub use perplexity::{perplexity, windows, CalibrationMode, PerplexityOptions, PerplexityReport};

@@ -84,6 +84,14 @@ pub enum ModelError {
     /// A quantization error from a layer.
     #[error(transparent)]
     Quant(#[from] QuantError),
+    /// A quantization error in a named layer.
+    #[error("{layer}: {source}")]
+    QuantLayer {
+        /// The layer's name.
+        layer: String,
+        /// What went wrong.
+        source: QuantError,
+    },
     /// A bad request at run time (empty prompt, token id out of range, …).
     #[error("{0}")]
     Invalid(String),

@@ -11,8 +11,9 @@ use crate::naming::{tensor_name, Format, Role};
 use crate::nn::{attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::Norm, rope::Rope};
 use crate::source::{HostTensor, TensorSource};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use ttq_core::{CalibrationPolicy, QuantKernels, QuantLinear, QuantMethod};
+use ttq_core::{CalibrationPolicy, CalibrationStats, QuantKernels, QuantLinear, QuantMethod};
 
 /// One decoder block.
 #[derive(Debug, Clone)]
@@ -447,6 +448,54 @@ impl<B: Backend> CausalLm<B> {
             l.set_method(method.clone(), policy, None)?;
         }
         Ok(())
+    }
+
+    /// Quantizes every block linear with `method`, giving each layer its calibration
+    /// statistics from `calibration` (by the names of [`Self::linears_mut`]) when present.
+    /// Calls `progress(done, total, name)` after each layer: calibration-based methods can
+    /// take seconds per layer.
+    pub fn quantize_calibrated(
+        &mut self,
+        method: Arc<dyn QuantMethod<B>>,
+        policy: CalibrationPolicy,
+        calibration: &BTreeMap<String, CalibrationStats<B>>,
+        progress: &mut dyn FnMut(usize, usize, &str),
+    ) -> Result<()> {
+        let mut layers = self.linears_mut();
+        let total = layers.len();
+        for (i, (name, l)) in layers.iter_mut().enumerate() {
+            l.set_method(method.clone(), policy, calibration.get(name.as_str()))
+                .map_err(|e| ModelError::QuantLayer {
+                    layer: name.clone(),
+                    source: e,
+                })?;
+            progress(i + 1, total, name);
+        }
+        Ok(())
+    }
+
+    /// Starts accumulating calibration statistics of every block linear's input (see
+    /// [`QuantLinear::observe`]); run forwards, then [`Self::take_calibration`].
+    pub fn observe_calibration(&mut self) {
+        for (_, l) in self.linears_mut() {
+            l.observe();
+        }
+    }
+
+    /// Stops observing and returns each block linear's statistics by name.
+    pub fn take_calibration(&mut self) -> BTreeMap<String, CalibrationStats<B>> {
+        self.linears_mut()
+            .into_iter()
+            .filter_map(|(name, l)| l.take_observed().map(|s| (name, s)))
+            .collect()
+    }
+
+    /// Bytes of static low-rank parts kept beside quantized weights (f32), over all layers.
+    pub fn low_rank_bytes(&mut self) -> usize {
+        self.linears_mut()
+            .iter()
+            .map(|(_, l)| l.low_rank_bytes())
+            .sum()
     }
 
     /// Back to full precision everywhere.

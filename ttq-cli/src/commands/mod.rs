@@ -2,5 +2,6 @@
 
 pub mod common;
 pub mod demo;
+pub mod eval;
 pub mod generate;
 pub mod ppl;

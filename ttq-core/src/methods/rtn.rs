@@ -29,7 +29,7 @@ impl<B: Backend> QuantMethod<B> for Rtn {
     fn prepare(
         &self,
         weight: &Tensor<B, 2>,
-        _calibration: Option<&Tensor<B, 2>>,
+        _calibration: Option<&crate::CalibrationStats<B>>,
         kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
         Ok(Prepared::Fixed(QuantizedLinear {

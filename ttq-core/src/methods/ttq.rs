@@ -64,7 +64,7 @@ impl<B: Backend> QuantMethod<B> for Ttq {
     fn prepare(
         &self,
         weight: &Tensor<B, 2>,
-        _calibration: Option<&Tensor<B, 2>>,
+        _calibration: Option<&crate::CalibrationStats<B>>,
         _kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
         Ok(Prepared::Dynamic(DynamicWeight {

@@ -1,0 +1,302 @@
+//! Methods by name, as written on command lines and in experiment definitions.
+//!
+//! Syntax: `KIND[:FIELD]...` with `KIND` one of `fp`, `rtn`, `awq`, `gptq`, `ttq`, `ttqlr`,
+//! and fields
+//! - `w4` bits, `g128` / `grow` group size, `sym` symmetric,
+//! - `a0.25` TTQ's α, `l1e-4` TTQ's λ, `r16` low-rank rank, `wsvd` activation-weighted SVD,
+//! - `act` GPTQ act-order, `noclip` AWQ without the clipping search.
+//!
+//! Bare numbers are read positionally as bits, group and α (`ttq:4:128:0.25`), the older
+//! syntax of `ttq ppl --sweep`.
+
+use crate::EvalError;
+use burn::tensor::backend::Backend;
+use serde::Serialize;
+use std::sync::Arc;
+use ttq_core::{
+    methods::{Awq, AwqConfig, Gptq, GptqConfig, Rtn, Ttq, TtqLowRank},
+    GroupSize, QuantMethod, QuantScheme, QuantSpec, TtqScaleConfig,
+};
+
+/// The family of a method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodKind {
+    /// Full precision.
+    Fp,
+    /// Round-to-nearest.
+    Rtn,
+    /// AWQ (calibrated).
+    Awq,
+    /// GPTQ (calibrated).
+    Gptq,
+    /// Test-time quantization.
+    Ttq,
+    /// TTQ on the residual of a static low-rank part.
+    TtqLr,
+}
+
+/// A fully specified method.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MethodSpec {
+    /// Which method.
+    pub kind: MethodKind,
+    /// Bits per weight.
+    pub bits: u32,
+    /// Group size (`None`: a whole row).
+    pub group: Option<usize>,
+    /// Symmetric scheme.
+    pub symmetric: bool,
+    /// TTQ's α.
+    pub alpha: f32,
+    /// TTQ's λ.
+    pub lambda: f32,
+    /// Low-rank rank (TTQ + low-rank).
+    pub rank: usize,
+    /// Activation-weighted SVD (TTQ + low-rank).
+    pub weighted_svd: bool,
+    /// GPTQ act-order.
+    pub act_order: bool,
+    /// AWQ's clipping search.
+    pub clip: bool,
+}
+
+impl Default for MethodSpec {
+    fn default() -> Self {
+        Self {
+            kind: MethodKind::Fp,
+            bits: 4,
+            group: Some(128),
+            symmetric: false,
+            alpha: TtqScaleConfig::default().alpha,
+            lambda: TtqScaleConfig::default().lambda,
+            rank: 16,
+            weighted_svd: false,
+            act_order: false,
+            clip: true,
+        }
+    }
+}
+
+impl MethodSpec {
+    /// Parses one method (see the module docs).
+    pub fn parse(text: &str) -> Result<Self, EvalError> {
+        let bad = |why: String| EvalError::Invalid(format!("method `{text}`: {why}"));
+        let mut parts = text.trim().split(':');
+        let kind = match parts.next().unwrap_or("") {
+            "fp" => MethodKind::Fp,
+            "rtn" => MethodKind::Rtn,
+            "awq" => MethodKind::Awq,
+            "gptq" => MethodKind::Gptq,
+            "ttq" => MethodKind::Ttq,
+            "ttqlr" => MethodKind::TtqLr,
+            other => {
+                return Err(bad(format!(
+                    "unknown method `{other}` (fp, rtn, awq, gptq, ttq, ttqlr)"
+                )))
+            }
+        };
+        let mut m = Self {
+            kind,
+            ..Self::default()
+        };
+        let mut positional = 0;
+        for field in parts {
+            let num = |s: &str| -> Result<f64, EvalError> {
+                s.parse::<f64>()
+                    .map_err(|_| bad(format!("`{field}` is not a number")))
+            };
+            if field.parse::<f64>().is_ok() {
+                match positional {
+                    0 => m.bits = num(field)? as u32,
+                    1 => m.group = parse_group(field).map_err(&bad)?,
+                    2 => m.alpha = num(field)? as f32,
+                    _ => return Err(bad("too many positional fields".into())),
+                }
+                positional += 1;
+                continue;
+            }
+            match field {
+                "sym" => m.symmetric = true,
+                "act" => m.act_order = true,
+                "noclip" => m.clip = false,
+                "wsvd" => m.weighted_svd = true,
+                f if f.starts_with('w') => m.bits = num(&f[1..])? as u32,
+                f if f.starts_with('g') => m.group = parse_group(&f[1..]).map_err(&bad)?,
+                f if f.starts_with('a') => m.alpha = num(&f[1..])? as f32,
+                f if f.starts_with('l') => m.lambda = num(&f[1..])? as f32,
+                f if f.starts_with('r') => m.rank = num(&f[1..])? as usize,
+                f => return Err(bad(format!("unknown field `{f}`"))),
+            }
+        }
+        // Build once to validate every value.
+        m.build::<burn::backend::NdArray<f32>>()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(m)
+    }
+
+    /// Parses a comma-separated list.
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, EvalError> {
+        text.split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(Self::parse)
+            .collect()
+    }
+
+    /// Whether the method needs calibration statistics.
+    pub fn needs_calibration(&self) -> bool {
+        matches!(self.kind, MethodKind::Awq | MethodKind::Gptq)
+            || (self.kind == MethodKind::TtqLr && self.weighted_svd && self.rank > 0)
+    }
+
+    /// Whether the method re-quantizes per prompt (and so depends on the calibration mode).
+    pub fn is_dynamic(&self) -> bool {
+        matches!(self.kind, MethodKind::Ttq | MethodKind::TtqLr)
+    }
+
+    /// The quantizer spec.
+    pub fn quant_spec(&self) -> Result<QuantSpec, ttq_core::QuantError> {
+        let scheme = if self.symmetric {
+            QuantScheme::Symmetric
+        } else {
+            QuantScheme::Asymmetric
+        };
+        let group = self.group.map_or(GroupSize::Row, GroupSize::Size);
+        QuantSpec::new(self.bits, group, scheme)
+    }
+
+    /// The method object, or `None` for full precision.
+    pub fn build<B: Backend>(
+        &self,
+    ) -> Result<Option<Arc<dyn QuantMethod<B>>>, ttq_core::QuantError> {
+        if self.kind == MethodKind::Fp {
+            return Ok(None);
+        }
+        let spec = self.quant_spec()?;
+        let ttq = || Ttq::new(spec, TtqScaleConfig::new(self.alpha, self.lambda)?);
+        Ok(Some(match self.kind {
+            MethodKind::Fp => unreachable!("handled above"),
+            MethodKind::Rtn => Arc::new(Rtn::new(spec)),
+            MethodKind::Awq => Arc::new(Awq::new(
+                spec,
+                AwqConfig {
+                    clip: self.clip,
+                    ..AwqConfig::default()
+                },
+            )?),
+            MethodKind::Gptq => Arc::new(Gptq::new(
+                spec,
+                GptqConfig {
+                    act_order: self.act_order,
+                    ..GptqConfig::default()
+                },
+            )?),
+            MethodKind::Ttq => Arc::new(ttq()?),
+            MethodKind::TtqLr => {
+                let mut m = TtqLowRank::new(ttq()?, self.rank);
+                m.weighted = self.weighted_svd;
+                Arc::new(m)
+            }
+        }))
+    }
+
+    /// A canonical label, parseable by [`Self::parse`], listing what differs from the
+    /// defaults that matter for the kind.
+    pub fn label(&self) -> String {
+        if self.kind == MethodKind::Fp {
+            return "fp".into();
+        }
+        let kind = match self.kind {
+            MethodKind::Fp => "fp",
+            MethodKind::Rtn => "rtn",
+            MethodKind::Awq => "awq",
+            MethodKind::Gptq => "gptq",
+            MethodKind::Ttq => "ttq",
+            MethodKind::TtqLr => "ttqlr",
+        };
+        let mut s = format!("{kind}:w{}:g", self.bits);
+        match self.group {
+            Some(g) => s += &g.to_string(),
+            None => s += "row",
+        }
+        if self.symmetric {
+            s += ":sym";
+        }
+        if self.is_dynamic() {
+            s += &format!(":a{}:l{:e}", self.alpha, self.lambda);
+        }
+        if self.kind == MethodKind::TtqLr {
+            s += &format!(":r{}", self.rank);
+            if self.weighted_svd {
+                s += ":wsvd";
+            }
+        }
+        if self.kind == MethodKind::Gptq && self.act_order {
+            s += ":act";
+        }
+        if self.kind == MethodKind::Awq && !self.clip {
+            s += ":noclip";
+        }
+        s
+    }
+}
+
+fn parse_group(text: &str) -> Result<Option<usize>, String> {
+    match QuantSpec::parse_group(text).map_err(|e| e.to_string())? {
+        GroupSize::Row => Ok(None),
+        GroupSize::Size(g) => Ok(Some(g)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keyed_and_positional_fields() {
+        let m = MethodSpec::parse("ttq:4:128:0.25").unwrap();
+        assert_eq!(
+            (m.kind, m.bits, m.group, m.alpha),
+            (MethodKind::Ttq, 4, Some(128), 0.25)
+        );
+        let m = MethodSpec::parse("ttqlr:w3:g64:a0.3:l1e-3:r8:wsvd").unwrap();
+        assert_eq!(
+            (m.bits, m.group, m.alpha, m.lambda, m.rank, m.weighted_svd),
+            (3, Some(64), 0.3, 1e-3, 8, true)
+        );
+        assert!(m.needs_calibration());
+        let m = MethodSpec::parse("gptq:w2:grow:act").unwrap();
+        assert_eq!((m.group, m.act_order), (None, true));
+        assert!(!MethodSpec::parse("awq:w4:noclip").unwrap().clip);
+    }
+
+    #[test]
+    fn labels_parse_back_to_the_same_method() {
+        for text in [
+            "fp",
+            "rtn:w3:g32",
+            "awq:w4:noclip",
+            "gptq:w3:act",
+            "ttq:w4:a0.25",
+            "ttqlr:w2:grow:r4:wsvd",
+        ] {
+            let m = MethodSpec::parse(text).unwrap();
+            assert_eq!(MethodSpec::parse(&m.label()).unwrap(), m, "{text}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_methods_with_a_message() {
+        for bad in [
+            "xyz",
+            "rtn:w9",
+            "rtn:g100",
+            "ttq:a-1",
+            "gptq:w4:zzz",
+            "rtn:4:128:0.5:1",
+        ] {
+            let err = MethodSpec::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+    }
+}
