@@ -22,6 +22,8 @@ enum Command {
     Generate(commands::generate::GenerateArgs),
     /// Perplexity on WikiText-2, PTB, C4 or a text file.
     Ppl(commands::ppl::PplArgs),
+    /// Time the CUDA kernels (int4 matmul, quantize, statistics) against dense f16.
+    BenchKernels(commands::bench_kernels::BenchKernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
             args.model.backend,
             |B, device| commands::ppl::run::<B>(&args, device)
         ),
+        Command::BenchKernels(args) => commands::bench_kernels::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

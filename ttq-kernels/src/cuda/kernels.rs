@@ -1,0 +1,397 @@
+//! The CubeCL kernels. Launch code and shape checks live in [`super`].
+//!
+//! Every kernel computes in f32 whatever the float element `F` of its inputs and outputs
+//! (f32 or f16): the quantizer's arithmetic must be bit-identical to
+//! [`crate::reference::quantize`], which works in f32.
+//!
+//! Conventions shared by all kernels:
+//! - tensors are contiguous and row-major (the launchers make them so);
+//! - packed words are read and written as `u32`, whatever the Int tensor's declared element
+//!   (`i32` bit pattern, see `ttq_core::group`);
+//! - no kernel leaves early before a barrier: threads with nothing to do skip their work
+//!   but still reach every `sync_cube`.
+
+use cubecl::prelude::*;
+
+/// Threads per plane (warp) the kernels assume; CUDA's warp size.
+pub const PLANE: u32 = 32;
+
+/// Per-channel statistics of `x` (`[tokens, d]`).
+///
+/// A cube of `32 × 8` threads owns 32 consecutive channels: the 32 lanes of a plane read
+/// 32 neighbouring channels of one token (a coalesced 64- or 128-byte row segment) and the
+/// 8 planes take every 8th token. Pass 1 finds `max |x|` per channel, pass 2 sums
+/// `(x / max)²` (the second read of the cube's column block mostly hits L2). Partial results
+/// of the 8 planes are combined in shared memory.
+#[cube(launch)]
+pub fn channel_stats_kernel<F: Float>(
+    x: &Tensor<F>,
+    max_abs: &mut Tensor<f32>,
+    mean_sq: &mut Tensor<f32>,
+    tokens: u32,
+    d: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let lane = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let ny = CUBE_DIM_Y;
+    let ch = CUBE_POS_X * PLANE + lane;
+    let valid = ch < d;
+    let d_us = d as usize;
+    let mut partial = SharedMemory::<f32>::new(256usize);
+    let mut col = SharedMemory::<f32>::new(32usize);
+
+    let mut m = 0.0f32;
+    if valid {
+        let mut t = ty;
+        while t < tokens {
+            let v = f32::abs(f32::cast_from(x[t as usize * d_us + ch as usize]));
+            m = f32::max(m, v);
+            t += ny;
+        }
+    }
+    partial[(ty * PLANE + lane) as usize] = m;
+    sync_cube();
+    if ty == 0 {
+        let mut mm = 0.0f32;
+        for k in 0..ny {
+            mm = f32::max(mm, partial[(k * PLANE + lane) as usize]);
+        }
+        col[lane as usize] = mm;
+        if valid {
+            max_abs[ch as usize] = mm;
+        }
+    }
+    sync_cube();
+
+    let safe = f32::max(col[lane as usize], 1e-15f32);
+    let mut acc = 0.0f32;
+    if valid {
+        let mut t = ty;
+        while t < tokens {
+            let r = f32::cast_from(x[t as usize * d_us + ch as usize]) / safe;
+            acc += r * r;
+            t += ny;
+        }
+    }
+    sync_cube();
+    partial[(ty * PLANE + lane) as usize] = acc;
+    sync_cube();
+    if ty == 0 && valid {
+        let mut s = 0.0f32;
+        for k in 0..ny {
+            s += partial[(k * PLANE + lane) as usize];
+        }
+        let n = f32::cast_from(u32::max(tokens, 1));
+        mean_sq[ch as usize] = s / n;
+    }
+}
+
+/// Scale and zero point of one group from its (column-scaled) range, with exactly the f32
+/// operations of `reference::group_params`. For the symmetric scheme `lo` is unused and
+/// `hi` is the group's `max |v|`.
+#[cube]
+fn group_params(
+    lo: f32,
+    hi: f32,
+    #[comptime] bits: u32,
+    #[comptime] symmetric: bool,
+) -> (f32, f32) {
+    let max_code = comptime!(((1u32 << bits) - 1) as f32);
+    if comptime!(symmetric) {
+        let half = comptime!((1u32 << (bits - 1)) as f32);
+        let mut s = hi / comptime!(half - 1.0);
+        if s == 0.0 {
+            s = 1.0;
+        }
+        (s, half)
+    } else {
+        let mut s = (hi - lo) / max_code;
+        if s == 0.0 {
+            s = 1.0;
+        }
+        let z = f32::clamp(f32::round(-lo / s), 0.0, max_code);
+        (s, z)
+    }
+}
+
+/// Fused `w · diag(d)` + group-wise quantization + packing, one cube per weight row.
+///
+/// Phase 1: each plane of the cube takes whole groups (plane `p` takes groups `p, p + P, …`);
+/// its lanes stride over the group's columns, reduce min/max across the plane and lane 0
+/// writes the group's scale and zero point to global memory.
+/// Phase 2 (after a cube barrier, which also makes phase 1's global writes visible to the
+/// cube): each thread owns whole output words; for every code of its word it looks up the
+/// parameters of the code's group, so words that straddle two groups (3, 5, 6, 7 bits) are
+/// packed correctly. Phase 2 re-reads the row, which the cube has just brought into L1/L2.
+///
+/// The launcher runs `min(rows, 65535)` cubes; cube `i` handles rows `i, i + count, …`.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_pack_kernel<F: Float>(
+    w: &Tensor<F>,
+    col_scale: &Tensor<F>,
+    scales: &mut Tensor<f32>,
+    zeros: &mut Tensor<f32>,
+    packed: &mut Tensor<u32>,
+    rows: u32,
+    cols: u32,
+    group: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[comptime] symmetric: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let max_code = comptime!(((1u32 << bits) - 1) as f32);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let planes = CUBE_DIM_Y;
+    let tid = plane * PLANE + lane;
+    let threads = planes * PLANE;
+    let cols_us = cols as usize;
+
+    let mut row = CUBE_POS_X;
+    while row < rows {
+        let w_row = row as usize * cols_us;
+        let p_row = row as usize * groups as usize;
+
+        // Phase 1: group parameters.
+        let mut gi = plane;
+        while gi < groups {
+            let start = gi * group;
+            let end = u32::min(start + group, cols);
+            let mut lo = 0.0f32;
+            let mut hi = 0.0f32;
+            let mut c = start + lane;
+            while c < end {
+                let v =
+                    f32::cast_from(w[w_row + c as usize]) * f32::cast_from(col_scale[c as usize]);
+                if comptime!(symmetric) {
+                    hi = f32::max(hi, f32::abs(v));
+                } else {
+                    lo = f32::min(lo, v);
+                    hi = f32::max(hi, v);
+                }
+                c += PLANE;
+            }
+            let lo = plane_min(lo);
+            let hi = plane_max(hi);
+            let (s, z) = group_params(lo, hi, bits, symmetric);
+            if lane == 0 {
+                scales[p_row + gi as usize] = s;
+                zeros[p_row + gi as usize] = z;
+            }
+            gi += planes;
+        }
+        sync_cube();
+
+        // Phase 2: codes, packed one word per thread.
+        let mut wi = tid;
+        while wi < words_per_row {
+            let mut word = 0u32;
+            #[unroll]
+            for k in 0..cpw {
+                let c = wi * cpw + k;
+                if c < cols {
+                    let g = c / group;
+                    let s = scales[p_row + g as usize];
+                    let z = zeros[p_row + g as usize];
+                    let v = f32::cast_from(w[w_row + c as usize])
+                        * f32::cast_from(col_scale[c as usize]);
+                    let q = f32::clamp(f32::round(v / s) + z, 0.0, max_code);
+                    word |= u32::cast_from(q) << (k * bits);
+                }
+            }
+            packed[row as usize * words_per_row as usize + wi as usize] = word;
+            wi += threads;
+        }
+        // Phase 1 of the next row overwrites nothing phase 2 reads, but keep the rows apart
+        // so that a slow plane never races ahead into the next row's barrier.
+        sync_cube();
+        row += CUBE_COUNT_X;
+    }
+}
+
+/// Dense `(code - z) · s` of a packed weight: one thread per output element, 256 columns
+/// per cube along x, rows along y (grid-strided when there are more than 65535 rows).
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_kernel<F: Float>(
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    cols: u32,
+    group: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let c = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    if c < cols {
+        let mut row = CUBE_POS_Y;
+        while row < rows {
+            let word = packed[row as usize * words_per_row as usize + (c / cpw) as usize];
+            let code = (word >> ((c % cpw) * bits)) & mask;
+            let p = row as usize * groups as usize + (c / group) as usize;
+            let v = (f32::cast_from(code) - zeros[p]) * scales[p];
+            out[row as usize * cols as usize + c as usize] = F::cast_from(v);
+            row += CUBE_COUNT_Y;
+        }
+    }
+}
+
+/// `xs[t, c] = x[t, c] · s[c]` in f32, zero-padded to `padded_cols` columns so that the
+/// GEMV can decode whole words without bounds checks.
+#[cube(launch)]
+pub fn scale_pad_kernel<F: Float>(
+    x: &Tensor<F>,
+    s: &Tensor<F>,
+    xs: &mut Tensor<f32>,
+    tokens: u32,
+    cols: u32,
+    padded_cols: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let c = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    let t = CUBE_POS_Y;
+    if c < padded_cols && t < tokens {
+        let mut v = 0.0f32;
+        if c < cols {
+            v = f32::cast_from(x[t as usize * cols as usize + c as usize])
+                * f32::cast_from(s[c as usize]);
+        }
+        xs[t as usize * padded_cols as usize + c as usize] = v;
+    }
+}
+
+/// Fused dequantize + matrix-vector product for few tokens:
+/// `y[t, r] = Σ_c xs[t, c] · (code[r, c] - z[r, g(c)]) · s[r, g(c)]`.
+///
+/// One plane computes `rows_per_plane` (R) output rows for all `m` tokens. Lanes stride over
+/// the packed words of those rows (32 consecutive words per plane step: coalesced), each
+/// step loading the R words of the step before decoding any, and partial sums live in
+/// registers (`m · R` accumulators, fully unrolled) until a final plane reduction.
+///
+/// For a word whose codes all fall in one group (always at 2, 4 and 8 bits with groups of
+/// at least 16), the group factor is applied once per word:
+/// `s · (Σ xs·code - z · Σ xs)`. Words that straddle two groups take a per-code path.
+#[cube(launch)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_kernel<F: Float>(
+    xs: &Tensor<f32>,
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    group: u32,
+    groups: u32,
+    words_per_row: u32,
+    xs_stride: u32,
+    #[comptime] m: u32,
+    #[comptime] bits: u32,
+    #[comptime] rows_per_plane: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let nacc = comptime!((m * rows_per_plane) as usize);
+    let lane = UNIT_POS_X;
+    let plane_id = CUBE_POS_X * CUBE_DIM_Y + UNIT_POS_Y;
+    let row0 = plane_id * rows_per_plane;
+    let wpr = words_per_row as usize;
+    let xs_stride = xs_stride as usize;
+    let g_us = groups as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut words = Array::<u32>::new(comptime!(rows_per_plane as usize));
+    let mut codes = Array::<f32>::new(comptime!((rows_per_plane * cpw) as usize));
+    let mut xv = Array::<f32>::new(comptime!(cpw as usize));
+
+    // Rows past the end: the whole plane skips the loop (uniform), then joins the reduction.
+    let mut wi = lane;
+    if row0 >= rows {
+        wi = words_per_row;
+    }
+    while wi < words_per_row {
+        #[unroll]
+        for r in 0..rows_per_plane {
+            let row = u32::min(row0 + r, rows - 1);
+            words[r as usize] = packed[row as usize * wpr + wi as usize];
+        }
+        let c0 = wi * cpw;
+        let g0 = u32::min(c0 / group, groups - 1);
+        let g1 = u32::min((c0 + cpw - 1) / group, groups - 1);
+        if g0 == g1 {
+            #[unroll]
+            for r in 0..rows_per_plane {
+                #[unroll]
+                for k in 0..cpw {
+                    codes[(r * cpw + k) as usize] =
+                        f32::cast_from((words[r as usize] >> (k * bits)) & mask);
+                }
+            }
+            #[unroll]
+            for t in 0..m {
+                let base = t as usize * xs_stride + c0 as usize;
+                let mut xsum = 0.0f32;
+                #[unroll]
+                for k in 0..cpw {
+                    xv[k as usize] = xs[base + k as usize];
+                    xsum += xv[k as usize];
+                }
+                #[unroll]
+                for r in 0..rows_per_plane {
+                    let row = u32::min(row0 + r, rows - 1);
+                    let p = row as usize * g_us + g0 as usize;
+                    let mut dot = 0.0f32;
+                    #[unroll]
+                    for k in 0..cpw {
+                        dot += xv[k as usize] * codes[(r * cpw + k) as usize];
+                    }
+                    acc[(t * rows_per_plane + r) as usize] += scales[p] * (dot - zeros[p] * xsum);
+                }
+            }
+        } else {
+            #[unroll]
+            for r in 0..rows_per_plane {
+                let row = u32::min(row0 + r, rows - 1);
+                #[unroll]
+                for k in 0..cpw {
+                    let g = u32::min((c0 + k) / group, groups - 1);
+                    let p = row as usize * g_us + g as usize;
+                    let wq = (f32::cast_from((words[r as usize] >> (k * bits)) & mask) - zeros[p])
+                        * scales[p];
+                    #[unroll]
+                    for t in 0..m {
+                        acc[(t * rows_per_plane + r) as usize] +=
+                            xs[t as usize * xs_stride + (c0 + k) as usize] * wq;
+                    }
+                }
+            }
+        }
+        wi += PLANE;
+    }
+
+    #[unroll]
+    for t in 0..m {
+        #[unroll]
+        for r in 0..rows_per_plane {
+            let v = plane_sum(acc[(t * rows_per_plane + r) as usize]);
+            if lane == 0 && row0 + r < rows {
+                y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(v);
+            }
+        }
+    }
+}
