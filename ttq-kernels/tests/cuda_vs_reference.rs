@@ -31,7 +31,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, QuantSpec};
 use ttq_kernels::{
     cpu::{from_host, to_host},
-    reference, CudaBackend, CudaKernels,
+    reference, CudaBackend, CudaKernels, GemvVariant,
 };
 
 type Dev = burn::backend::cuda::CudaDevice;
@@ -230,18 +230,26 @@ fn check_matmul<F: FloatElement + Element>(
     let s = with_scale.then(|| t1::<F>(positive(seed ^ 0x99, cols)));
     let x_host = to_f32_vec(x.clone());
     let s_host = s.clone().map(to_f32_vec);
-    poison(tokens * rows * 4 + tokens * cols * 4);
-    let y = CudaKernels::default()
-        .matmul(x, &q, s)
-        .expect("valid shapes");
-    prop_assert_eq!(y.dims(), [tokens, rows]);
     let want = reference::matmul(&x_host, tokens, &to_host(&q), s_host.as_deref());
-    close(
-        &format!("matmul {spec} m={tokens}"),
-        &to_f32_vec(y),
-        &want,
-        rel,
-    )
+    // Both GEMV variants (the dense path ignores the variant).
+    for variant in [GemvVariant::Fused, GemvVariant::Padded] {
+        let kernels = CudaKernels {
+            gemv_variant: variant,
+            ..CudaKernels::default()
+        };
+        poison(tokens * rows * 4 + tokens * cols * 4);
+        let y = kernels
+            .matmul(x.clone(), &q, s.clone())
+            .expect("valid shapes");
+        prop_assert_eq!(y.dims(), [tokens, rows]);
+        close(
+            &format!("matmul {spec} m={tokens} {variant:?}"),
+            &to_f32_vec(y),
+            &want,
+            rel,
+        )?;
+    }
+    Ok(())
 }
 
 proptest! {

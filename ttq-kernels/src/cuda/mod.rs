@@ -9,7 +9,7 @@
 //! | `channel_stats` | [`kernels::channel_stats_kernel`] | one cube per 32 channels, two passes |
 //! | `quantize` | [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused, one cube per row |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
-//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_kernel`] | dequantization fused into a plane-per-rows GEMV |
+//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a plane-per-rows GEMV |
 //! | `matmul`, more tokens | dequantize + Burn's dense matmul | |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
@@ -45,18 +45,33 @@ pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
 /// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
 const MAX_GRID_Y: usize = 65_535;
 
+/// How the GEMV applies the input scale (both give the same results up to f32 rounding
+/// order; kept side by side so that the benchmark can compare them on one card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemvVariant {
+    /// One kernel reads `x` and the input scale directly ([`kernels::gemv_fused_kernel`]).
+    #[default]
+    Fused,
+    /// A first kernel writes `x ⊙ s` as a zero-padded f32 copy, which the GEMV
+    /// ([`kernels::gemv_kernel`]) then reads without bounds checks.
+    Padded,
+}
+
 /// The CubeCL implementation of [`QuantKernels`]; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub struct CudaKernels {
     /// `matmul` uses the fused GEMV for `tokens ≤ gemv_max_tokens` (at most 16; larger
     /// values are treated as 16) and dequantize + dense matmul above.
     pub gemv_max_tokens: usize,
+    /// Which GEMV kernel runs.
+    pub gemv_variant: GemvVariant,
 }
 
 impl Default for CudaKernels {
     fn default() -> Self {
         Self {
             gemv_max_tokens: DEFAULT_GEMV_MAX_TOKENS,
+            gemv_variant: GemvVariant::Fused,
         }
     }
 }
@@ -255,7 +270,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let dims = WeightDims::new(q.shape, &q.spec)?;
         u32_of(rows.saturating_mul(cols), "weight elements")?;
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
-            return gemv::<R, F>(x, q, input_scale, &dims);
+            return match self.gemv_variant {
+                GemvVariant::Fused => gemv_fused::<R, F>(x, q, input_scale, &dims),
+                GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
+            };
         }
         // Dense path: dequantize into F and let Burn's matmul (tensor cores) do the rest.
         let w = wrap_float::<R, F, 2>(dequantize_prim::<R, F>(q, &dims, F::dtype()));
@@ -376,6 +394,53 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
         dims.groups,
         dims.words_per_row,
         padded_u,
+        tokens_u,
+        dims.bits,
+        rpp,
+        F::dtype().into(),
+    );
+    Ok(wrap_float(y))
+}
+
+/// The fused-scale GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`).
+fn gemv_fused<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let [tokens, cols] = x.dims();
+    let device = x.device();
+    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
+    let x = float_prim(x, F::dtype());
+    let s = float_prim(s, F::dtype());
+    let tokens_u = u32_of(tokens, "tokens")?;
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
+    let rpp = gemv_rows_per_plane(tokens, dims.bits);
+    let planes_per_cube = 4u32;
+    let planes = dims.rows.div_ceil(rpp);
+    kernels::gemv_fused_kernel::launch::<R>(
+        &x.client,
+        CubeCount::Static(planes.div_ceil(planes_per_cube), 1, 1),
+        CubeDim {
+            x: kernels::PLANE,
+            y: planes_per_cube,
+            z: 1,
+        },
+        x.clone().into_tensor_arg(),
+        s.into_tensor_arg(),
+        packed.into_tensor_arg(),
+        scales.into_tensor_arg(),
+        zeros.into_tensor_arg(),
+        y.clone().into_tensor_arg(),
+        dims.rows,
+        dims.cols,
+        dims.group,
+        dims.groups,
+        dims.words_per_row,
         tokens_u,
         dims.bits,
         rpp,
