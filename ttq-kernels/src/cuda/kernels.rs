@@ -16,13 +16,21 @@ use cubecl::prelude::*;
 /// Threads per plane (warp) the kernels assume; CUDA's warp size.
 pub const PLANE: u32 = 32;
 
+/// Tokens each thread of the statistics kernel loads per loop step.
+const STATS_UNROLL: u32 = 4;
+
+/// Elements of a group each lane of the quantizer loads per loop step.
+const QUANT_UNROLL: u32 = 4;
+
 /// Per-channel statistics of `x` (`[tokens, d]`).
 ///
-/// A cube of `32 × 8` threads owns 32 consecutive channels: the 32 lanes of a plane read
-/// 32 neighbouring channels of one token (a coalesced 64- or 128-byte row segment) and the
-/// 8 planes take every 8th token. Pass 1 finds `max |x|` per channel, pass 2 sums
-/// `(x / max)²` (the second read of the cube's column block mostly hits L2). Partial results
-/// of the 8 planes are combined in shared memory.
+/// A cube of `32 × P` threads (`P = CUBE_DIM_Y ≤ 32`) owns 32 consecutive channels: the 32
+/// lanes of a plane read 32 neighbouring channels of one token (a coalesced 64- or 128-byte
+/// row segment) and the P planes take every P-th token, four tokens per loop step with the
+/// four loads issued before they are used (a serial loop of single loads is bound by memory
+/// latency, not bandwidth). Pass 1 finds `max |x|` per channel, pass 2 sums `(x / max)²`
+/// (its re-read of the cube's column block mostly hits L2). Partial results of the P
+/// planes are combined in shared memory.
 #[cube(launch)]
 pub fn channel_stats_kernel<F: Float>(
     x: &Tensor<F>,
@@ -38,16 +46,22 @@ pub fn channel_stats_kernel<F: Float>(
     let ch = CUBE_POS_X * PLANE + lane;
     let valid = ch < d;
     let d_us = d as usize;
-    let mut partial = SharedMemory::<f32>::new(256usize);
+    let mut partial = SharedMemory::<f32>::new(1024usize);
     let mut col = SharedMemory::<f32>::new(32usize);
 
     let mut m = 0.0f32;
     if valid {
         let mut t = ty;
         while t < tokens {
-            let v = f32::abs(f32::cast_from(x[t as usize * d_us + ch as usize]));
-            m = f32::max(m, v);
-            t += ny;
+            #[unroll]
+            for u in 0..STATS_UNROLL {
+                let tt = t + u * ny;
+                if tt < tokens {
+                    let v = f32::abs(f32::cast_from(x[tt as usize * d_us + ch as usize]));
+                    m = f32::max(m, v);
+                }
+            }
+            t += STATS_UNROLL * ny;
         }
     }
     partial[(ty * PLANE + lane) as usize] = m;
@@ -69,9 +83,15 @@ pub fn channel_stats_kernel<F: Float>(
     if valid {
         let mut t = ty;
         while t < tokens {
-            let r = f32::cast_from(x[t as usize * d_us + ch as usize]) / safe;
-            acc += r * r;
-            t += ny;
+            #[unroll]
+            for u in 0..STATS_UNROLL {
+                let tt = t + u * ny;
+                if tt < tokens {
+                    let r = f32::cast_from(x[tt as usize * d_us + ch as usize]) / safe;
+                    acc += r * r;
+                }
+            }
+            t += STATS_UNROLL * ny;
         }
     }
     sync_cube();
@@ -166,15 +186,21 @@ pub fn quantize_pack_kernel<F: Float>(
             let mut hi = 0.0f32;
             let mut c = start + lane;
             while c < end {
-                let v =
-                    f32::cast_from(w[w_row + c as usize]) * f32::cast_from(col_scale[c as usize]);
-                if comptime!(symmetric) {
-                    hi = f32::max(hi, f32::abs(v));
-                } else {
-                    lo = f32::min(lo, v);
-                    hi = f32::max(hi, v);
+                #[unroll]
+                for u in 0..QUANT_UNROLL {
+                    let cu = c + u * PLANE;
+                    if cu < end {
+                        let v = f32::cast_from(w[w_row + cu as usize])
+                            * f32::cast_from(col_scale[cu as usize]);
+                        if comptime!(symmetric) {
+                            hi = f32::max(hi, f32::abs(v));
+                        } else {
+                            lo = f32::min(lo, v);
+                            hi = f32::max(hi, v);
+                        }
+                    }
                 }
-                c += PLANE;
+                c += QUANT_UNROLL * PLANE;
             }
             let lo = plane_min(lo);
             let hi = plane_max(hi);
@@ -396,10 +422,20 @@ pub fn gemv_kernel<F: Float>(
     }
 }
 
-/// [`gemv_kernel`] with the input scale fused in: reads `x` (`F`) and `s` directly instead
-/// of a padded f32 copy `x ⊙ s`, which saves a launch, an allocation and a pass over `x`.
+/// The GEMV used by default: [`gemv_kernel`]'s arithmetic with the input scale fused in
+/// (it reads `x` and `s` directly, no padded f32 copy of `x ⊙ s`: one launch and one
+/// allocation less) and a layout built for memory-level parallelism:
+///
+/// - a cube of `P` planes (`planes`) owns `R` rows (`rows_per_cube`) and splits their words
+///   between its planes (split-K), so that long rows do not leave one plane looping alone;
+/// - each plane step loads `U` (`unroll`) coalesced 128-byte runs of words for each of the
+///   `R` rows (`U · R` independent loads per lane) before decoding any of them;
+/// - partial sums are reduced across lanes with `plane_sum`, then across the cube's planes
+///   in shared memory.
+///
 /// Columns past `cols` in the last word of a row get a zero scale (their loads are clamped
-/// to the last column), so they add nothing.
+/// to the last column), so they add nothing; words past the row's end are loaded from a
+/// clamped index and skipped.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_fused_kernel<F: Float>(
@@ -416,15 +452,18 @@ pub fn gemv_fused_kernel<F: Float>(
     words_per_row: u32,
     #[comptime] m: u32,
     #[comptime] bits: u32,
-    #[comptime] rows_per_plane: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+    #[comptime] planes: u32,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
     let mask = comptime!((1u32 << bits) - 1);
-    let nacc = comptime!((m * rows_per_plane) as usize);
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nwords = comptime!((unroll * rows_per_cube) as usize);
     let lane = UNIT_POS_X;
-    let plane_id = CUBE_POS_X * CUBE_DIM_Y + UNIT_POS_Y;
-    let row0 = plane_id * rows_per_plane;
+    let plane = UNIT_POS_Y;
+    let row0 = CUBE_POS_X * rows_per_cube;
     let wpr = words_per_row as usize;
     let cols_us = cols as usize;
     let g_us = groups as usize;
@@ -434,94 +473,118 @@ pub fn gemv_fused_kernel<F: Float>(
     for i in 0..nacc {
         acc[i] = 0.0f32;
     }
-    let mut words = Array::<u32>::new(comptime!(rows_per_plane as usize));
-    let mut codes = Array::<f32>::new(comptime!((rows_per_plane * cpw) as usize));
+    let mut words = Array::<u32>::new(nwords);
+    let mut codes = Array::<f32>::new(comptime!((rows_per_cube * cpw) as usize));
     let mut sv = Array::<f32>::new(comptime!(cpw as usize));
     let mut cidx = Array::<u32>::new(comptime!(cpw as usize));
     let mut xv = Array::<f32>::new(comptime!(cpw as usize));
 
-    let mut wi = lane;
-    if row0 >= rows {
-        wi = words_per_row;
-    }
-    while wi < words_per_row {
+    let mut base = plane * comptime!(PLANE * unroll);
+    while base < words_per_row {
+        // All loads of the step first.
         #[unroll]
-        for r in 0..rows_per_plane {
-            let row = u32::min(row0 + r, rows - 1);
-            words[r as usize] = packed[row as usize * wpr + wi as usize];
-        }
-        let c0 = wi * cpw;
-        #[unroll]
-        for k in 0..cpw {
-            let c = c0 + k;
-            let cc = u32::min(c, cols - 1);
-            cidx[k as usize] = cc;
-            sv[k as usize] = select(c < cols, f32::cast_from(s[cc as usize]), 0.0f32);
-        }
-        let g0 = u32::min(c0 / group, groups - 1);
-        let g1 = u32::min((c0 + cpw - 1) / group, groups - 1);
-        if g0 == g1 {
+        for u in 0..unroll {
+            let wi = u32::min(base + u * PLANE + lane, words_per_row - 1);
             #[unroll]
-            for r in 0..rows_per_plane {
-                #[unroll]
-                for k in 0..cpw {
-                    codes[(r * cpw + k) as usize] =
-                        f32::cast_from((words[r as usize] >> (k * bits)) & mask);
-                }
-            }
-            #[unroll]
-            for t in 0..m {
-                let base = t as usize * cols_us;
-                let mut xsum = 0.0f32;
-                #[unroll]
-                for k in 0..cpw {
-                    xv[k as usize] =
-                        f32::cast_from(x[base + cidx[k as usize] as usize]) * sv[k as usize];
-                    xsum += xv[k as usize];
-                }
-                #[unroll]
-                for r in 0..rows_per_plane {
-                    let row = u32::min(row0 + r, rows - 1);
-                    let p = row as usize * g_us + g0 as usize;
-                    let mut dot = 0.0f32;
-                    #[unroll]
-                    for k in 0..cpw {
-                        dot += xv[k as usize] * codes[(r * cpw + k) as usize];
-                    }
-                    acc[(t * rows_per_plane + r) as usize] += scales[p] * (dot - zeros[p] * xsum);
-                }
-            }
-        } else {
-            #[unroll]
-            for r in 0..rows_per_plane {
+            for r in 0..rows_per_cube {
                 let row = u32::min(row0 + r, rows - 1);
+                words[(u * rows_per_cube + r) as usize] = packed[row as usize * wpr + wi as usize];
+            }
+        }
+        #[unroll]
+        for u in 0..unroll {
+            let wi = base + u * PLANE + lane;
+            if wi < words_per_row {
+                let c0 = wi * cpw;
                 #[unroll]
                 for k in 0..cpw {
-                    let g = u32::min((c0 + k) / group, groups - 1);
-                    let p = row as usize * g_us + g as usize;
-                    let wq = (f32::cast_from((words[r as usize] >> (k * bits)) & mask) - zeros[p])
-                        * scales[p];
+                    let c = c0 + k;
+                    let cc = u32::min(c, cols - 1);
+                    cidx[k as usize] = cc;
+                    sv[k as usize] = select(c < cols, f32::cast_from(s[cc as usize]), 0.0f32);
+                }
+                let g0 = u32::min(c0 / group, groups - 1);
+                let g1 = u32::min((c0 + cpw - 1) / group, groups - 1);
+                if g0 == g1 {
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        #[unroll]
+                        for k in 0..cpw {
+                            codes[(r * cpw + k) as usize] = f32::cast_from(
+                                (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask,
+                            );
+                        }
+                    }
                     #[unroll]
                     for t in 0..m {
-                        let xs =
-                            f32::cast_from(x[t as usize * cols_us + cidx[k as usize] as usize])
-                                * sv[k as usize];
-                        acc[(t * rows_per_plane + r) as usize] += xs * wq;
+                        let xb = t as usize * cols_us;
+                        let mut xsum = 0.0f32;
+                        #[unroll]
+                        for k in 0..cpw {
+                            xv[k as usize] =
+                                f32::cast_from(x[xb + cidx[k as usize] as usize]) * sv[k as usize];
+                            xsum += xv[k as usize];
+                        }
+                        #[unroll]
+                        for r in 0..rows_per_cube {
+                            let row = u32::min(row0 + r, rows - 1);
+                            let p = row as usize * g_us + g0 as usize;
+                            let mut dot = 0.0f32;
+                            #[unroll]
+                            for k in 0..cpw {
+                                dot += xv[k as usize] * codes[(r * cpw + k) as usize];
+                            }
+                            acc[(t * rows_per_cube + r) as usize] +=
+                                scales[p] * (dot - zeros[p] * xsum);
+                        }
+                    }
+                } else {
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        let row = u32::min(row0 + r, rows - 1);
+                        #[unroll]
+                        for k in 0..cpw {
+                            let g = u32::min((c0 + k) / group, groups - 1);
+                            let p = row as usize * g_us + g as usize;
+                            let code =
+                                (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask;
+                            let wq = (f32::cast_from(code) - zeros[p]) * scales[p];
+                            #[unroll]
+                            for t in 0..m {
+                                let xs = f32::cast_from(
+                                    x[t as usize * cols_us + cidx[k as usize] as usize],
+                                ) * sv[k as usize];
+                                acc[(t * rows_per_cube + r) as usize] += xs * wq;
+                            }
+                        }
                     }
                 }
             }
         }
-        wi += PLANE;
+        base += comptime!(PLANE * unroll * planes);
     }
 
+    // Lanes, then planes.
+    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
     #[unroll]
-    for t in 0..m {
+    for i in 0..nacc {
+        let v = plane_sum(acc[i]);
+        if lane == 0 {
+            partial[plane as usize * nacc + i] = v;
+        }
+    }
+    sync_cube();
+    let tid = plane * PLANE + lane;
+    if tid < comptime!(nacc as u32) {
+        let mut sum = 0.0f32;
         #[unroll]
-        for r in 0..rows_per_plane {
-            let v = plane_sum(acc[(t * rows_per_plane + r) as usize]);
-            if lane == 0 && row0 + r < rows {
-                y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(v);
-            }
+        for p in 0..planes {
+            sum += partial[p as usize * nacc + tid as usize];
+        }
+        let t = tid / rows_per_cube;
+        let r = tid % rows_per_cube;
+        if row0 + r < rows {
+            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
         }
     }
 }

@@ -22,7 +22,7 @@
 
 pub mod kernels;
 
-use burn::tensor::{backend::Backend, DType, Int, Shape, Tensor, TensorPrimitive};
+use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
 use burn_cubecl::{
     kernel::{cast, into_contiguous},
     ops::numeric::empty_device_contiguous_dtype,
@@ -41,6 +41,15 @@ pub type CudaBackend<F = f32> = CubeBackend<cubecl::cuda::CudaRuntime, F, i32, u
 /// The most tokens the fused GEMV serves by default; above it, `matmul` dequantizes and
 /// calls the dense matmul, whose tensor cores win once the weight is re-used enough.
 pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
+
+/// Planes per cube of the statistics kernel (each takes every 32nd token).
+const STATS_PLANES: u32 = 32;
+
+/// Planes per cube of the fused GEMV (they split the words of the cube's rows).
+const GEMV_PLANES: u32 = 4;
+
+/// Word runs each GEMV lane loads per step and row (independent loads in flight).
+const GEMV_UNROLL: u32 = 4;
 
 /// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
 const MAX_GRID_Y: usize = 65_535;
@@ -174,7 +183,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
             CubeDim {
                 x: kernels::PLANE,
-                y: 8,
+                y: STATS_PLANES,
                 z: 1,
             },
             x.clone().into_tensor_arg(),
@@ -419,15 +428,13 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     let scales = float_prim(q.scales.clone(), DType::F32);
     let zeros = float_prim(q.zeros.clone(), DType::F32);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
-    let rpp = gemv_rows_per_plane(tokens, dims.bits);
-    let planes_per_cube = 4u32;
-    let planes = dims.rows.div_ceil(rpp);
+    let rows_per_cube = gemv_rows_per_plane(tokens, dims.bits);
     kernels::gemv_fused_kernel::launch::<R>(
         &x.client,
-        CubeCount::Static(planes.div_ceil(planes_per_cube), 1, 1),
+        CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
         CubeDim {
             x: kernels::PLANE,
-            y: planes_per_cube,
+            y: GEMV_PLANES,
             z: 1,
         },
         x.clone().into_tensor_arg(),
@@ -443,13 +450,10 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
         dims.words_per_row,
         tokens_u,
         dims.bits,
-        rpp,
+        rows_per_cube,
+        GEMV_UNROLL,
+        GEMV_PLANES,
         F::dtype().into(),
     );
     Ok(wrap_float(y))
-}
-
-/// Blocks until every kernel queued on `device` has finished (for timing).
-pub fn sync<R: CubeRuntime, F: FloatElement>(device: &R::Device) {
-    let _ = <Cb<R, F> as Backend>::sync(device);
 }
