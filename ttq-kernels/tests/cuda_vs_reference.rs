@@ -231,8 +231,14 @@ fn check_matmul<F: FloatElement + Element>(
     let x_host = to_f32_vec(x.clone());
     let s_host = s.clone().map(to_f32_vec);
     let want = reference::matmul(&x_host, tokens, &to_host(&q), s_host.as_deref());
-    // Both GEMV variants (the dense path ignores the variant).
-    for variant in [GemvVariant::Fused, GemvVariant::Padded] {
+    // The default GEMV, and the padded variant on every other seed (each variant and token
+    // count is a kernel compiled at run time; this keeps the suite's compile time down).
+    let variants: &[GemvVariant] = if seed % 2 == 1 {
+        &[GemvVariant::Fused, GemvVariant::Padded]
+    } else {
+        &[GemvVariant::Fused]
+    };
+    for &variant in variants {
         let kernels = CudaKernels {
             gemv_variant: variant,
             ..CudaKernels::default()
@@ -253,7 +259,7 @@ fn check_matmul<F: FloatElement + Element>(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(16))]
 
     #[test]
     fn stats_match_f32(tokens in tokens_strategy(), d in cols_strategy(), seed in any::<u64>()) {
@@ -300,16 +306,17 @@ proptest! {
     }
 }
 
-/// Every GEMV token count (each is its own compiled kernel) on a layer with a short last
-/// group, 4-bit g128 and 3-bit g64 (words straddling groups).
+/// GEMV token counts around the register-blocking switch (each count is its own compiled
+/// kernel) on a layer with a short last group, 4-bit g128 and 3-bit g64 (words straddling
+/// groups); odd seeds also run the padded variant.
 #[test]
-fn gemv_every_token_count() {
+fn gemv_token_counts() {
     for spec in [
         QuantSpec::asymmetric(4, 128).unwrap(),
         QuantSpec::asymmetric(3, 64).unwrap(),
     ] {
-        for tokens in 1..=16 {
-            check_matmul::<f32>(tokens, 37, 576 + 40, spec, true, tokens as u64, 1e-4)
+        for tokens in [1, 2, 3, 8, 9, 16] {
+            check_matmul::<f32>(tokens, 37, 576 + 40, spec, true, tokens as u64 + 1, 1e-4)
                 .unwrap_or_else(|e| panic!("{spec} tokens {tokens}: {e}"));
         }
     }

@@ -9,7 +9,13 @@
 //! - packed words are read and written as `u32`, whatever the Int tensor's declared element
 //!   (`i32` bit pattern, see `ttq_core::group`);
 //! - no kernel leaves early before a barrier: threads with nothing to do skip their work
-//!   but still reach every `sync_cube`.
+//!   but still reach every `sync_cube`;
+//! - the group of column `c` is `c >> group_shift` (groups are powers of two; a row with a
+//!   single group gets a shift of 31, so every column maps to group 0): a run-time integer
+//!   division per code cost more than the rest of the decode;
+//! - kernels are launched unchecked (no bounds check on each access, which doubled the
+//!   instruction count of the loops); every index is kept in bounds by construction
+//!   (guards or clamped indices), and the launchers check all shapes first.
 
 use cubecl::prelude::*;
 
@@ -31,7 +37,7 @@ const QUANT_UNROLL: u32 = 4;
 /// latency, not bandwidth). Pass 1 finds `max |x|` per channel, pass 2 sums `(x / max)²`
 /// (its re-read of the cube's column block mostly hits L2). Partial results of the P
 /// planes are combined in shared memory.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub fn channel_stats_kernel<F: Float>(
     x: &Tensor<F>,
     max_abs: &mut Tensor<f32>,
@@ -146,7 +152,7 @@ fn group_params(
 /// packed correctly. Phase 2 re-reads the row, which the cube has just brought into L1/L2.
 ///
 /// The launcher runs `min(rows, 65535)` cubes; cube `i` handles rows `i, i + count, …`.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn quantize_pack_kernel<F: Float>(
     w: &Tensor<F>,
@@ -157,6 +163,7 @@ pub fn quantize_pack_kernel<F: Float>(
     rows: u32,
     cols: u32,
     group: u32,
+    group_shift: u32,
     groups: u32,
     words_per_row: u32,
     #[comptime] bits: u32,
@@ -221,7 +228,7 @@ pub fn quantize_pack_kernel<F: Float>(
             for k in 0..cpw {
                 let c = wi * cpw + k;
                 if c < cols {
-                    let g = c / group;
+                    let g = c >> group_shift;
                     let s = scales[p_row + g as usize];
                     let z = zeros[p_row + g as usize];
                     let v = f32::cast_from(w[w_row + c as usize])
@@ -242,7 +249,7 @@ pub fn quantize_pack_kernel<F: Float>(
 
 /// Dense `(code - z) · s` of a packed weight: one thread per output element, 256 columns
 /// per cube along x, rows along y (grid-strided when there are more than 65535 rows).
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn dequantize_kernel<F: Float>(
     packed: &Tensor<u32>,
@@ -251,7 +258,7 @@ pub fn dequantize_kernel<F: Float>(
     out: &mut Tensor<F>,
     rows: u32,
     cols: u32,
-    group: u32,
+    group_shift: u32,
     groups: u32,
     words_per_row: u32,
     #[comptime] bits: u32,
@@ -265,7 +272,7 @@ pub fn dequantize_kernel<F: Float>(
         while row < rows {
             let word = packed[row as usize * words_per_row as usize + (c / cpw) as usize];
             let code = (word >> ((c % cpw) * bits)) & mask;
-            let p = row as usize * groups as usize + (c / group) as usize;
+            let p = row as usize * groups as usize + (c >> group_shift) as usize;
             let v = (f32::cast_from(code) - zeros[p]) * scales[p];
             out[row as usize * cols as usize + c as usize] = F::cast_from(v);
             row += CUBE_COUNT_Y;
@@ -275,7 +282,7 @@ pub fn dequantize_kernel<F: Float>(
 
 /// `xs[t, c] = x[t, c] · s[c]` in f32, zero-padded to `padded_cols` columns so that the
 /// GEMV can decode whole words without bounds checks.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 pub fn scale_pad_kernel<F: Float>(
     x: &Tensor<F>,
     s: &Tensor<F>,
@@ -308,7 +315,7 @@ pub fn scale_pad_kernel<F: Float>(
 /// For a word whose codes all fall in one group (always at 2, 4 and 8 bits with groups of
 /// at least 16), the group factor is applied once per word:
 /// `s · (Σ xs·code - z · Σ xs)`. Words that straddle two groups take a per-code path.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_kernel<F: Float>(
     xs: &Tensor<f32>,
@@ -317,7 +324,7 @@ pub fn gemv_kernel<F: Float>(
     zeros: &Tensor<f32>,
     y: &mut Tensor<F>,
     rows: u32,
-    group: u32,
+    group_shift: u32,
     groups: u32,
     words_per_row: u32,
     xs_stride: u32,
@@ -357,8 +364,8 @@ pub fn gemv_kernel<F: Float>(
             words[r as usize] = packed[row as usize * wpr + wi as usize];
         }
         let c0 = wi * cpw;
-        let g0 = u32::min(c0 / group, groups - 1);
-        let g1 = u32::min((c0 + cpw - 1) / group, groups - 1);
+        let g0 = u32::min(c0 >> group_shift, groups - 1);
+        let g1 = u32::min((c0 + cpw - 1) >> group_shift, groups - 1);
         if g0 == g1 {
             #[unroll]
             for r in 0..rows_per_plane {
@@ -395,7 +402,7 @@ pub fn gemv_kernel<F: Float>(
                 let row = u32::min(row0 + r, rows - 1);
                 #[unroll]
                 for k in 0..cpw {
-                    let g = u32::min((c0 + k) / group, groups - 1);
+                    let g = u32::min((c0 + k) >> group_shift, groups - 1);
                     let p = row as usize * g_us + g as usize;
                     let wq = (f32::cast_from((words[r as usize] >> (k * bits)) & mask) - zeros[p])
                         * scales[p];
@@ -436,7 +443,7 @@ pub fn gemv_kernel<F: Float>(
 /// Columns past `cols` in the last word of a row get a zero scale (their loads are clamped
 /// to the last column), so they add nothing; words past the row's end are loaded from a
 /// clamped index and skipped.
-#[cube(launch)]
+#[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_fused_kernel<F: Float>(
     x: &Tensor<F>,
@@ -447,7 +454,7 @@ pub fn gemv_fused_kernel<F: Float>(
     y: &mut Tensor<F>,
     rows: u32,
     cols: u32,
-    group: u32,
+    group_shift: u32,
     groups: u32,
     words_per_row: u32,
     #[comptime] m: u32,
@@ -503,8 +510,8 @@ pub fn gemv_fused_kernel<F: Float>(
                     cidx[k as usize] = cc;
                     sv[k as usize] = select(c < cols, f32::cast_from(s[cc as usize]), 0.0f32);
                 }
-                let g0 = u32::min(c0 / group, groups - 1);
-                let g1 = u32::min((c0 + cpw - 1) / group, groups - 1);
+                let g0 = u32::min(c0 >> group_shift, groups - 1);
+                let g1 = u32::min((c0 + cpw - 1) >> group_shift, groups - 1);
                 if g0 == g1 {
                     #[unroll]
                     for r in 0..rows_per_cube {
@@ -544,7 +551,7 @@ pub fn gemv_fused_kernel<F: Float>(
                         let row = u32::min(row0 + r, rows - 1);
                         #[unroll]
                         for k in 0..cpw {
-                            let g = u32::min((c0 + k) / group, groups - 1);
+                            let g = u32::min((c0 + k) >> group_shift, groups - 1);
                             let p = row as usize * g_us + g as usize;
                             let code =
                                 (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask;

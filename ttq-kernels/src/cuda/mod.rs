@@ -137,6 +137,8 @@ struct WeightDims {
     rows: u32,
     cols: u32,
     group: u32,
+    /// `log2(group)`, or 31 when a row has a single group (then every column maps to 0).
+    group_shift: u32,
     groups: u32,
     words_per_row: u32,
     bits: u32,
@@ -149,7 +151,23 @@ impl WeightDims {
         let layout = PackLayout::new(spec.bits(), cols);
         // Every element index must fit the kernels' 32-bit arithmetic on columns.
         u32_of(rows.saturating_mul(layout.words_per_row), "rows × words")?;
+        let groups = spec.groups_per_row(cols);
+        let group = spec.group_len(cols);
+        if cols >= 1 << 31 {
+            return Err(QuantError::shape(
+                "cuda kernels",
+                "fewer than 2^31 columns",
+                cols.to_string(),
+            ));
+        }
+        // Several groups only happen for a power-of-two group length shorter than the row.
+        let group_shift = if groups == 1 {
+            31
+        } else {
+            group.trailing_zeros()
+        };
         Ok(Self {
+            group_shift,
             rows: u32_of(rows, "rows")?,
             cols: u32_of(cols, "columns")?,
             group: u32_of(spec.group_len(cols), "group length")?,
@@ -178,21 +196,25 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let max_abs = empty(&x, vec![d], DType::F32);
         let mean_sq = empty(&x, vec![d], DType::F32);
         let dtype = x.dtype;
-        kernels::channel_stats_kernel::launch::<R>(
-            &x.client,
-            CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
-            CubeDim {
-                x: kernels::PLANE,
-                y: STATS_PLANES,
-                z: 1,
-            },
-            x.clone().into_tensor_arg(),
-            max_abs.clone().into_tensor_arg(),
-            mean_sq.clone().into_tensor_arg(),
-            tokens_u,
-            d_u,
-            dtype.into(),
-        );
+        // SAFETY: shapes were checked above and every index in the kernel is guarded or
+        // clamped (see `kernels`).
+        unsafe {
+            kernels::channel_stats_kernel::launch_unchecked::<R>(
+                &x.client,
+                CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
+                CubeDim {
+                    x: kernels::PLANE,
+                    y: STATS_PLANES,
+                    z: 1,
+                },
+                x.clone().into_tensor_arg(),
+                max_abs.clone().into_tensor_arg(),
+                mean_sq.clone().into_tensor_arg(),
+                tokens_u,
+                d_u,
+                dtype.into(),
+            );
+        }
         ChannelStats {
             max_abs: wrap_float(max_abs),
             mean_sq_normalized: wrap_float(mean_sq),
@@ -222,28 +244,33 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let zeros = empty(&w, vec![rows, groups], DType::F32);
         let packed = empty(&w, vec![rows, dims.words_per_row as usize], DType::I32);
         let dtype = w.dtype;
-        kernels::quantize_pack_kernel::launch::<R>(
-            &w.client,
-            CubeCount::Static(rows.min(i32::MAX as usize) as u32, 1, 1),
-            CubeDim {
-                x: kernels::PLANE,
-                y: 8,
-                z: 1,
-            },
-            w.clone().into_tensor_arg(),
-            d.into_tensor_arg(),
-            scales.clone().into_tensor_arg(),
-            zeros.clone().into_tensor_arg(),
-            packed.clone().into_tensor_arg(),
-            dims.rows,
-            dims.cols,
-            dims.group,
-            dims.groups,
-            dims.words_per_row,
-            dims.bits,
-            spec.scheme() == QuantScheme::Symmetric,
-            dtype.into(),
-        );
+        // SAFETY: shapes were checked above and every index in the kernel is guarded or
+        // clamped (see `kernels`).
+        unsafe {
+            kernels::quantize_pack_kernel::launch_unchecked::<R>(
+                &w.client,
+                CubeCount::Static(rows.min(i32::MAX as usize) as u32, 1, 1),
+                CubeDim {
+                    x: kernels::PLANE,
+                    y: 8,
+                    z: 1,
+                },
+                w.clone().into_tensor_arg(),
+                d.into_tensor_arg(),
+                scales.clone().into_tensor_arg(),
+                zeros.clone().into_tensor_arg(),
+                packed.clone().into_tensor_arg(),
+                dims.rows,
+                dims.cols,
+                dims.group,
+                dims.group_shift,
+                dims.groups,
+                dims.words_per_row,
+                dims.bits,
+                spec.scheme() == QuantScheme::Symmetric,
+                dtype.into(),
+            );
+        }
         Ok(QuantizedWeight {
             packed: Tensor::from_primitive(packed),
             scales: wrap_float(scales),
@@ -305,30 +332,34 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
     let zeros = float_prim(q.zeros.clone(), DType::F32);
     let out = empty(&packed, vec![dims.rows as usize, dims.cols as usize], dtype);
     let threads = 256u32;
-    kernels::dequantize_kernel::launch::<R>(
-        &packed.client,
-        CubeCount::Static(
-            dims.cols.div_ceil(threads),
-            (dims.rows as usize).min(MAX_GRID_Y) as u32,
-            1,
-        ),
-        CubeDim {
-            x: threads,
-            y: 1,
-            z: 1,
-        },
-        packed.clone().into_tensor_arg(),
-        scales.into_tensor_arg(),
-        zeros.into_tensor_arg(),
-        out.clone().into_tensor_arg(),
-        dims.rows,
-        dims.cols,
-        dims.group,
-        dims.groups,
-        dims.words_per_row,
-        dims.bits,
-        dtype.into(),
-    );
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::dequantize_kernel::launch_unchecked::<R>(
+            &packed.client,
+            CubeCount::Static(
+                dims.cols.div_ceil(threads),
+                (dims.rows as usize).min(MAX_GRID_Y) as u32,
+                1,
+            ),
+            CubeDim {
+                x: threads,
+                y: 1,
+                z: 1,
+            },
+            packed.clone().into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            dims.bits,
+            dtype.into(),
+        );
+    }
     out
 }
 
@@ -361,22 +392,26 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
     let tokens_u = u32_of(tokens, "tokens")?;
     let padded_u = u32_of(padded, "padded columns")?;
     let dtype = x.dtype;
-    kernels::scale_pad_kernel::launch::<R>(
-        &x.client,
-        CubeCount::Static(padded_u.div_ceil(threads), tokens_u, 1),
-        CubeDim {
-            x: threads,
-            y: 1,
-            z: 1,
-        },
-        x.clone().into_tensor_arg(),
-        s.into_tensor_arg(),
-        xs.clone().into_tensor_arg(),
-        tokens_u,
-        dims.cols,
-        padded_u,
-        dtype.into(),
-    );
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::scale_pad_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(padded_u.div_ceil(threads), tokens_u, 1),
+            CubeDim {
+                x: threads,
+                y: 1,
+                z: 1,
+            },
+            x.clone().into_tensor_arg(),
+            s.into_tensor_arg(),
+            xs.clone().into_tensor_arg(),
+            tokens_u,
+            dims.cols,
+            padded_u,
+            dtype.into(),
+        );
+    }
 
     let packed = int_prim(q.packed.clone());
     let scales = float_prim(q.scales.clone(), DType::F32);
@@ -385,29 +420,33 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
     let rpp = gemv_rows_per_plane(tokens, dims.bits);
     let planes_per_cube = 4u32;
     let planes = dims.rows.div_ceil(rpp);
-    kernels::gemv_kernel::launch::<R>(
-        &x.client,
-        CubeCount::Static(planes.div_ceil(planes_per_cube), 1, 1),
-        CubeDim {
-            x: kernels::PLANE,
-            y: planes_per_cube,
-            z: 1,
-        },
-        xs.into_tensor_arg(),
-        packed.into_tensor_arg(),
-        scales.into_tensor_arg(),
-        zeros.into_tensor_arg(),
-        y.clone().into_tensor_arg(),
-        dims.rows,
-        dims.group,
-        dims.groups,
-        dims.words_per_row,
-        padded_u,
-        tokens_u,
-        dims.bits,
-        rpp,
-        F::dtype().into(),
-    );
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::gemv_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(planes.div_ceil(planes_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: planes_per_cube,
+                z: 1,
+            },
+            xs.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            padded_u,
+            tokens_u,
+            dims.bits,
+            rpp,
+            F::dtype().into(),
+        );
+    }
     Ok(wrap_float(y))
 }
 
@@ -429,31 +468,35 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     let zeros = float_prim(q.zeros.clone(), DType::F32);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
     let rows_per_cube = gemv_rows_per_plane(tokens, dims.bits);
-    kernels::gemv_fused_kernel::launch::<R>(
-        &x.client,
-        CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
-        CubeDim {
-            x: kernels::PLANE,
-            y: GEMV_PLANES,
-            z: 1,
-        },
-        x.clone().into_tensor_arg(),
-        s.into_tensor_arg(),
-        packed.into_tensor_arg(),
-        scales.into_tensor_arg(),
-        zeros.into_tensor_arg(),
-        y.clone().into_tensor_arg(),
-        dims.rows,
-        dims.cols,
-        dims.group,
-        dims.groups,
-        dims.words_per_row,
-        tokens_u,
-        dims.bits,
-        rows_per_cube,
-        GEMV_UNROLL,
-        GEMV_PLANES,
-        F::dtype().into(),
-    );
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::gemv_fused_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: GEMV_PLANES,
+                z: 1,
+            },
+            x.clone().into_tensor_arg(),
+            s.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            tokens_u,
+            dims.bits,
+            rows_per_cube,
+            GEMV_UNROLL,
+            GEMV_PLANES,
+            F::dtype().into(),
+        );
+    }
     Ok(wrap_float(y))
 }
