@@ -595,3 +595,48 @@ pub fn gemv_fused_kernel<F: Float>(
         }
     }
 }
+
+/// Dequantizes into the transposed, contiguous layout `out[c, row]` (`[cols, rows]`), the
+/// right-hand operand of `x · Wᵀ` as a dense matmul wants it.
+///
+/// A cube of `32 × 8` threads covers 32 rows × 8 words: thread `(tx, ty)` loads word `ty`
+/// of row `tx` (the 8 threads of a row share one 32-byte sector) and writes its `32 / bits`
+/// codes, each store instruction of a plane covering 32 consecutive rows of one column
+/// (coalesced). One word per thread instead of one element keeps 8× fewer threads and
+/// blocks in flight for the same work. Words are grid-strided along y.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_t_kernel<F: Float>(
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    cols: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let row = CUBE_POS_X * PLANE + UNIT_POS_X;
+    if row < rows {
+        let mut wi = CUBE_POS_Y * CUBE_DIM_Y + UNIT_POS_Y;
+        while wi < words_per_row {
+            let word = packed[row as usize * words_per_row as usize + wi as usize];
+            #[unroll]
+            for k in 0..cpw {
+                let c = wi * cpw + k;
+                if c < cols {
+                    let p = row as usize * groups as usize + (c >> group_shift) as usize;
+                    let code = (word >> (k * bits)) & mask;
+                    let v = (f32::cast_from(code) - zeros[p]) * scales[p];
+                    out[c as usize * rows as usize + row as usize] = F::cast_from(v);
+                }
+            }
+            wi += CUBE_COUNT_Y * CUBE_DIM_Y;
+        }
+    }
+}

@@ -10,7 +10,7 @@
 //! | `quantize` | [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused, one cube per row |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
 //! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a plane-per-rows GEMV |
-//! | `matmul`, more tokens | dequantize + Burn's dense matmul | |
+//! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul | dequantized straight into `[cols, rows]` |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
 //! `ttq_core::group`), and the kernels read them as f32 (a weight quantized elsewhere with
@@ -311,13 +311,15 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
             };
         }
-        // Dense path: dequantize into F and let Burn's matmul (tensor cores) do the rest.
-        let w = wrap_float::<R, F, 2>(dequantize_prim::<R, F>(q, &dims, F::dtype()));
+        // Dense path: dequantize into F, already transposed to `[cols, rows]` and contiguous,
+        // and let Burn's matmul (tensor cores) do the rest. (Handing Burn's f16 matmul the
+        // transposed view of a `[rows, cols]` dequantization gave wrong results on an H100.)
+        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, F::dtype()));
         let x = match input_scale {
             Some(s) => x * s.unsqueeze_dim(0),
             None => x,
         };
-        Ok(x.matmul(w.transpose()))
+        Ok(x.matmul(wt))
     }
 }
 
@@ -345,6 +347,49 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
             CubeDim {
                 x: threads,
                 y: 1,
+                z: 1,
+            },
+            packed.clone().into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            dims.bits,
+            dtype.into(),
+        );
+    }
+    out
+}
+
+/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of `dtype`.
+fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
+    q: &QuantizedWeight<Cb<R, F>>,
+    dims: &WeightDims,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let out = empty(&packed, vec![dims.cols as usize, dims.rows as usize], dtype);
+    let words_per_cube = 8u32;
+    // SAFETY: shapes were checked by the caller; the kernel guards every index.
+    unsafe {
+        kernels::dequantize_t_kernel::launch_unchecked::<R>(
+            &packed.client,
+            CubeCount::Static(
+                dims.rows.div_ceil(kernels::PLANE),
+                dims.words_per_row
+                    .div_ceil(words_per_cube)
+                    .min(MAX_GRID_Y as u32),
+                1,
+            ),
+            CubeDim {
+                x: kernels::PLANE,
+                y: words_per_cube,
                 z: 1,
             },
             packed.clone().into_tensor_arg(),
