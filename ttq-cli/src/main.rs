@@ -27,6 +27,8 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// One of the named experiments of docs/results.md: methods, groups, domain, sensitivity.
     Experiment(commands::eval::ExperimentArgs),
+    /// Time the CUDA kernels (int4 matmul, quantize, statistics) against dense f16.
+    BenchKernels(commands::bench_kernels::BenchKernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Experiment(args) => with_backend!(args.grid.backend, |B, device| {
             commands::eval::run_experiment::<B>(&args, device)
         }),
+        Command::BenchKernels(args) => commands::bench_kernels::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,14 +12,21 @@ type B = NdArray<f32>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let model = PathBuf::from(args.first().ok_or("usage: layer_errors MODEL [BITS] [LAYERS...]")?);
+    let model = PathBuf::from(
+        args.first()
+            .ok_or("usage: layer_errors MODEL [BITS] [LAYERS...]")?,
+    );
     let bits: u32 = args.get(1).map_or(Ok(3), |b| b.parse())?;
     let wanted: Vec<String> = args.iter().skip(2).cloned().collect();
     let device = Default::default();
     let mut loaded = ttq_models::load_model::<B>(&model, &device)?;
     let text = Dataset::WikiText2.load(&PathBuf::from("../shared/data"))?;
     let tokens = loaded.tokenizer.encode(&text, false)?;
-    let sampling = CalibrationSampling { samples: 8, len: 256, seed: 0 };
+    let sampling = CalibrationSampling {
+        samples: 8,
+        len: 256,
+        seed: 0,
+    };
     let wins = sample_windows(&tokens, &sampling, None)?;
     let stats = collect_statistics(&mut loaded.model, &wins, false)?;
     let methods: Vec<MethodSpec> = ["rtn", "awq", "gptq", "gptq:act"]

@@ -43,8 +43,8 @@ fn calibration_observes_every_linear_on_every_token() {
 #[test]
 fn grid_scores_every_method_on_the_same_tokens() {
     let mut m = model();
-    let methods = MethodSpec::parse_list("fp,rtn:w3:g16,awq:w3:g16,gptq:w3:g16,ttq:w3:g16:a0.25")
-        .unwrap();
+    let methods =
+        MethodSpec::parse_list("fp,rtn:w3:g16,awq:w3:g16,gptq:w3:g16,ttq:w3:g16:a0.25").unwrap();
     let cfg = GridConfig {
         methods,
         calibrate_on: vec![0],
@@ -64,7 +64,11 @@ fn grid_scores_every_method_on_the_same_tokens() {
     assert_eq!(seen, 6);
     for r in &records {
         assert_eq!(r.scored_tokens, 2 * (16 - 6), "{}", r.method);
-        assert!(r.perplexity.is_finite() && r.perplexity > 1.0, "{}", r.method);
+        assert!(
+            r.perplexity.is_finite() && r.perplexity > 1.0,
+            "{}",
+            r.method
+        );
     }
     let calibrated: Vec<_> = records.iter().filter(|r| r.calibration.is_some()).collect();
     assert_eq!(calibrated.len(), 2);
@@ -90,5 +94,8 @@ fn calibration_that_does_not_fit_the_held_out_tokens_is_a_clear_error() {
         progress: false,
     };
     let err = run_grid(&mut m, &[text()], &cfg, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("after the evaluated windows"), "{err}");
+    assert!(
+        err.to_string().contains("after the evaluated windows"),
+        "{err}"
+    );
 }

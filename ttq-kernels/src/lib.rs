@@ -15,3 +15,8 @@ pub mod reference;
 
 pub use cpu::CpuReference;
 pub use ttq_core::{QuantKernels, TensorOpsKernels};
+
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaBackend, CudaKernels, GemvVariant};

@@ -17,15 +17,19 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
         .ok_or("which experiment? (methods, groups, domain, sensitivity)")?;
     let rest = &args[1..];
     let out = match rest.iter().position(|a| a == "--out") {
-        Some(i) => rest
-            .get(i + 1)
-            .ok_or("--out needs a folder")?
-            .into(),
+        Some(i) => rest.get(i + 1).ok_or("--out needs a folder")?.into(),
         None => root.join("results-local").join(name),
     };
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root)
-        .args(["run", "--release", "-p", "ttq-cli", "--", "experiment", name]);
+    cmd.current_dir(root).args([
+        "run",
+        "--release",
+        "-p",
+        "ttq-cli",
+        "--",
+        "experiment",
+        name,
+    ]);
     cmd.args(rest);
     if !rest.iter().any(|a| a == "--out") {
         cmd.arg("--out").arg(&out);

@@ -7,6 +7,10 @@
 //!   (`methods`, `groups`, `domain`, `sensitivity`) with `ttq experiment`, results and plots in
 //!   `results-local/NAME` (options are those of `ttq experiment`, e.g. `--windows 2`).
 
+//! - `cargo xtask bench [--gpu]`: CPU criterion benchmarks; with `--gpu`, builds the CUDA
+//!   binary and prints the GPU machine's command (see `bench.rs`).
+
+mod bench;
 mod experiment;
 mod fetch;
 
@@ -15,7 +19,8 @@ use std::process::ExitCode;
 
 const USAGE: &str = "usage:
   cargo xtask fetch-model <gemma3-270m|smollm2-135m> [--out DIR]
-  cargo xtask experiment <methods|groups|domain|sensitivity> [ttq experiment options]";
+  cargo xtask experiment <methods|groups|domain|sensitivity> [ttq experiment options]
+  cargo xtask bench [--gpu]";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -29,6 +34,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("fetch-model") => fetch_model(&args[1..]),
         Some("experiment") => experiment::run(&repo_root(), &args[1..]),
+        Some("bench") => bench::bench(&repo_root(), &args[1..]),
         Some("-h") | Some("--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

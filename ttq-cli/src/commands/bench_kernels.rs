@@ -1,0 +1,308 @@
+//! `ttq bench-kernels`: times the CubeCL kernels of `ttq-kernels` against Burn's dense f16
+//! matmul on the GPU, for the layer shapes of 7-8B models, and prints Markdown tables.
+//!
+//! Method (see `docs/kernels.md`): every measurement is the median over `--reps` batches;
+//! a batch queues `--batch` calls and then waits for the device, and its time is divided by
+//! the batch size (so host synchronisation is amortised, launch overhead is not). Calls
+//! rotate over enough copies of the weights that the set is larger than the L2 cache, so
+//! weights come from device memory as they would in a model. Inputs are random, never zero.
+//! The copy bandwidth that the percentages refer to is measured in the same run: an
+//! element-wise copy (`y = x · 1`) of 512 MiB, counting bytes read plus bytes written.
+
+use super::common::CliError;
+use clap::Args;
+use std::path::PathBuf;
+
+/// Options of `ttq bench-kernels`.
+#[derive(Debug, Args)]
+pub struct BenchKernelsArgs {
+    /// Layer shapes `d_out x d_in` (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "4096x4096,4096x14336,14336x4096,2048x8192"
+    )]
+    pub shapes: Vec<String>,
+    /// Token counts (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,256,2048")]
+    pub tokens: Vec<usize>,
+    /// Timed batches per measurement (the median is reported).
+    #[arg(long, default_value_t = 15)]
+    pub reps: usize,
+    /// Calls per timed batch.
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Parses `"4096x14336"` into `(4096, 14336)`.
+fn parse_shape(text: &str) -> Result<(usize, usize), CliError> {
+    let (a, b) = text
+        .trim()
+        .split_once('x')
+        .ok_or_else(|| format!("shape `{text}` is not of the form d_outxd_in"))?;
+    Ok((a.trim().parse()?, b.trim().parse()?))
+}
+
+/// Runs the benchmark (CUDA builds only).
+pub fn run(args: &BenchKernelsArgs) -> Result<(), CliError> {
+    let shapes = args
+        .shapes
+        .iter()
+        .map(|s| parse_shape(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if args.tokens.is_empty() || args.tokens.contains(&0) {
+        return Err("--tokens needs positive token counts".into());
+    }
+    if args.reps == 0 || args.batch == 0 {
+        return Err("--reps and --batch must be positive".into());
+    }
+    imp::run(args, &shapes)
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use super::*;
+
+    pub fn run(_args: &BenchKernelsArgs, _shapes: &[(usize, usize)]) -> Result<(), CliError> {
+        Err("bench-kernels needs the GPU kernels: rebuild ttq with `--features cuda`".into())
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use super::*;
+    use burn::tensor::{backend::Backend, f16, Distribution, Tensor};
+    use serde_json::json;
+    use std::time::Instant;
+    use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
+    use ttq_kernels::{CudaBackend, CudaKernels, GemvVariant};
+
+    type B = CudaBackend<f16>;
+    type Device = burn::backend::cuda::CudaDevice;
+
+    /// Weight sets are rotated until they span at least this many bytes (> 2× an H200's L2).
+    const ROTATE_BYTES: usize = 256 << 20;
+    const MAX_COPIES: usize = 16;
+
+    struct Timer<'a> {
+        device: &'a Device,
+        reps: usize,
+        batch: usize,
+    }
+
+    impl Timer<'_> {
+        /// Median seconds per call of `f(i)` (`i` counts calls, for rotating inputs).
+        fn time(&self, mut f: impl FnMut(usize)) -> f64 {
+            let mut calls = 0usize;
+            // Warm-up: compiles kernels and fills the memory pool.
+            for _ in 0..3 {
+                f(calls);
+                calls += 1;
+            }
+            sync(self.device);
+            let mut samples = Vec::with_capacity(self.reps);
+            for _ in 0..self.reps {
+                let start = Instant::now();
+                for _ in 0..self.batch {
+                    f(calls);
+                    calls += 1;
+                }
+                sync(self.device);
+                samples.push(start.elapsed().as_secs_f64() / self.batch as f64);
+            }
+            samples.sort_by(f64::total_cmp);
+            samples[samples.len() / 2]
+        }
+    }
+
+    fn sync(device: &Device) {
+        if let Err(e) = B::sync(device) {
+            eprintln!("warning: device sync failed: {e:?}");
+        }
+    }
+
+    fn uniform<const D: usize>(shape: [usize; D], lo: f64, hi: f64, dev: &Device) -> Tensor<B, D> {
+        Tensor::random(shape, Distribution::Uniform(lo, hi), dev)
+    }
+
+    fn copies_for(bytes: usize) -> usize {
+        ROTATE_BYTES.div_ceil(bytes.max(1)).clamp(1, MAX_COPIES)
+    }
+
+    pub fn run(args: &BenchKernelsArgs, shapes: &[(usize, usize)]) -> Result<(), CliError> {
+        let device = Device::default();
+        let timer = Timer {
+            device: &device,
+            reps: args.reps,
+            batch: args.batch,
+        };
+        let kernels = CudaKernels::default();
+        let spec = QuantSpec::asymmetric(4, 128)?;
+        let cfg = TtqScaleConfig::default();
+
+        // Copy bandwidth: 512 MiB of f16 read and written.
+        let n = 256usize << 20;
+        let src: Tensor<B, 1> = uniform([n], -1.0, 1.0, &device);
+        let t_copy = timer.time(|_| {
+            let _ = src.clone().mul_scalar(1.0);
+        });
+        drop(src);
+        let copy_gbs = (4 * n) as f64 / t_copy / 1e9;
+        eprintln!("copy bandwidth: {copy_gbs:.0} GB/s");
+
+        let mut matmul_rows = Vec::new();
+        let mut shape_rows = Vec::new();
+        for &(rows, cols) in shapes {
+            eprintln!("shape {rows}x{cols}");
+            let w: Tensor<B, 2> = uniform([rows, cols], -1.0, 1.0, &device);
+            let d: Tensor<B, 1> = uniform([cols], 0.5, 2.0, &device);
+            let qbytes = kernels
+                .quantize(w.clone(), Some(d.clone()), &spec)?
+                .storage_bytes();
+            let nq = copies_for(qbytes);
+            let qs: Vec<QuantizedWeight<B>> = (0..nq)
+                .map(|_| kernels.quantize(w.clone(), Some(d.clone()), &spec))
+                .collect::<Result<_, _>>()?;
+            let dense_bytes = rows * cols * 2;
+            let nd = copies_for(dense_bytes);
+            // Dense weights as a Burn `Linear` holds them: [d_in, d_out].
+            let dense: Vec<Tensor<B, 2>> = (0..nd)
+                .map(|_| uniform([cols, rows], -1.0, 1.0, &device))
+                .collect();
+            let s_inv: Tensor<B, 1> = d.clone().recip();
+
+            // Quantize-pack: reads W (f16) and D, writes codes, scales and zeros.
+            let ws: Vec<Tensor<B, 2>> = (0..copies_for(dense_bytes))
+                .map(|_| uniform([rows, cols], -1.0, 1.0, &device))
+                .collect();
+            let t_quant = timer.time(|i| {
+                let _ = kernels.quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec);
+            });
+            let quant_bytes = dense_bytes + cols * 2 + qbytes;
+            let quant_gbs = quant_bytes as f64 / t_quant / 1e9;
+
+            let mut t_gemm_ours_2048 = None;
+            let mut t_dense_2048 = None;
+            for &m in &args.tokens {
+                let x: Tensor<B, 2> = uniform([m, cols], -1.0, 1.0, &device);
+                let t_ours = timer.time(|i| {
+                    let _ = kernels.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
+                });
+                let t_dense = timer.time(|i| {
+                    let _ = x.clone().matmul(dense[i % nd].clone());
+                });
+                // The other GEMV variant, on the same card, for the design notes.
+                let t_padded = (m <= kernels.gemv_max_tokens).then(|| {
+                    let padded = CudaKernels {
+                        gemv_variant: GemvVariant::Padded,
+                        ..kernels
+                    };
+                    timer.time(|i| {
+                        let _ = padded.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
+                    }) * 1e6
+                });
+                if m == 2048 {
+                    t_gemm_ours_2048 = Some(t_ours);
+                    t_dense_2048 = Some(t_dense);
+                }
+                let bytes = qbytes + m * cols * 2 + m * rows * 2;
+                let flops = 2.0 * (m * rows * cols) as f64;
+                let gbs = bytes as f64 / t_ours / 1e9;
+                matmul_rows.push(json!({
+                    "shape": format!("{rows}x{cols}"), "m": m,
+                    "ours_us": t_ours * 1e6, "ours_gbs": gbs,
+                    "ours_tflops": flops / t_ours / 1e12,
+                    "pct_copy_bw": 100.0 * gbs / copy_gbs,
+                    "fp16_us": t_dense * 1e6, "speedup": t_dense / t_ours,
+                    "padded_variant_us": t_padded,
+                }));
+            }
+
+            // Statistics at 2048 tokens, and TTQ's whole prefill step for the layer.
+            let x: Tensor<B, 2> = uniform([2048, cols], -1.0, 1.0, &device);
+            let t_stats = timer.time(|_| {
+                let _ = kernels.channel_stats(x.clone());
+            });
+            let t_prefill = timer.time(|i| {
+                let stats = kernels.channel_stats(x.clone());
+                let d = cfg.scale(&stats);
+                let q = kernels
+                    .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
+                    .expect("shapes are consistent");
+                let _ = kernels.matmul(x.clone(), &q, Some(d.recip()));
+            });
+            let t_dense = match t_dense_2048 {
+                Some(t) => t,
+                None => timer.time(|i| {
+                    let _ = x.clone().matmul(dense[i % nd].clone());
+                }),
+            };
+            shape_rows.push(json!({
+                "shape": format!("{rows}x{cols}"),
+                "quantize_us": t_quant * 1e6, "quantize_gbs": quant_gbs,
+                "quantize_pct_copy_bw": 100.0 * quant_gbs / copy_gbs,
+                "stats_us_m2048": t_stats * 1e6,
+                "gemm_ours_us_m2048": t_gemm_ours_2048.map(|t| t * 1e6),
+                "prefill_us_m2048": t_prefill * 1e6,
+                "fp16_gemm_us_m2048": t_dense * 1e6,
+                "prefill_over_fp16": t_prefill / t_dense,
+            }));
+        }
+
+        print_tables(copy_gbs, &matmul_rows, &shape_rows);
+        if let Some(path) = &args.json {
+            let doc = json!({
+                "copy_gbs": copy_gbs,
+                "reps": args.reps, "batch": args.batch,
+                "matmul": matmul_rows, "per_shape": shape_rows,
+            });
+            std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
+        }
+        Ok(())
+    }
+
+    fn f(v: &serde_json::Value, key: &str) -> f64 {
+        v[key].as_f64().unwrap_or(f64::NAN)
+    }
+
+    fn print_tables(copy_gbs: f64, matmul: &[serde_json::Value], shapes: &[serde_json::Value]) {
+        println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s\n");
+        println!("| shape (d_out x d_in) | m | W4 g128 µs | GB/s | TFLOP/s | % copy BW | Burn fp16 µs | speedup | padded-GEMV µs |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for r in matmul {
+            println!(
+                "| {} | {} | {:.1} | {:.0} | {:.2} | {:.0}% | {:.1} | {:.2}x | {} |",
+                r["shape"].as_str().unwrap_or("?"),
+                r["m"],
+                f(r, "ours_us"),
+                f(r, "ours_gbs"),
+                f(r, "ours_tflops"),
+                f(r, "pct_copy_bw"),
+                f(r, "fp16_us"),
+                f(r, "speedup"),
+                r["padded_variant_us"]
+                    .as_f64()
+                    .map_or("-".to_string(), |t| format!("{t:.1}")),
+            );
+        }
+        println!();
+        println!("| shape | quantize-pack µs | GB/s | % copy BW | stats µs (m=2048) | TTQ prefill µs (m=2048: stats + D + quantize + GEMM) | fp16 GEMM µs | prefill / fp16 |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for r in shapes {
+            println!(
+                "| {} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.2}x |",
+                r["shape"].as_str().unwrap_or("?"),
+                f(r, "quantize_us"),
+                f(r, "quantize_gbs"),
+                f(r, "quantize_pct_copy_bw"),
+                f(r, "stats_us_m2048"),
+                f(r, "prefill_us_m2048"),
+                f(r, "fp16_gemm_us_m2048"),
+                f(r, "prefill_over_fp16"),
+            );
+        }
+    }
+}

@@ -1,0 +1,642 @@
+//! The CubeCL kernels. Launch code and shape checks live in [`super`].
+//!
+//! Every kernel computes in f32 whatever the float element `F` of its inputs and outputs
+//! (f32 or f16): the quantizer's arithmetic must be bit-identical to
+//! [`crate::reference::quantize`], which works in f32.
+//!
+//! Conventions shared by all kernels:
+//! - tensors are contiguous and row-major (the launchers make them so);
+//! - packed words are read and written as `u32`, whatever the Int tensor's declared element
+//!   (`i32` bit pattern, see `ttq_core::group`);
+//! - no kernel leaves early before a barrier: threads with nothing to do skip their work
+//!   but still reach every `sync_cube`;
+//! - the group of column `c` is `c >> group_shift` (groups are powers of two; a row with a
+//!   single group gets a shift of 31, so every column maps to group 0): a run-time integer
+//!   division per code cost more than the rest of the decode;
+//! - kernels are launched unchecked (no bounds check on each access, which doubled the
+//!   instruction count of the loops); every index is kept in bounds by construction
+//!   (guards or clamped indices), and the launchers check all shapes first.
+
+use cubecl::prelude::*;
+
+/// Threads per plane (warp) the kernels assume; CUDA's warp size.
+pub const PLANE: u32 = 32;
+
+/// Tokens each thread of the statistics kernel loads per loop step.
+const STATS_UNROLL: u32 = 4;
+
+/// Elements of a group each lane of the quantizer loads per loop step.
+const QUANT_UNROLL: u32 = 4;
+
+/// Per-channel statistics of `x` (`[tokens, d]`).
+///
+/// A cube of `32 × P` threads (`P = CUBE_DIM_Y ≤ 32`) owns 32 consecutive channels: the 32
+/// lanes of a plane read 32 neighbouring channels of one token (a coalesced 64- or 128-byte
+/// row segment) and the P planes take every P-th token, four tokens per loop step with the
+/// four loads issued before they are used (a serial loop of single loads is bound by memory
+/// latency, not bandwidth). Pass 1 finds `max |x|` per channel, pass 2 sums `(x / max)²`
+/// (its re-read of the cube's column block mostly hits L2). Partial results of the P
+/// planes are combined in shared memory.
+#[cube(launch_unchecked)]
+pub fn channel_stats_kernel<F: Float>(
+    x: &Tensor<F>,
+    max_abs: &mut Tensor<f32>,
+    mean_sq: &mut Tensor<f32>,
+    tokens: u32,
+    d: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let lane = UNIT_POS_X;
+    let ty = UNIT_POS_Y;
+    let ny = CUBE_DIM_Y;
+    let ch = CUBE_POS_X * PLANE + lane;
+    let valid = ch < d;
+    let d_us = d as usize;
+    let mut partial = SharedMemory::<f32>::new(1024usize);
+    let mut col = SharedMemory::<f32>::new(32usize);
+
+    let mut m = 0.0f32;
+    if valid {
+        let mut t = ty;
+        while t < tokens {
+            #[unroll]
+            for u in 0..STATS_UNROLL {
+                let tt = t + u * ny;
+                if tt < tokens {
+                    let v = f32::abs(f32::cast_from(x[tt as usize * d_us + ch as usize]));
+                    m = f32::max(m, v);
+                }
+            }
+            t += STATS_UNROLL * ny;
+        }
+    }
+    partial[(ty * PLANE + lane) as usize] = m;
+    sync_cube();
+    if ty == 0 {
+        let mut mm = 0.0f32;
+        for k in 0..ny {
+            mm = f32::max(mm, partial[(k * PLANE + lane) as usize]);
+        }
+        col[lane as usize] = mm;
+        if valid {
+            max_abs[ch as usize] = mm;
+        }
+    }
+    sync_cube();
+
+    let safe = f32::max(col[lane as usize], 1e-15f32);
+    let mut acc = 0.0f32;
+    if valid {
+        let mut t = ty;
+        while t < tokens {
+            #[unroll]
+            for u in 0..STATS_UNROLL {
+                let tt = t + u * ny;
+                if tt < tokens {
+                    let r = f32::cast_from(x[tt as usize * d_us + ch as usize]) / safe;
+                    acc += r * r;
+                }
+            }
+            t += STATS_UNROLL * ny;
+        }
+    }
+    sync_cube();
+    partial[(ty * PLANE + lane) as usize] = acc;
+    sync_cube();
+    if ty == 0 && valid {
+        let mut s = 0.0f32;
+        for k in 0..ny {
+            s += partial[(k * PLANE + lane) as usize];
+        }
+        let n = f32::cast_from(u32::max(tokens, 1));
+        mean_sq[ch as usize] = s / n;
+    }
+}
+
+/// Scale and zero point of one group from its (column-scaled) range, with exactly the f32
+/// operations of `reference::group_params`. For the symmetric scheme `lo` is unused and
+/// `hi` is the group's `max |v|`.
+#[cube]
+fn group_params(
+    lo: f32,
+    hi: f32,
+    #[comptime] bits: u32,
+    #[comptime] symmetric: bool,
+) -> (f32, f32) {
+    let max_code = comptime!(((1u32 << bits) - 1) as f32);
+    if comptime!(symmetric) {
+        let half = comptime!((1u32 << (bits - 1)) as f32);
+        let mut s = hi / comptime!(half - 1.0);
+        if s == 0.0 {
+            s = 1.0;
+        }
+        (s, half)
+    } else {
+        let mut s = (hi - lo) / max_code;
+        if s == 0.0 {
+            s = 1.0;
+        }
+        let z = f32::clamp(f32::round(-lo / s), 0.0, max_code);
+        (s, z)
+    }
+}
+
+/// Fused `w · diag(d)` + group-wise quantization + packing, one cube per weight row.
+///
+/// Phase 1: each plane of the cube takes whole groups (plane `p` takes groups `p, p + P, …`);
+/// its lanes stride over the group's columns, reduce min/max across the plane and lane 0
+/// writes the group's scale and zero point to global memory.
+/// Phase 2 (after a cube barrier, which also makes phase 1's global writes visible to the
+/// cube): each thread owns whole output words; for every code of its word it looks up the
+/// parameters of the code's group, so words that straddle two groups (3, 5, 6, 7 bits) are
+/// packed correctly. Phase 2 re-reads the row, which the cube has just brought into L1/L2.
+///
+/// The launcher runs `min(rows, 65535)` cubes; cube `i` handles rows `i, i + count, …`.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_pack_kernel<F: Float>(
+    w: &Tensor<F>,
+    col_scale: &Tensor<F>,
+    scales: &mut Tensor<f32>,
+    zeros: &mut Tensor<f32>,
+    packed: &mut Tensor<u32>,
+    rows: u32,
+    cols: u32,
+    group: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[comptime] symmetric: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let max_code = comptime!(((1u32 << bits) - 1) as f32);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let planes = CUBE_DIM_Y;
+    let tid = plane * PLANE + lane;
+    let threads = planes * PLANE;
+    let cols_us = cols as usize;
+
+    let mut row = CUBE_POS_X;
+    while row < rows {
+        let w_row = row as usize * cols_us;
+        let p_row = row as usize * groups as usize;
+
+        // Phase 1: group parameters.
+        let mut gi = plane;
+        while gi < groups {
+            let start = gi * group;
+            let end = u32::min(start + group, cols);
+            let mut lo = 0.0f32;
+            let mut hi = 0.0f32;
+            let mut c = start + lane;
+            while c < end {
+                #[unroll]
+                for u in 0..QUANT_UNROLL {
+                    let cu = c + u * PLANE;
+                    if cu < end {
+                        let v = f32::cast_from(w[w_row + cu as usize])
+                            * f32::cast_from(col_scale[cu as usize]);
+                        if comptime!(symmetric) {
+                            hi = f32::max(hi, f32::abs(v));
+                        } else {
+                            lo = f32::min(lo, v);
+                            hi = f32::max(hi, v);
+                        }
+                    }
+                }
+                c += QUANT_UNROLL * PLANE;
+            }
+            let lo = plane_min(lo);
+            let hi = plane_max(hi);
+            let (s, z) = group_params(lo, hi, bits, symmetric);
+            if lane == 0 {
+                scales[p_row + gi as usize] = s;
+                zeros[p_row + gi as usize] = z;
+            }
+            gi += planes;
+        }
+        sync_cube();
+
+        // Phase 2: codes, packed one word per thread.
+        let mut wi = tid;
+        while wi < words_per_row {
+            let mut word = 0u32;
+            #[unroll]
+            for k in 0..cpw {
+                let c = wi * cpw + k;
+                if c < cols {
+                    let g = c >> group_shift;
+                    let s = scales[p_row + g as usize];
+                    let z = zeros[p_row + g as usize];
+                    let v = f32::cast_from(w[w_row + c as usize])
+                        * f32::cast_from(col_scale[c as usize]);
+                    let q = f32::clamp(f32::round(v / s) + z, 0.0, max_code);
+                    word |= u32::cast_from(q) << (k * bits);
+                }
+            }
+            packed[row as usize * words_per_row as usize + wi as usize] = word;
+            wi += threads;
+        }
+        // Phase 1 of the next row overwrites nothing phase 2 reads, but keep the rows apart
+        // so that a slow plane never races ahead into the next row's barrier.
+        sync_cube();
+        row += CUBE_COUNT_X;
+    }
+}
+
+/// Dense `(code - z) · s` of a packed weight: one thread per output element, 256 columns
+/// per cube along x, rows along y (grid-strided when there are more than 65535 rows).
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_kernel<F: Float>(
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    cols: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let c = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    if c < cols {
+        let mut row = CUBE_POS_Y;
+        while row < rows {
+            let word = packed[row as usize * words_per_row as usize + (c / cpw) as usize];
+            let code = (word >> ((c % cpw) * bits)) & mask;
+            let p = row as usize * groups as usize + (c >> group_shift) as usize;
+            let v = (f32::cast_from(code) - zeros[p]) * scales[p];
+            out[row as usize * cols as usize + c as usize] = F::cast_from(v);
+            row += CUBE_COUNT_Y;
+        }
+    }
+}
+
+/// `xs[t, c] = x[t, c] · s[c]` in f32, zero-padded to `padded_cols` columns so that the
+/// GEMV can decode whole words without bounds checks.
+#[cube(launch_unchecked)]
+pub fn scale_pad_kernel<F: Float>(
+    x: &Tensor<F>,
+    s: &Tensor<F>,
+    xs: &mut Tensor<f32>,
+    tokens: u32,
+    cols: u32,
+    padded_cols: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let c = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    let t = CUBE_POS_Y;
+    if c < padded_cols && t < tokens {
+        let mut v = 0.0f32;
+        if c < cols {
+            v = f32::cast_from(x[t as usize * cols as usize + c as usize])
+                * f32::cast_from(s[c as usize]);
+        }
+        xs[t as usize * padded_cols as usize + c as usize] = v;
+    }
+}
+
+/// Fused dequantize + matrix-vector product for few tokens:
+/// `y[t, r] = Σ_c xs[t, c] · (code[r, c] - z[r, g(c)]) · s[r, g(c)]`.
+///
+/// One plane computes `rows_per_plane` (R) output rows for all `m` tokens. Lanes stride over
+/// the packed words of those rows (32 consecutive words per plane step: coalesced), each
+/// step loading the R words of the step before decoding any, and partial sums live in
+/// registers (`m · R` accumulators, fully unrolled) until a final plane reduction.
+///
+/// For a word whose codes all fall in one group (always at 2, 4 and 8 bits with groups of
+/// at least 16), the group factor is applied once per word:
+/// `s · (Σ xs·code - z · Σ xs)`. Words that straddle two groups take a per-code path.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_kernel<F: Float>(
+    xs: &Tensor<f32>,
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    xs_stride: u32,
+    #[comptime] m: u32,
+    #[comptime] bits: u32,
+    #[comptime] rows_per_plane: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let nacc = comptime!((m * rows_per_plane) as usize);
+    let lane = UNIT_POS_X;
+    let plane_id = CUBE_POS_X * CUBE_DIM_Y + UNIT_POS_Y;
+    let row0 = plane_id * rows_per_plane;
+    let wpr = words_per_row as usize;
+    let xs_stride = xs_stride as usize;
+    let g_us = groups as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut words = Array::<u32>::new(comptime!(rows_per_plane as usize));
+    let mut codes = Array::<f32>::new(comptime!((rows_per_plane * cpw) as usize));
+    let mut xv = Array::<f32>::new(comptime!(cpw as usize));
+
+    // Rows past the end: the whole plane skips the loop (uniform), then joins the reduction.
+    let mut wi = lane;
+    if row0 >= rows {
+        wi = words_per_row;
+    }
+    while wi < words_per_row {
+        #[unroll]
+        for r in 0..rows_per_plane {
+            let row = u32::min(row0 + r, rows - 1);
+            words[r as usize] = packed[row as usize * wpr + wi as usize];
+        }
+        let c0 = wi * cpw;
+        let g0 = u32::min(c0 >> group_shift, groups - 1);
+        let g1 = u32::min((c0 + cpw - 1) >> group_shift, groups - 1);
+        if g0 == g1 {
+            #[unroll]
+            for r in 0..rows_per_plane {
+                #[unroll]
+                for k in 0..cpw {
+                    codes[(r * cpw + k) as usize] =
+                        f32::cast_from((words[r as usize] >> (k * bits)) & mask);
+                }
+            }
+            #[unroll]
+            for t in 0..m {
+                let base = t as usize * xs_stride + c0 as usize;
+                let mut xsum = 0.0f32;
+                #[unroll]
+                for k in 0..cpw {
+                    xv[k as usize] = xs[base + k as usize];
+                    xsum += xv[k as usize];
+                }
+                #[unroll]
+                for r in 0..rows_per_plane {
+                    let row = u32::min(row0 + r, rows - 1);
+                    let p = row as usize * g_us + g0 as usize;
+                    let mut dot = 0.0f32;
+                    #[unroll]
+                    for k in 0..cpw {
+                        dot += xv[k as usize] * codes[(r * cpw + k) as usize];
+                    }
+                    acc[(t * rows_per_plane + r) as usize] += scales[p] * (dot - zeros[p] * xsum);
+                }
+            }
+        } else {
+            #[unroll]
+            for r in 0..rows_per_plane {
+                let row = u32::min(row0 + r, rows - 1);
+                #[unroll]
+                for k in 0..cpw {
+                    let g = u32::min((c0 + k) >> group_shift, groups - 1);
+                    let p = row as usize * g_us + g as usize;
+                    let wq = (f32::cast_from((words[r as usize] >> (k * bits)) & mask) - zeros[p])
+                        * scales[p];
+                    #[unroll]
+                    for t in 0..m {
+                        acc[(t * rows_per_plane + r) as usize] +=
+                            xs[t as usize * xs_stride + (c0 + k) as usize] * wq;
+                    }
+                }
+            }
+        }
+        wi += PLANE;
+    }
+
+    #[unroll]
+    for t in 0..m {
+        #[unroll]
+        for r in 0..rows_per_plane {
+            let v = plane_sum(acc[(t * rows_per_plane + r) as usize]);
+            if lane == 0 && row0 + r < rows {
+                y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(v);
+            }
+        }
+    }
+}
+
+/// The GEMV used by default: [`gemv_kernel`]'s arithmetic with the input scale fused in
+/// (it reads `x` and `s` directly, no padded f32 copy of `x ⊙ s`: one launch and one
+/// allocation less) and a layout built for memory-level parallelism:
+///
+/// - a cube of `P` planes (`planes`) owns `R` rows (`rows_per_cube`) and splits their words
+///   between its planes (split-K), so that long rows do not leave one plane looping alone;
+/// - each plane step loads `U` (`unroll`) coalesced 128-byte runs of words for each of the
+///   `R` rows (`U · R` independent loads per lane) before decoding any of them;
+/// - partial sums are reduced across lanes with `plane_sum`, then across the cube's planes
+///   in shared memory.
+///
+/// Columns past `cols` in the last word of a row get a zero scale (their loads are clamped
+/// to the last column), so they add nothing; words past the row's end are loaded from a
+/// clamped index and skipped.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_fused_kernel<F: Float>(
+    x: &Tensor<F>,
+    s: &Tensor<F>,
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    cols: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] m: u32,
+    #[comptime] bits: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+    #[comptime] planes: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nwords = comptime!((unroll * rows_per_cube) as usize);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let row0 = CUBE_POS_X * rows_per_cube;
+    let wpr = words_per_row as usize;
+    let cols_us = cols as usize;
+    let g_us = groups as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut words = Array::<u32>::new(nwords);
+    let mut codes = Array::<f32>::new(comptime!((rows_per_cube * cpw) as usize));
+    let mut sv = Array::<f32>::new(comptime!(cpw as usize));
+    let mut cidx = Array::<u32>::new(comptime!(cpw as usize));
+    let mut xv = Array::<f32>::new(comptime!(cpw as usize));
+
+    let mut base = plane * comptime!(PLANE * unroll);
+    while base < words_per_row {
+        // All loads of the step first.
+        #[unroll]
+        for u in 0..unroll {
+            let wi = u32::min(base + u * PLANE + lane, words_per_row - 1);
+            #[unroll]
+            for r in 0..rows_per_cube {
+                let row = u32::min(row0 + r, rows - 1);
+                words[(u * rows_per_cube + r) as usize] = packed[row as usize * wpr + wi as usize];
+            }
+        }
+        #[unroll]
+        for u in 0..unroll {
+            let wi = base + u * PLANE + lane;
+            if wi < words_per_row {
+                let c0 = wi * cpw;
+                #[unroll]
+                for k in 0..cpw {
+                    let c = c0 + k;
+                    let cc = u32::min(c, cols - 1);
+                    cidx[k as usize] = cc;
+                    sv[k as usize] = select(c < cols, f32::cast_from(s[cc as usize]), 0.0f32);
+                }
+                let g0 = u32::min(c0 >> group_shift, groups - 1);
+                let g1 = u32::min((c0 + cpw - 1) >> group_shift, groups - 1);
+                if g0 == g1 {
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        #[unroll]
+                        for k in 0..cpw {
+                            codes[(r * cpw + k) as usize] = f32::cast_from(
+                                (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask,
+                            );
+                        }
+                    }
+                    #[unroll]
+                    for t in 0..m {
+                        let xb = t as usize * cols_us;
+                        let mut xsum = 0.0f32;
+                        #[unroll]
+                        for k in 0..cpw {
+                            xv[k as usize] =
+                                f32::cast_from(x[xb + cidx[k as usize] as usize]) * sv[k as usize];
+                            xsum += xv[k as usize];
+                        }
+                        #[unroll]
+                        for r in 0..rows_per_cube {
+                            let row = u32::min(row0 + r, rows - 1);
+                            let p = row as usize * g_us + g0 as usize;
+                            let mut dot = 0.0f32;
+                            #[unroll]
+                            for k in 0..cpw {
+                                dot += xv[k as usize] * codes[(r * cpw + k) as usize];
+                            }
+                            acc[(t * rows_per_cube + r) as usize] +=
+                                scales[p] * (dot - zeros[p] * xsum);
+                        }
+                    }
+                } else {
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        let row = u32::min(row0 + r, rows - 1);
+                        #[unroll]
+                        for k in 0..cpw {
+                            let g = u32::min((c0 + k) >> group_shift, groups - 1);
+                            let p = row as usize * g_us + g as usize;
+                            let code =
+                                (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask;
+                            let wq = (f32::cast_from(code) - zeros[p]) * scales[p];
+                            #[unroll]
+                            for t in 0..m {
+                                let xs = f32::cast_from(
+                                    x[t as usize * cols_us + cidx[k as usize] as usize],
+                                ) * sv[k as usize];
+                                acc[(t * rows_per_cube + r) as usize] += xs * wq;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        base += comptime!(PLANE * unroll * planes);
+    }
+
+    // Lanes, then planes.
+    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
+    #[unroll]
+    for i in 0..nacc {
+        let v = plane_sum(acc[i]);
+        if lane == 0 {
+            partial[plane as usize * nacc + i] = v;
+        }
+    }
+    sync_cube();
+    let tid = plane * PLANE + lane;
+    if tid < comptime!(nacc as u32) {
+        let mut sum = 0.0f32;
+        #[unroll]
+        for p in 0..planes {
+            sum += partial[p as usize * nacc + tid as usize];
+        }
+        let t = tid / rows_per_cube;
+        let r = tid % rows_per_cube;
+        if row0 + r < rows {
+            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
+        }
+    }
+}
+
+/// Dequantizes into the transposed, contiguous layout `out[c, row]` (`[cols, rows]`), the
+/// right-hand operand of `x · Wᵀ` as a dense matmul wants it.
+///
+/// A cube of `32 × 8` threads covers 32 rows × 8 words: thread `(tx, ty)` loads word `ty`
+/// of row `tx` (the 8 threads of a row share one 32-byte sector) and writes its `32 / bits`
+/// codes, each store instruction of a plane covering 32 consecutive rows of one column
+/// (coalesced). One word per thread instead of one element keeps 8× fewer threads and
+/// blocks in flight for the same work. Words are grid-strided along y.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_t_kernel<F: Float>(
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    cols: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let row = CUBE_POS_X * PLANE + UNIT_POS_X;
+    if row < rows {
+        let mut wi = CUBE_POS_Y * CUBE_DIM_Y + UNIT_POS_Y;
+        while wi < words_per_row {
+            let word = packed[row as usize * words_per_row as usize + wi as usize];
+            #[unroll]
+            for k in 0..cpw {
+                let c = wi * cpw + k;
+                if c < cols {
+                    let p = row as usize * groups as usize + (c >> group_shift) as usize;
+                    let code = (word >> (k * bits)) & mask;
+                    let v = (f32::cast_from(code) - zeros[p]) * scales[p];
+                    out[c as usize * rows as usize + row as usize] = F::cast_from(v);
+                }
+            }
+            wi += CUBE_COUNT_Y * CUBE_DIM_Y;
+        }
+    }
+}

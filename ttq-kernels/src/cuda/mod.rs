@@ -1,0 +1,547 @@
+//! CubeCL kernels for NVIDIA GPUs behind [`QuantKernels`] (feature `cuda`).
+//!
+//! [`CudaKernels`] implements the trait for Burn's plain `CubeBackend<R, F, i32, u8>` (for
+//! CUDA: [`CudaBackend`]) with `F` = f32 or f16. The backend must not be wrapped in Burn's
+//! fusion (`into_primitive` must hand out a `CubeTensor`).
+//!
+//! | operation | kernel | notes |
+//! | --- | --- | --- |
+//! | `channel_stats` | [`kernels::channel_stats_kernel`] | one cube per 32 channels, two passes |
+//! | `quantize` | [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused, one cube per row |
+//! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
+//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a plane-per-rows GEMV |
+//! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul | dequantized straight into `[cols, rows]` |
+//!
+//! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
+//! `ttq_core::group`), and the kernels read them as f32 (a weight quantized elsewhere with
+//! scales of another float type is converted first). All arithmetic is f32, so codes,
+//! scales and zeros are bit-identical to [`crate::reference::quantize`] for the same inputs.
+//!
+//! Degenerate shapes (a zero dimension) go through [`TensorOpsKernels`], which handles them
+//! without launching anything of ours.
+
+pub mod kernels;
+
+use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
+use burn_cubecl::{
+    kernel::{cast, into_contiguous},
+    ops::numeric::empty_device_contiguous_dtype,
+    tensor::CubeTensor,
+    CubeBackend, CubeRuntime, FloatElement,
+};
+use cubecl::prelude::{CubeCount, CubeDim};
+use ttq_core::{
+    group::check_col_scale, kernels::check_matmul_shapes, ChannelStats, PackLayout, QuantError,
+    QuantKernels, QuantScheme, QuantSpec, QuantizedWeight, TensorOpsKernels,
+};
+
+/// Burn's CUDA backend without fusion: the backend these kernels run on.
+pub type CudaBackend<F = f32> = CubeBackend<cubecl::cuda::CudaRuntime, F, i32, u8>;
+
+/// The most tokens the fused GEMV serves by default; above it, `matmul` dequantizes and
+/// calls the dense matmul, whose tensor cores win once the weight is re-used enough.
+pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
+
+/// Planes per cube of the statistics kernel (each takes every 32nd token).
+const STATS_PLANES: u32 = 32;
+
+/// Planes per cube of the fused GEMV (they split the words of the cube's rows).
+const GEMV_PLANES: u32 = 4;
+
+/// Word runs each GEMV lane loads per step and row (independent loads in flight).
+const GEMV_UNROLL: u32 = 4;
+
+/// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
+const MAX_GRID_Y: usize = 65_535;
+
+/// How the GEMV applies the input scale (both give the same results up to f32 rounding
+/// order; kept side by side so that the benchmark can compare them on one card).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemvVariant {
+    /// One kernel reads `x` and the input scale directly ([`kernels::gemv_fused_kernel`]).
+    #[default]
+    Fused,
+    /// A first kernel writes `x ⊙ s` as a zero-padded f32 copy, which the GEMV
+    /// ([`kernels::gemv_kernel`]) then reads without bounds checks.
+    Padded,
+}
+
+/// The CubeCL implementation of [`QuantKernels`]; see the module docs.
+#[derive(Debug, Clone, Copy)]
+pub struct CudaKernels {
+    /// `matmul` uses the fused GEMV for `tokens ≤ gemv_max_tokens` (at most 16; larger
+    /// values are treated as 16) and dequantize + dense matmul above.
+    pub gemv_max_tokens: usize,
+    /// Which GEMV kernel runs.
+    pub gemv_variant: GemvVariant,
+}
+
+impl Default for CudaKernels {
+    fn default() -> Self {
+        Self {
+            gemv_max_tokens: DEFAULT_GEMV_MAX_TOKENS,
+            gemv_variant: GemvVariant::Fused,
+        }
+    }
+}
+
+type Cb<R, F> = CubeBackend<R, F, i32, u8>;
+
+/// The contiguous `CubeTensor` behind a float tensor, converted to `dtype`.
+fn float_prim<R: CubeRuntime, F: FloatElement, const D: usize>(
+    t: Tensor<Cb<R, F>, D>,
+    dtype: DType,
+) -> CubeTensor<R> {
+    // Cast first: `cast` may hand back a row-pitched tensor, which `into_contiguous` packs.
+    let t = t.into_primitive().tensor();
+    let t = if t.dtype == dtype { t } else { cast(t, dtype) };
+    into_contiguous(t)
+}
+
+/// The contiguous `CubeTensor` behind an int tensor of packed words, as 32-bit ints.
+fn int_prim<R: CubeRuntime, F: FloatElement, const D: usize>(
+    t: Tensor<Cb<R, F>, D, Int>,
+) -> CubeTensor<R> {
+    let t = t.into_primitive();
+    let t = if t.dtype.size() == 4 {
+        t
+    } else {
+        cast(t, DType::I32)
+    };
+    into_contiguous(t)
+}
+
+fn wrap_float<R: CubeRuntime, F: FloatElement, const D: usize>(
+    t: CubeTensor<R>,
+) -> Tensor<Cb<R, F>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// A new contiguous tensor on the device of `like`, contents undefined.
+fn empty<R: CubeRuntime>(like: &CubeTensor<R>, shape: Vec<usize>, dtype: DType) -> CubeTensor<R> {
+    empty_device_contiguous_dtype(
+        like.client.clone(),
+        like.device.clone(),
+        Shape::from(shape),
+        dtype,
+    )
+}
+
+fn u32_of(n: usize, what: &str) -> Result<u32, QuantError> {
+    u32::try_from(n)
+        .map_err(|_| QuantError::shape("cuda kernels", format!("{what} below 2^32"), n.to_string()))
+}
+
+/// Parameters of a quantized weight that every kernel takes.
+struct WeightDims {
+    rows: u32,
+    cols: u32,
+    group: u32,
+    /// `log2(group)`, or 31 when a row has a single group (then every column maps to 0).
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    bits: u32,
+    codes_per_word: u32,
+}
+
+impl WeightDims {
+    fn new(shape: [usize; 2], spec: &QuantSpec) -> Result<Self, QuantError> {
+        let [rows, cols] = shape;
+        let layout = PackLayout::new(spec.bits(), cols);
+        // Every element index must fit the kernels' 32-bit arithmetic on columns.
+        u32_of(rows.saturating_mul(layout.words_per_row), "rows × words")?;
+        let groups = spec.groups_per_row(cols);
+        let group = spec.group_len(cols);
+        if cols >= 1 << 31 {
+            return Err(QuantError::shape(
+                "cuda kernels",
+                "fewer than 2^31 columns",
+                cols.to_string(),
+            ));
+        }
+        // Several groups only happen for a power-of-two group length shorter than the row.
+        let group_shift = if groups == 1 {
+            31
+        } else {
+            group.trailing_zeros()
+        };
+        Ok(Self {
+            group_shift,
+            rows: u32_of(rows, "rows")?,
+            cols: u32_of(cols, "columns")?,
+            group: u32_of(spec.group_len(cols), "group length")?,
+            groups: u32_of(spec.groups_per_row(cols), "groups per row")?,
+            words_per_row: u32_of(layout.words_per_row, "words per row")?,
+            bits: spec.bits(),
+            codes_per_word: layout.codes_per_word as u32,
+        })
+    }
+}
+
+impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
+    fn name(&self) -> &'static str {
+        "cubecl"
+    }
+
+    fn channel_stats(&self, x: Tensor<Cb<R, F>, 2>) -> ChannelStats<Cb<R, F>> {
+        let [tokens, d] = x.dims();
+        let (Ok(tokens_u), Ok(d_u)) = (u32::try_from(tokens), u32::try_from(d)) else {
+            return TensorOpsKernels.channel_stats(x);
+        };
+        if d == 0 || tokens.saturating_mul(d) > u32::MAX as usize {
+            return TensorOpsKernels.channel_stats(x);
+        }
+        let x = float_prim(x, F::dtype());
+        let max_abs = empty(&x, vec![d], DType::F32);
+        let mean_sq = empty(&x, vec![d], DType::F32);
+        let dtype = x.dtype;
+        // SAFETY: shapes were checked above and every index in the kernel is guarded or
+        // clamped (see `kernels`).
+        unsafe {
+            kernels::channel_stats_kernel::launch_unchecked::<R>(
+                &x.client,
+                CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
+                CubeDim {
+                    x: kernels::PLANE,
+                    y: STATS_PLANES,
+                    z: 1,
+                },
+                x.clone().into_tensor_arg(),
+                max_abs.clone().into_tensor_arg(),
+                mean_sq.clone().into_tensor_arg(),
+                tokens_u,
+                d_u,
+                dtype.into(),
+            );
+        }
+        ChannelStats {
+            max_abs: wrap_float(max_abs),
+            mean_sq_normalized: wrap_float(mean_sq),
+            tokens,
+        }
+    }
+
+    fn quantize(
+        &self,
+        w: Tensor<Cb<R, F>, 2>,
+        col_scale: Option<Tensor<Cb<R, F>, 1>>,
+        spec: &QuantSpec,
+    ) -> Result<QuantizedWeight<Cb<R, F>>, QuantError> {
+        let [rows, cols] = w.dims();
+        check_col_scale("quantize", cols, col_scale.as_ref())?;
+        if rows == 0 || cols == 0 {
+            return TensorOpsKernels.quantize(w, col_scale, spec);
+        }
+        let dims = WeightDims::new([rows, cols], spec)?;
+        u32_of(rows.saturating_mul(cols), "weight elements")?;
+        let device = w.device();
+        let col_scale = col_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
+        let w = float_prim(w, F::dtype());
+        let d = float_prim(col_scale, F::dtype());
+        let groups = dims.groups as usize;
+        let scales = empty(&w, vec![rows, groups], DType::F32);
+        let zeros = empty(&w, vec![rows, groups], DType::F32);
+        let packed = empty(&w, vec![rows, dims.words_per_row as usize], DType::I32);
+        let dtype = w.dtype;
+        // SAFETY: shapes were checked above and every index in the kernel is guarded or
+        // clamped (see `kernels`).
+        unsafe {
+            kernels::quantize_pack_kernel::launch_unchecked::<R>(
+                &w.client,
+                CubeCount::Static(rows.min(i32::MAX as usize) as u32, 1, 1),
+                CubeDim {
+                    x: kernels::PLANE,
+                    y: 8,
+                    z: 1,
+                },
+                w.clone().into_tensor_arg(),
+                d.into_tensor_arg(),
+                scales.clone().into_tensor_arg(),
+                zeros.clone().into_tensor_arg(),
+                packed.clone().into_tensor_arg(),
+                dims.rows,
+                dims.cols,
+                dims.group,
+                dims.group_shift,
+                dims.groups,
+                dims.words_per_row,
+                dims.bits,
+                spec.scheme() == QuantScheme::Symmetric,
+                dtype.into(),
+            );
+        }
+        Ok(QuantizedWeight {
+            packed: Tensor::from_primitive(packed),
+            scales: wrap_float(scales),
+            zeros: wrap_float(zeros),
+            spec: *spec,
+            shape: [rows, cols],
+        })
+    }
+
+    fn dequantize(&self, q: &QuantizedWeight<Cb<R, F>>) -> Tensor<Cb<R, F>, 2> {
+        let [rows, cols] = q.shape;
+        let Ok(dims) = WeightDims::new(q.shape, &q.spec) else {
+            return TensorOpsKernels.dequantize(q);
+        };
+        if rows == 0 || cols == 0 || rows.saturating_mul(cols) > u32::MAX as usize {
+            return TensorOpsKernels.dequantize(q);
+        }
+        wrap_float(dequantize_prim::<R, F>(q, &dims, F::dtype()))
+    }
+
+    fn matmul(
+        &self,
+        x: Tensor<Cb<R, F>, 2>,
+        q: &QuantizedWeight<Cb<R, F>>,
+        input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        check_matmul_shapes(&x, q, input_scale.as_ref())?;
+        let [tokens, cols] = x.dims();
+        let [rows, _] = q.shape;
+        if tokens == 0 || rows == 0 || cols == 0 {
+            return TensorOpsKernels.matmul(x, q, input_scale);
+        }
+        let dims = WeightDims::new(q.shape, &q.spec)?;
+        u32_of(rows.saturating_mul(cols), "weight elements")?;
+        if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
+            return match self.gemv_variant {
+                GemvVariant::Fused => gemv_fused::<R, F>(x, q, input_scale, &dims),
+                GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
+            };
+        }
+        // Dense path: dequantize into F, already transposed to `[cols, rows]` and contiguous,
+        // and let Burn's matmul (tensor cores) do the rest. (Handing Burn's f16 matmul the
+        // transposed view of a `[rows, cols]` dequantization gave wrong results on an H100.)
+        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, F::dtype()));
+        let x = match input_scale {
+            Some(s) => x * s.unsqueeze_dim(0),
+            None => x,
+        };
+        Ok(x.matmul(wt))
+    }
+}
+
+/// Launches the dequantize kernel into a new `[rows, cols]` tensor of `dtype`.
+fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
+    q: &QuantizedWeight<Cb<R, F>>,
+    dims: &WeightDims,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let out = empty(&packed, vec![dims.rows as usize, dims.cols as usize], dtype);
+    let threads = 256u32;
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::dequantize_kernel::launch_unchecked::<R>(
+            &packed.client,
+            CubeCount::Static(
+                dims.cols.div_ceil(threads),
+                (dims.rows as usize).min(MAX_GRID_Y) as u32,
+                1,
+            ),
+            CubeDim {
+                x: threads,
+                y: 1,
+                z: 1,
+            },
+            packed.clone().into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            dims.bits,
+            dtype.into(),
+        );
+    }
+    out
+}
+
+/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of `dtype`.
+fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
+    q: &QuantizedWeight<Cb<R, F>>,
+    dims: &WeightDims,
+    dtype: DType,
+) -> CubeTensor<R> {
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let out = empty(&packed, vec![dims.cols as usize, dims.rows as usize], dtype);
+    let words_per_cube = 8u32;
+    // SAFETY: shapes were checked by the caller; the kernel guards every index.
+    unsafe {
+        kernels::dequantize_t_kernel::launch_unchecked::<R>(
+            &packed.client,
+            CubeCount::Static(
+                dims.rows.div_ceil(kernels::PLANE),
+                dims.words_per_row
+                    .div_ceil(words_per_cube)
+                    .min(MAX_GRID_Y as u32),
+                1,
+            ),
+            CubeDim {
+                x: kernels::PLANE,
+                y: words_per_cube,
+                z: 1,
+            },
+            packed.clone().into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            dims.bits,
+            dtype.into(),
+        );
+    }
+    out
+}
+
+/// Rows each plane of the GEMV computes: more rows share each load of the activations,
+/// fewer keep the accumulators (`tokens × rows`) in registers.
+fn gemv_rows_per_plane(tokens: usize, bits: u32) -> u32 {
+    let codes_per_word = 32 / bits as usize;
+    match (tokens, codes_per_word) {
+        (_, c) if c > 8 => 2,
+        (t, _) if t <= 8 => 4,
+        _ => 2,
+    }
+}
+
+/// The fused GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`).
+fn gemv<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let [tokens, cols] = x.dims();
+    let device = x.device();
+    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
+    let x = float_prim(x, F::dtype());
+    let s = float_prim(s, F::dtype());
+    let padded = dims.words_per_row as usize * dims.codes_per_word as usize;
+    let xs = empty(&x, vec![tokens, padded], DType::F32);
+    let threads = 256u32;
+    let tokens_u = u32_of(tokens, "tokens")?;
+    let padded_u = u32_of(padded, "padded columns")?;
+    let dtype = x.dtype;
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::scale_pad_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(padded_u.div_ceil(threads), tokens_u, 1),
+            CubeDim {
+                x: threads,
+                y: 1,
+                z: 1,
+            },
+            x.clone().into_tensor_arg(),
+            s.into_tensor_arg(),
+            xs.clone().into_tensor_arg(),
+            tokens_u,
+            dims.cols,
+            padded_u,
+            dtype.into(),
+        );
+    }
+
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
+    let rpp = gemv_rows_per_plane(tokens, dims.bits);
+    let planes_per_cube = 4u32;
+    let planes = dims.rows.div_ceil(rpp);
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::gemv_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(planes.div_ceil(planes_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: planes_per_cube,
+                z: 1,
+            },
+            xs.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            padded_u,
+            tokens_u,
+            dims.bits,
+            rpp,
+            F::dtype().into(),
+        );
+    }
+    Ok(wrap_float(y))
+}
+
+/// The fused-scale GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`).
+fn gemv_fused<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let [tokens, cols] = x.dims();
+    let device = x.device();
+    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
+    let x = float_prim(x, F::dtype());
+    let s = float_prim(s, F::dtype());
+    let tokens_u = u32_of(tokens, "tokens")?;
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
+    let rows_per_cube = gemv_rows_per_plane(tokens, dims.bits);
+    // SAFETY: shapes were checked above and every index in the kernel is guarded or
+    // clamped (see `kernels`).
+    unsafe {
+        kernels::gemv_fused_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: GEMV_PLANES,
+                z: 1,
+            },
+            x.clone().into_tensor_arg(),
+            s.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            tokens_u,
+            dims.bits,
+            rows_per_cube,
+            GEMV_UNROLL,
+            GEMV_PLANES,
+            F::dtype().into(),
+        );
+    }
+    Ok(wrap_float(y))
+}

@@ -1,0 +1,351 @@
+//! The CubeCL kernels ([`CudaKernels`]) against the plain-Rust reference, on a CUDA GPU.
+//!
+//! Compiled only with `--features cuda` (CI builds without it and never sees these tests).
+//! Build here, run on the GPU machine:
+//!
+//! ```text
+//! cargo test --release -p ttq-kernels --features cuda --no-run   # prints the test binary
+//! ./cuda_vs_reference-<hash> --test-threads 1                       # on the GPU machine
+//! ```
+//!
+//! Run them on one thread: the poisoning below frees memory that tests on other threads
+//! (other CubeCL streams) may be handed while still in use.
+//!
+//! What must match exactly: channel maxima; codes (packed words), scales and zero points;
+//! the dequantized matrix (f32). What is compared with a tolerance, and why:
+//! - `mean_sq_normalized`: the reference sums in f64, the kernel in f32 (relative 1e-5);
+//! - matmul: the reference accumulates in f64, the kernels in f32 in another order
+//!   (relative to the largest output: 1e-4 for f32 on the GEMV path, 3e-3 on the dense path,
+//!   where Burn's f32 matmul uses TF32 tensor cores; for f16 the output itself is rounded to
+//!   f16 and the dense path multiplies f16 operands, so 1e-2).
+//!
+//! Every output is checked element by element, and before each kernel call the device's
+//! memory pool is filled with freed NaN buffers, so an output element that a kernel fails to
+//! write shows up as NaN (or stale data from another case) and fails the comparison.
+#![cfg(feature = "cuda")]
+
+use burn::tensor::{f16, Element, Tensor, TensorData};
+use burn_cubecl::FloatElement;
+use proptest::prelude::*;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, QuantSpec};
+use ttq_kernels::{
+    cpu::{from_host, to_host},
+    reference, CudaBackend, CudaKernels, GemvVariant,
+};
+
+type Dev = burn::backend::cuda::CudaDevice;
+
+fn device() -> Dev {
+    Default::default()
+}
+
+fn random(seed: u64, n: usize, outliers_every: usize) -> Vec<f32> {
+    let mut r = StdRng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let v: f32 = r.random_range(-1.0..1.0);
+            if outliers_every > 0 && i % outliers_every == 3 {
+                v * 100.0
+            } else {
+                v
+            }
+        })
+        .collect()
+}
+
+fn positive(seed: u64, n: usize) -> Vec<f32> {
+    let mut r = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(0.05f32..20.0)).collect()
+}
+
+fn t2<F: FloatElement + Element>(v: Vec<f32>, shape: [usize; 2]) -> Tensor<CudaBackend<F>, 2> {
+    Tensor::from_data(TensorData::new(v, shape).convert::<F>(), &device())
+}
+
+fn t1<F: FloatElement + Element>(v: Vec<f32>) -> Tensor<CudaBackend<F>, 1> {
+    let n = v.len();
+    Tensor::from_data(TensorData::new(v, [n]).convert::<F>(), &device())
+}
+
+/// Fills the memory pool with NaN buffers of about `bytes` and frees them, so that the
+/// next allocations are likely to reuse poisoned memory.
+fn poison(bytes: usize) {
+    let n = (bytes / 4).max(1);
+    let mut keep = Vec::new();
+    for k in [n, n / 2 + 1, n / 4 + 1, n / 16 + 1, 64, 16] {
+        let t: Tensor<CudaBackend<f32>, 1> = Tensor::full([k], f32::NAN, &device());
+        keep.push(t);
+    }
+    let _ = <CudaBackend<f32> as burn::tensor::backend::Backend>::sync(&device());
+    drop(keep);
+}
+
+fn spec_strategy() -> impl Strategy<Value = QuantSpec> {
+    (
+        prop_oneof![
+            Just(2u32),
+            Just(3),
+            Just(4),
+            Just(5),
+            Just(6),
+            Just(7),
+            Just(8)
+        ],
+        prop_oneof![
+            Just(GroupSize::Size(8)),
+            Just(GroupSize::Size(32)),
+            Just(GroupSize::Size(64)),
+            Just(GroupSize::Size(128)),
+            Just(GroupSize::Row)
+        ],
+        prop_oneof![
+            3 => Just(QuantScheme::Asymmetric),
+            1 => Just(QuantScheme::Symmetric)
+        ],
+    )
+        .prop_map(|(b, g, s)| QuantSpec::new(b, g, s).unwrap())
+}
+
+fn cols_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![
+        Just(576usize),
+        Just(100),
+        Just(13),
+        Just(1),
+        Just(640),
+        Just(1000),
+        1usize..300
+    ]
+}
+
+fn tokens_strategy() -> impl Strategy<Value = usize> {
+    prop_oneof![3 => 1usize..=20, 1 => 17usize..300]
+}
+
+fn close(what: &str, a: &[f32], b: &[f32], rel: f32) -> Result<(), TestCaseError> {
+    prop_assert_eq!(a.len(), b.len(), "{}: lengths", what);
+    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        prop_assert!(
+            (x - y).abs() <= rel * scale,
+            "{} element {}: {} vs {} (scale {})",
+            what,
+            i,
+            x,
+            y,
+            scale
+        );
+    }
+    Ok(())
+}
+
+/// Equal values (so NaN always fails; `0.0` and `-0.0` count as equal: the reference's
+/// `clamp` keeps the sign of a zero zero point, CUDA's `fmaxf` may not).
+fn exact(what: &str, a: &[f32], b: &[f32]) -> Result<(), TestCaseError> {
+    prop_assert_eq!(a.len(), b.len(), "{}: lengths", what);
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        prop_assert!(x == y, "{} element {}: {} vs {}", what, i, x, y);
+    }
+    Ok(())
+}
+
+fn check_stats<F: FloatElement + Element>(
+    tokens: usize,
+    d: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let x = t2::<F>(random(seed, tokens * d, 11), [tokens, d]);
+    let host = to_f32_vec(x.clone());
+    poison(d * 8);
+    let stats = CudaKernels::default().channel_stats(x);
+    let (max_abs, mean) = reference::channel_stats(&host, tokens, d);
+    prop_assert_eq!(stats.tokens, tokens);
+    exact("max_abs", &to_f32_vec(stats.max_abs), &max_abs)?;
+    close(
+        "mean_sq",
+        &to_f32_vec(stats.mean_sq_normalized),
+        &mean,
+        1e-5,
+    )
+}
+
+fn check_quantize<F: FloatElement + Element>(
+    rows: usize,
+    cols: usize,
+    spec: QuantSpec,
+    with_scale: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let w = t2::<F>(random(seed, rows * cols, 37), [rows, cols]);
+    let d = with_scale.then(|| t1::<F>(positive(seed ^ 0x5a5a, cols)));
+    let w_host = to_f32_vec(w.clone());
+    let d_host = d.clone().map(to_f32_vec);
+    poison(rows * cols * 4);
+    let q = CudaKernels::default()
+        .quantize(w, d, &spec)
+        .expect("valid shapes");
+    let want = reference::quantize(&w_host, rows, cols, d_host.as_deref(), &spec);
+    let got = to_host(&q);
+    prop_assert_eq!(got.shape, want.shape);
+    prop_assert_eq!(got.packed.len(), want.packed.len());
+    for (i, (a, b)) in got.packed.iter().zip(&want.packed).enumerate() {
+        prop_assert!(a == b, "{} word {}: {:#010x} vs {:#010x}", spec, i, a, b);
+    }
+    exact("scales", &got.scales, &want.scales)?;
+    exact("zeros", &got.zeros, &want.zeros)?;
+
+    // Dequantize the reference's weight (so that this checks the dequantizer alone). On an
+    // f16 backend `from_host` stores scales as f16, so the expected values are recomputed
+    // from what the device holds.
+    let q_ref = from_host::<CudaBackend<F>>(want, &device());
+    let held = to_host(&q_ref);
+    poison(rows * cols * 4);
+    let deq = to_f32_vec(CudaKernels::default().dequantize(&q_ref));
+    let deq_ref = reference::dequantize(&held);
+    if F::dtype() == burn::tensor::DType::F32 {
+        exact("dequantize", &deq, &deq_ref)
+    } else {
+        let rounded: Vec<f32> = deq_ref
+            .iter()
+            .map(|&v| F::from_elem(v).elem::<f32>())
+            .collect();
+        exact("dequantize (rounded to F)", &deq, &rounded)
+    }
+}
+
+fn check_matmul<F: FloatElement + Element>(
+    tokens: usize,
+    rows: usize,
+    cols: usize,
+    spec: QuantSpec,
+    with_scale: bool,
+    seed: u64,
+    rel: f32,
+) -> Result<(), TestCaseError> {
+    let w = random(seed, rows * cols, 0);
+    let hq = reference::quantize(&w, rows, cols, None, &spec);
+    let q = from_host::<CudaBackend<F>>(hq.clone(), &device());
+    let x = t2::<F>(random(seed ^ 0x77, tokens * cols, 13), [tokens, cols]);
+    let s = with_scale.then(|| t1::<F>(positive(seed ^ 0x99, cols)));
+    let x_host = to_f32_vec(x.clone());
+    let s_host = s.clone().map(to_f32_vec);
+    let want = reference::matmul(&x_host, tokens, &to_host(&q), s_host.as_deref());
+    // The default GEMV, and the padded variant on every other seed (each variant and token
+    // count is a kernel compiled at run time; this keeps the suite's compile time down).
+    let variants: &[GemvVariant] = if seed % 2 == 1 {
+        &[GemvVariant::Fused, GemvVariant::Padded]
+    } else {
+        &[GemvVariant::Fused]
+    };
+    for &variant in variants {
+        let kernels = CudaKernels {
+            gemv_variant: variant,
+            ..CudaKernels::default()
+        };
+        poison(tokens * rows * 4 + tokens * cols * 4);
+        let y = kernels
+            .matmul(x.clone(), &q, s.clone())
+            .expect("valid shapes");
+        prop_assert_eq!(y.dims(), [tokens, rows]);
+        close(
+            &format!("matmul {spec} m={tokens} {variant:?}"),
+            &to_f32_vec(y),
+            &want,
+            rel,
+        )?;
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn stats_match_f32(tokens in tokens_strategy(), d in cols_strategy(), seed in any::<u64>()) {
+        check_stats::<f32>(tokens, d, seed)?;
+    }
+
+    #[test]
+    fn stats_match_f16(tokens in tokens_strategy(), d in cols_strategy(), seed in any::<u64>()) {
+        check_stats::<f16>(tokens, d, seed)?;
+    }
+
+    #[test]
+    fn quantize_and_dequantize_match_f32(
+        rows in 1usize..40, cols in cols_strategy(), spec in spec_strategy(),
+        with_scale in any::<bool>(), seed in any::<u64>()
+    ) {
+        check_quantize::<f32>(rows, cols, spec, with_scale, seed)?;
+    }
+
+    #[test]
+    fn quantize_and_dequantize_match_f16(
+        rows in 1usize..40, cols in cols_strategy(), spec in spec_strategy(),
+        with_scale in any::<bool>(), seed in any::<u64>()
+    ) {
+        check_quantize::<f16>(rows, cols, spec, with_scale, seed)?;
+    }
+
+    #[test]
+    fn matmul_matches_f32(
+        tokens in tokens_strategy(), rows in 1usize..70, cols in cols_strategy(),
+        spec in spec_strategy(), with_scale in any::<bool>(), seed in any::<u64>()
+    ) {
+        // Above 16 tokens Burn's f32 matmul runs on TF32 tensor cores: 10-bit mantissas.
+        let rel = if tokens <= 16 { 1e-4 } else { 3e-3 };
+        check_matmul::<f32>(tokens, rows, cols, spec, with_scale, seed, rel)?;
+    }
+
+    #[test]
+    fn matmul_matches_f16(
+        tokens in tokens_strategy(), rows in 1usize..70, cols in cols_strategy(),
+        spec in spec_strategy(), with_scale in any::<bool>(), seed in any::<u64>()
+    ) {
+        check_matmul::<f16>(tokens, rows, cols, spec, with_scale, seed, 1e-2)?;
+    }
+}
+
+/// GEMV token counts around the register-blocking switch (each count is its own compiled
+/// kernel) on a layer with a short last group, 4-bit g128 and 3-bit g64 (words straddling
+/// groups); odd seeds also run the padded variant.
+#[test]
+fn gemv_token_counts() {
+    for spec in [
+        QuantSpec::asymmetric(4, 128).unwrap(),
+        QuantSpec::asymmetric(3, 64).unwrap(),
+    ] {
+        for tokens in [1, 2, 3, 8, 9, 16] {
+            check_matmul::<f32>(tokens, 37, 576 + 40, spec, true, tokens as u64 + 1, 1e-4)
+                .unwrap_or_else(|e| panic!("{spec} tokens {tokens}: {e}"));
+        }
+    }
+}
+
+/// A layer of real size through both matmul paths and the quantizer.
+#[test]
+fn large_layer() {
+    let spec = QuantSpec::asymmetric(4, 128).unwrap();
+    check_quantize::<f16>(512, 4096, spec, true, 1).unwrap();
+    check_matmul::<f16>(1, 1024, 4096, spec, true, 2, 1e-2).unwrap();
+    check_matmul::<f16>(300, 256, 2048, spec, true, 3, 1e-2).unwrap();
+    check_stats::<f16>(2048, 1024, 4).unwrap();
+}
+
+#[test]
+fn bad_shapes_are_errors() {
+    let k = CudaKernels::default();
+    let spec = QuantSpec::asymmetric(4, 32).unwrap();
+    let w = t2::<f32>(random(1, 8 * 64, 0), [8, 64]);
+    assert!(k
+        .quantize(w.clone(), Some(t1::<f32>(vec![1.0; 63])), &spec)
+        .is_err());
+    let q = k.quantize(w, None, &spec).unwrap();
+    let x = t2::<f32>(random(2, 2 * 65, 0), [2, 65]);
+    assert!(k.matmul(x, &q, None).is_err());
+    let x = t2::<f32>(random(2, 2 * 64, 0), [2, 64]);
+    assert!(k
+        .matmul(x.clone(), &q, Some(t1::<f32>(vec![1.0; 3])))
+        .is_err());
+    assert!(k.matmul(x, &q, None).is_ok());
+}

@@ -1,0 +1,70 @@
+//! `cargo xtask bench [--gpu]`: the project's benchmarks.
+//!
+//! - Without `--gpu`: runs the criterion CPU benchmarks of `ttq-kernels`
+//!   (`cargo bench -p ttq-kernels`).
+//! - With `--gpu`: builds the CUDA release binary (`ttq` with `--features cuda`), copies it and
+//!   the torch peer script into `.device-kbin/` (ignored by git, carried to the GPU machine),
+//!   and prints the command to run there. xtask cannot reach the GPU machine itself.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `cargo` with `args` in `root`, failing on a non-zero exit.
+fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let status = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// The `bench` task.
+pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
+    let mut gpu = false;
+    for a in args {
+        match a.as_str() {
+            "--gpu" => gpu = true,
+            other => return Err(format!("unknown option `{other}` for bench")),
+        }
+    }
+    if !gpu {
+        return cargo(root, &["bench", "-p", "ttq-kernels"]);
+    }
+    cargo(
+        root,
+        &["build", "--release", "-p", "ttq-cli", "--features", "cuda"],
+    )?;
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    let kbin = root.join(".device-kbin");
+    std::fs::create_dir_all(&kbin).map_err(|e| format!("{}: {e}", kbin.display()))?;
+    for (from, to) in [
+        (target.join("release").join("ttq"), kbin.join("ttq")),
+        (
+            root.join("scripts/device/torch_bench.py"),
+            kbin.join("torch_bench.py"),
+        ),
+        (root.join("scripts/device/bench.sh"), kbin.join("bench.sh")),
+    ] {
+        std::fs::copy(&from, &to)
+            .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))?;
+    }
+    println!(
+        "Built {}.\n\
+         Make sure `/.device-kbin/` is in .git/info/exclude, then run on the GPU machine\n\
+         (device tool `run`, carry [\".device-kbin\"]):\n\n    \
+         BIN=.device-kbin bash .device-kbin/bench.sh\n\n\
+         Add the property tests by copying the test binary printed by\n    \
+         cargo test --release -p ttq-kernels --features cuda --no-run\n\
+         to .device-kbin/cuda_vs_reference.",
+        kbin.join("ttq").display()
+    );
+    Ok(())
+}
