@@ -92,7 +92,7 @@ pub fn collect_statistics<B: Backend>(
             model.take_calibration();
             return Err(e.into());
         }
-        if progress && ((i + 1) % 16 == 0 || i + 1 == windows.len()) {
+        if progress && ((i + 1).is_multiple_of(16) || i + 1 == windows.len()) {
             let tokens: usize = windows[..=i].iter().map(Vec::len).sum();
             eprintln!(
                 "calibration window {}/{}: {:.0} tok/s",

@@ -143,7 +143,10 @@ pub fn run_grid<B: Backend>(
                 let empty = Statistics::<B>::new();
                 let stats = calibration.map_or(&empty, |(_, s)| s);
                 let mut report = |done: usize, total: usize, name: &str| {
-                    if cfg.progress && m.needs_calibration() && (done % 16 == 0 || done == total) {
+                    if cfg.progress
+                        && m.needs_calibration()
+                        && (done.is_multiple_of(16) || done == total)
+                    {
                         eprintln!("  {} {done}/{total} layers ({name})", m.label());
                     }
                 };
@@ -305,7 +308,7 @@ mod tests {
         assert_eq!(fmt_ppl(17.4567), "17.46");
         assert_eq!(fmt_ppl(251.93), "251.9");
         assert_eq!(fmt_ppl(2962.4), "2962");
-        assert_eq!(fmt_ppl(3.14159), "3.142");
+        assert_eq!(fmt_ppl(2.71234), "2.712");
         assert_eq!(fmt_ppl(1.5e7), "1.500e7");
     }
 }

@@ -361,8 +361,9 @@ fn quantize_row(
             let (code, deq) = p.quantize(wp[i], max_code);
             code_row[col] = code as i32;
             let e = (wp[i] - deq) / u.at(i, i);
-            for j in i + 1..i2 {
-                wp[j] -= e * u.at(i, j);
+            let u_row = &u.v[i * cols..(i + 1) * cols];
+            for (wj, uj) in wp[i + 1..i2].iter_mut().zip(&u_row[i + 1..i2]) {
+                *wj -= e * uj;
             }
             err[i - i1] = e;
         }
