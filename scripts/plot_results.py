@@ -29,7 +29,7 @@ def family(rec):
     kind = s["kind"]
     if kind in ("ttq", "ttqlr"):
         name = f"{kind} a{s['alpha']:g}"
-        if s["lambda"] != 1e-4:
+        if not math.isclose(s["lambda"], 1e-4, rel_tol=1e-5):
             name += f" l{s['lambda']:g}"
         if kind == "ttqlr":
             name += f" r{s['rank']}"
@@ -134,9 +134,9 @@ def plot_sensitivity(records, title, out):
             rtn[s["bits"]] = r["perplexity"]
         if s["kind"] != "ttq":
             continue
-        if s["lambda"] == 1e-4:
+        if math.isclose(s["lambda"], 1e-4, rel_tol=1e-5):
             by_bits_a[s["bits"]].append((s["alpha"], r["perplexity"]))
-        if s["alpha"] == 0.25:
+        if math.isclose(s["alpha"], 0.25, rel_tol=1e-5):
             by_bits_l[s["bits"]].append((s["lambda"], r["perplexity"]))
     for b, pts in sorted(by_bits_a.items()):
         pts.sort()
