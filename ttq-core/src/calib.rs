@@ -105,6 +105,21 @@ impl<B: Backend> CalibrationStats<B> {
         Ok(())
     }
 
+    /// The statistics a calibration-based method was given, checked: an error if there are
+    /// none, or if they do not fit inputs of `cols` channels (see [`Self::check`]).
+    pub fn require<'a>(
+        calibration: Option<&'a Self>,
+        method: &str,
+        cols: usize,
+    ) -> Result<&'a Self, QuantError> {
+        let calib = calibration.ok_or_else(|| QuantError::Method {
+            method: method.into(),
+            message: "needs calibration statistics (run calibration windows first)".into(),
+        })?;
+        calib.check(method, cols)?;
+        Ok(calib)
+    }
+
     /// Checks that the statistics describe inputs of `cols` channels and hold some tokens.
     pub fn check(&self, method: &str, cols: usize) -> Result<(), QuantError> {
         if self.tokens == 0 {

@@ -177,7 +177,7 @@ fn positive_or_one<B: Backend>(scale: Tensor<B, 3>) -> Tensor<B, 3> {
 }
 
 /// Pads the columns of `x` with zeros up to `cols`.
-fn pad_cols<B: Backend, K>(x: Tensor<B, 2, K>, cols: usize) -> Tensor<B, 2, K>
+pub(crate) fn pad_cols<B: Backend, K>(x: Tensor<B, 2, K>, cols: usize) -> Tensor<B, 2, K>
 where
     K: burn::tensor::BasicOps<B>,
     K::Elem: burn::tensor::Element,

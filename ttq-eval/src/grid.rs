@@ -166,14 +166,11 @@ pub fn run_grid<B: Backend>(
                     spec: *m,
                     calibration: calibration.map(|(label, _)| label.to_string()),
                     dataset: text.dataset.label(),
-                    mode: match (
-                        m.kind == crate::method_spec::MethodKind::Fp,
-                        m.is_dynamic(),
-                        mode,
-                    ) {
-                        (true, _, _) | (_, false, _) => "static".into(),
-                        (_, true, CalibrationMode::Window) => "window".into(),
-                        (_, true, CalibrationMode::Prefix(p)) => format!("prefix-{p}"),
+                    // Full precision is not dynamic, so it is "static" too.
+                    mode: match (m.is_dynamic(), mode) {
+                        (false, _) => "static".into(),
+                        (true, CalibrationMode::Window) => "window".into(),
+                        (true, CalibrationMode::Prefix(p)) => format!("prefix-{p}"),
                     },
                     score_from,
                     perplexity: r.perplexity,

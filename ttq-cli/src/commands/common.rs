@@ -135,6 +135,18 @@ pub fn apply_method<B: Backend>(
     Ok(())
 }
 
+/// Checks that windows of `seqlen` tokens fit the loaded model's context.
+pub fn check_seqlen<B: Backend>(
+    loaded: &ttq_models::LoadedModel<B>,
+    seqlen: usize,
+) -> Result<(), CliError> {
+    let limit = loaded.model.config().max_positions;
+    if seqlen > limit {
+        return Err(format!("--seqlen {seqlen} exceeds the model's context of {limit}").into());
+    }
+    Ok(())
+}
+
 /// Whether to prepend `<bos>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BosChoice {

@@ -3,7 +3,7 @@
 //! into an output folder, updated after every measurement so that a long run that stops
 //! early keeps what it measured.
 
-use super::common::{BackendChoice, BosChoice, CliError};
+use super::common::{check_seqlen, BackendChoice, BosChoice, CliError};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use std::path::{Path, PathBuf};
@@ -156,14 +156,7 @@ fn run_plan<B: Backend>(
 ) -> Result<(), CliError> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model, &device)?;
-    let limit = loaded.model.config().max_positions;
-    if args.seqlen > limit {
-        return Err(format!(
-            "--seqlen {} exceeds the model's context of {limit}",
-            args.seqlen
-        )
-        .into());
-    }
+    check_seqlen(&loaded, args.seqlen)?;
     if let Some(p) = prefix {
         if p == 0 || p >= args.seqlen {
             return Err(format!("prefix {p} must be in 1..{}", args.seqlen).into());

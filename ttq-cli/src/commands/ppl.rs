@@ -1,6 +1,6 @@
 //! `ttq ppl`: perplexity of a (quantized) model on an evaluation text.
 
-use super::common::{apply_method, parse_sweep_entry, BosChoice, ModelArgs};
+use super::common::{apply_method, check_seqlen, parse_sweep_entry, BosChoice, ModelArgs};
 use burn::tensor::backend::Backend;
 use clap::Args;
 use std::path::PathBuf;
@@ -52,14 +52,7 @@ pub fn run<B: Backend>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
-    let limit = loaded.model.config().max_positions;
-    if args.seqlen > limit {
-        return Err(format!(
-            "--seqlen {} exceeds the model's context of {limit}",
-            args.seqlen
-        )
-        .into());
-    }
+    check_seqlen(&loaded, args.seqlen)?;
     let dataset = Dataset::parse(&args.dataset);
     let text = dataset.load(&args.data_dir)?;
     let add_bos = args.bos.resolve(&loaded);

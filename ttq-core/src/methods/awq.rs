@@ -133,7 +133,7 @@ impl Awq {
         let g = self.spec.group_len(cols);
         let groups = self.spec.groups_per_row(cols);
         let padded = groups * g;
-        let ws3 = pad_to(ws.clone(), padded).reshape([rows, groups, g]);
+        let ws3 = group::pad_cols(ws.clone(), padded).reshape([rows, groups, g]);
         let blocks = diagonal_blocks(pad_square(h, padded), groups, g); // [groups, g, g]
         let amax = ws3.clone().abs().max_dim(2); // [rows, groups, 1]
         let steps = (self.config.max_shrink * self.config.grid as f32).ceil() as usize;
@@ -146,7 +146,7 @@ impl Awq {
             let clipped = clamp_sym(ws3.clone(), max_val.clone());
             let flat = clipped.reshape([rows, padded]).slice([0..rows, 0..cols]);
             let q = kernels.dequantize(&kernels.quantize(flat, None, &self.spec)?);
-            let e = ws3.clone() - pad_to(q, padded).reshape([rows, groups, g]);
+            let e = ws3.clone() - group::pad_cols(q, padded).reshape([rows, groups, g]);
             // err[r, k] = e[r,k,:] · H_kk · e[r,k,:]ᵀ, batched over groups.
             let e_by_group = e.swap_dims(0, 1); // [groups, rows, g]
             let err = (e_by_group.clone().matmul(blocks.clone()) * e_by_group)
@@ -173,19 +173,9 @@ fn clamp_sym<B: Backend>(x: Tensor<B, 3>, m: Tensor<B, 3>) -> Tensor<B, 3> {
     x.min_pair(m.clone()).max_pair(m.neg())
 }
 
-/// Pads the columns of `x` with zeros up to `cols`.
-fn pad_to<B: Backend>(x: Tensor<B, 2>, cols: usize) -> Tensor<B, 2> {
-    let [rows, c] = x.dims();
-    if c == cols {
-        return x;
-    }
-    let pad = Tensor::zeros([rows, cols - c], &x.device());
-    Tensor::cat(vec![x, pad], 1)
-}
-
 /// Pads a square matrix with zero rows and columns up to `n`.
 fn pad_square<B: Backend>(h: Tensor<B, 2>, n: usize) -> Tensor<B, 2> {
-    let h = pad_to(h, n);
+    let h = group::pad_cols(h, n);
     let [r, _] = h.dims();
     if r == n {
         return h;
@@ -225,11 +215,7 @@ impl<B: Backend> QuantMethod<B> for Awq {
         kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
         let [_, cols] = weight.dims();
-        let calib = calibration.ok_or_else(|| QuantError::Method {
-            method: QuantMethod::<B>::name(self),
-            message: "needs calibration statistics (run calibration windows first)".into(),
-        })?;
-        calib.check("AWQ", cols)?;
+        let calib = CalibrationStats::require(calibration, &QuantMethod::<B>::name(self), cols)?;
         let s = self.search_scale(weight, calib, kernels)?;
         let ws = weight.clone() * s.clone().unsqueeze_dim(0);
         let ws = if self.config.clip {

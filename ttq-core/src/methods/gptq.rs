@@ -298,14 +298,14 @@ fn gptq_host(
     let chunk = rows.div_ceil(threads()).max(1);
     std::thread::scope(|scope| {
         let work = w
-            .chunks_mut(chunk * cols)
+            .chunks(chunk * cols)
             .zip(out.codes.chunks_mut(chunk * cols))
             .zip(out.scales.chunks_mut(chunk * groups))
             .zip(out.zeros.chunks_mut(chunk * groups));
         for (((w, codes), scales), zeros) in work {
             scope.spawn(move || {
                 for (((w_row, code_row), scale_row), zero_row) in w
-                    .chunks_mut(cols)
+                    .chunks(cols)
                     .zip(codes.chunks_mut(cols))
                     .zip(scales.chunks_mut(groups))
                     .zip(zeros.chunks_mut(groups))
@@ -320,10 +320,11 @@ fn gptq_host(
     out
 }
 
-/// GPTQ on one row (original column order in `w_row`; outputs in original order too).
+/// GPTQ on one row (original column order in `w_row`, which is read only; outputs in
+/// original order too).
 #[allow(clippy::too_many_arguments)]
 fn quantize_row(
-    w_row: &mut [f64],
+    w_row: &[f64],
     code_row: &mut [i32],
     scale_row: &mut [f32],
     zero_row: &mut [f32],
@@ -383,9 +384,6 @@ fn quantize_row(
         scale_row[k] = p.scale;
         zero_row[k] = p.zero;
     }
-    for (c, v) in perm.iter().zip(&wp) {
-        w_row[*c] = *v;
-    }
 }
 
 impl<B: Backend> QuantMethod<B> for Gptq {
@@ -409,11 +407,7 @@ impl<B: Backend> QuantMethod<B> for Gptq {
         _kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
         let [rows, cols] = weight.dims();
-        let calib = calibration.ok_or_else(|| QuantError::Method {
-            method: QuantMethod::<B>::name(self),
-            message: "needs calibration statistics (run calibration windows first)".into(),
-        })?;
-        calib.check("GPTQ", cols)?;
+        let calib = CalibrationStats::require(calibration, &QuantMethod::<B>::name(self), cols)?;
         let key = format!(
             "gptq-factor damp {} act-order {}",
             self.config.damp, self.config.act_order
