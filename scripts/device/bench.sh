@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the GPU kernel benchmarks on the device machine, in one call:
 #   1. ttq's property tests of the CUDA kernels against the CPU reference (if present),
-#   2. `ttq bench-kernels` (our kernels vs Burn's dense f16 matmul),
+#   2. `ttq bench kernels` (our kernels vs Burn's dense f16 matmul),
 #   3. scripts/device/torch_bench.py (cuBLAS fp16 and torch's int4 kernel).
 # Binaries are looked up in .device-kbin/ (copied there from a `--features cuda` release
 # build, see docs/kernels.md); results go to $OUT (or ./bench-out when $OUT is unset).
@@ -20,7 +20,7 @@ if [ -x "$BIN/cuda_vs_reference" ]; then
   (cd "$BIN" && ./cuda_vs_reference --test-threads 1) > "$OUT/tests.log" 2>&1
   echo "tests rc=$?"; grep -E "^test |test result" "$OUT/tests.log"
 fi
-echo "== ttq bench-kernels"
-"$BIN/ttq" bench-kernels --json "$OUT/bench_kernels.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_kernels.md"
+echo "== ttq bench kernels"
+"$BIN/ttq" bench kernels --json "$OUT/bench_kernels.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_kernels.md"
 echo "== torch"
 PYTHONUNBUFFERED=1 python3 "$TORCH_BENCH" --json "$OUT/torch_bench.json" 2>&1 | tee "$OUT/torch_bench.md"

@@ -27,8 +27,22 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// One of the named experiments of docs/results.md: methods, groups, domain, sensitivity.
     Experiment(commands::eval::ExperimentArgs),
-    /// Time the CUDA kernels (int4 matmul, quantize, statistics) against dense f16.
+    /// Benchmarks: `ttq bench kernels` (CUDA kernels against dense f16) and `ttq bench
+    /// decode` (prefill and decode speed of a model, fp against quantized).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Old name of `ttq bench kernels`.
+    #[command(hide = true)]
     BenchKernels(commands::bench_kernels::BenchKernelsArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Time the CUDA kernels (int4 matmul, quantize, statistics) against dense f16.
+    Kernels(commands::bench_kernels::BenchKernelsArgs),
+    /// Prefill and decode tokens/s of fp and quantized methods, on a checkpoint or on random
+    /// weights of a named architecture (`--random-weights qwen3-8b`).
+    Decode(commands::bench_decode::BenchDecodeArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,24 +51,29 @@ fn main() -> ExitCode {
         Command::Demo(args) => commands::demo::run(&args),
         Command::Generate(args) => {
             with_backend!(
-                args.model.backend,
+                args.model.runtime,
                 |B, device| commands::generate::run::<B>(&args, device)
             )
         }
         Command::Ppl(args) => with_backend!(
-            args.model.backend,
+            args.model.runtime,
             |B, device| commands::ppl::run::<B>(&args, device)
         ),
         Command::Eval(args) => {
             with_backend!(
-                args.grid.backend,
+                args.grid.runtime,
                 |B, device| commands::eval::run_eval::<B>(&args, device)
             )
         }
-        Command::Experiment(args) => with_backend!(args.grid.backend, |B, device| {
+        Command::Experiment(args) => with_backend!(args.grid.runtime, |B, device| {
             commands::eval::run_experiment::<B>(&args, device)
         }),
-        Command::BenchKernels(args) => commands::bench_kernels::run(&args),
+        Command::Bench(BenchCommand::Kernels(args)) | Command::BenchKernels(args) => {
+            commands::bench_kernels::run(&args)
+        }
+        Command::Bench(BenchCommand::Decode(args)) => with_backend!(args.runtime, |B, device| {
+            commands::bench_decode::run::<B>(&args, device)
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,7 +31,8 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, QuantSpec};
 use ttq_kernels::{
     cpu::{from_host, to_host},
-    reference, CudaBackend, CudaKernels, GemvVariant,
+    cuda::DEFAULT_GEMV_MAX_TOKENS,
+    reference, CudaBackend, CudaKernels, DenseVariant, GemvVariant,
 };
 
 type Dev = burn::backend::cuda::CudaDevice;
@@ -231,25 +232,41 @@ fn check_matmul<F: FloatElement + Element>(
     let x_host = to_f32_vec(x.clone());
     let s_host = s.clone().map(to_f32_vec);
     let want = reference::matmul(&x_host, tokens, &to_host(&q), s_host.as_deref());
-    // The default GEMV, and the padded variant on every other seed (each variant and token
-    // count is a kernel compiled at run time; this keeps the suite's compile time down).
-    let variants: &[GemvVariant] = if seed % 2 == 1 {
-        &[GemvVariant::Fused, GemvVariant::Padded]
-    } else {
-        &[GemvVariant::Fused]
-    };
-    for &variant in variants {
-        let kernels = CudaKernels {
-            gemv_variant: variant,
-            ..CudaKernels::default()
-        };
+    // The default kernels; on odd seeds also the padded GEMV, or above 16 tokens the dense
+    // path that the default does not take (each variant and token count is a kernel
+    // compiled at run time; this keeps the suite's compile time down).
+    let mut variants = vec![(CudaKernels::default(), rel)];
+    if seed % 2 == 1 {
+        if tokens <= DEFAULT_GEMV_MAX_TOKENS {
+            variants.push((
+                CudaKernels {
+                    gemv_variant: GemvVariant::Padded,
+                    ..CudaKernels::default()
+                },
+                rel,
+            ));
+        } else if F::dtype() == burn::tensor::DType::F32 {
+            // The tensor-core path multiplies f16 operands: f16 tolerance.
+            variants.push((
+                CudaKernels {
+                    dense_variant: DenseVariant::Cmma,
+                    ..CudaKernels::default()
+                },
+                1e-2,
+            ));
+        }
+    }
+    for (kernels, rel) in variants {
         poison(tokens * rows * 4 + tokens * cols * 4);
         let y = kernels
             .matmul(x.clone(), &q, s.clone())
             .expect("valid shapes");
         prop_assert_eq!(y.dims(), [tokens, rows]);
         close(
-            &format!("matmul {spec} m={tokens} {variant:?}"),
+            &format!(
+                "matmul {spec} m={tokens} {:?}/{:?}",
+                kernels.gemv_variant, kernels.dense_variant
+            ),
             &to_f32_vec(y),
             &want,
             rel,
@@ -330,6 +347,38 @@ fn large_layer() {
     check_matmul::<f16>(1, 1024, 4096, spec, true, 2, 1e-2).unwrap();
     check_matmul::<f16>(300, 256, 2048, spec, true, 3, 1e-2).unwrap();
     check_stats::<f16>(2048, 1024, 4).unwrap();
+}
+
+/// The tensor-core dense path on tile-ragged shapes (tokens, rows and columns not multiples
+/// of the 64 × 64 × 32 tiles), 2-8 bits, f16.
+#[test]
+fn dense_cmma_ragged_tiles() {
+    for (bits, group) in [(4, 128), (3, 64), (2, 32), (8, 128), (5, 128)] {
+        let spec = QuantSpec::asymmetric(bits, group).unwrap();
+        for (tokens, rows, cols) in [(17, 1, 576), (65, 63, 33), (130, 129, 1000), (64, 64, 64)] {
+            check_matmul::<f16>(tokens, rows, cols, spec, true, 11, 1e-2)
+                .unwrap_or_else(|e| panic!("{spec} {tokens}x{rows}x{cols}: {e}"));
+        }
+    }
+}
+
+/// Burn's own f16 matmul against its f32 matmul on the same contiguous operands: the dense
+/// `DequantMatmul` path and every f16 model forward rely on it (see docs/kernels.md).
+#[test]
+fn burn_f16_matmul_agrees_with_f32() {
+    for (m, k, n) in [
+        (17, 576, 1),
+        (300, 2048, 256),
+        (64, 64, 64),
+        (2048, 640, 1024),
+    ] {
+        let a = random(5, m * k, 0);
+        let b = random(6, k * n, 0);
+        let want = to_f32_vec(t2::<f32>(a.clone(), [m, k]).matmul(t2::<f32>(b.clone(), [k, n])));
+        let got = to_f32_vec(t2::<f16>(a, [m, k]).matmul(t2::<f16>(b, [k, n])));
+        close(&format!("burn f16 matmul {m}x{k}x{n}"), &got, &want, 1e-2)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 #[test]

@@ -240,6 +240,67 @@ pub fn generate<B: Backend>(
     Ok((text, stats))
 }
 
+/// Greedy decoding from token ids, timed: the prompt in one forward pass (prefill, which
+/// also calibrates TTQ layers with `CalibrationPolicy::FirstCall`), then `new_tokens`
+/// single-token steps. Each step reads back only the argmax id (computed on the device),
+/// the one transfer a real decode loop cannot avoid. No stop tokens: exactly `new_tokens`
+/// steps run. Returns the generated ids and the timings.
+pub fn greedy_timed<B: Backend>(
+    model: &mut CausalLm<B>,
+    prompt_ids: &[u32],
+    new_tokens: usize,
+) -> Result<(Vec<u32>, GenerationStats)> {
+    if prompt_ids.is_empty() {
+        return Err(ModelError::Invalid("the prompt is empty".into()));
+    }
+    if new_tokens == 0 {
+        return Err(ModelError::Invalid("at least one new token".into()));
+    }
+    let limit = model.config().max_positions;
+    if prompt_ids.len() + new_tokens > limit {
+        return Err(ModelError::Invalid(format!(
+            "prompt ({} tokens) + {new_tokens} new tokens exceeds the model's context of {limit}",
+            prompt_ids.len()
+        )));
+    }
+    model.reset_calibration();
+    let mut cache = model.new_cache();
+    let t0 = Instant::now();
+    let logits = model.forward(prompt_ids, &mut cache, Logits::Last)?;
+    let mut next = argmax_id(logits)?;
+    let prefill_seconds = t0.elapsed().as_secs_f64();
+    let mut generated = vec![next];
+    let t1 = Instant::now();
+    while generated.len() < new_tokens {
+        let logits = model.forward(&[next], &mut cache, Logits::Last)?;
+        next = argmax_id(logits)?;
+        generated.push(next);
+    }
+    let stats = GenerationStats {
+        prompt_tokens: prompt_ids.len(),
+        // The first token comes from the prefill; decode timed the other steps.
+        generated_tokens: generated.len().saturating_sub(1),
+        prefill_seconds,
+        decode_seconds: t1.elapsed().as_secs_f64(),
+        stopped: false,
+    };
+    generated.truncate(new_tokens);
+    Ok((generated, stats))
+}
+
+/// The id of the largest logit of a `[1, 1, vocab]` tensor, found on the device.
+fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
+    let id = logits
+        .argmax(2)
+        .into_data()
+        .convert::<i64>()
+        .into_vec::<i64>()
+        .map_err(|e| ModelError::Invalid(format!("reading the argmax: {e:?}")))?;
+    id.first()
+        .and_then(|&v| u32::try_from(v).ok())
+        .ok_or_else(|| ModelError::Invalid("empty logits".into()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,12 @@ pub fn parse_config(path: &Path) -> Result<ModelConfig> {
         path: path.to_path_buf(),
         source,
     })?;
-    let value: Value = serde_json::from_slice(&text).map_err(|e| ModelError::Config {
+    parse_config_text(&text, path)
+}
+
+/// Parses the text of a Hugging Face `config.json`; `path` names it in errors.
+pub fn parse_config_text(text: &[u8], path: &Path) -> Result<ModelConfig> {
+    let value: Value = serde_json::from_slice(text).map_err(|e| ModelError::Config {
         path: path.to_path_buf(),
         message: format!("not valid JSON: {e}"),
     })?;

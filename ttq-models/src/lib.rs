@@ -14,6 +14,7 @@ pub mod load;
 pub mod model;
 pub mod naming;
 pub mod nn;
+pub mod presets;
 pub mod source;
 pub mod tokenizer;
 

@@ -55,9 +55,19 @@ pub struct CausalLm<B: Backend> {
     rope_local: Option<Rope>,
 }
 
+/// Where [`Loader`] takes weights from.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    /// A checkpoint.
+    File(&'a dyn TensorSource),
+    /// Random values of the right shapes, made on the device: matrices N(0, 0.02²), norm
+    /// weights and biases 1 (for speed measurements, which do not depend on the values).
+    Random,
+}
+
 /// Reads tensors by role and checks their shapes.
 struct Loader<'a, B: Backend> {
-    source: &'a dyn TensorSource,
+    weights: Weights<'a>,
     family: Family,
     format: Format,
     device: &'a B::Device,
@@ -74,16 +84,37 @@ impl<B: Backend> Loader<'_, B> {
         tensor_name(self.family, self.format, role)
     }
 
+    fn path(&self) -> std::path::PathBuf {
+        match self.weights {
+            Weights::File(source) => source.path().to_path_buf(),
+            Weights::Random => "(random weights)".into(),
+        }
+    }
+
     fn has(&self, role: Role) -> bool {
-        self.source.contains(&self.name(role))
+        match self.weights {
+            Weights::File(source) => source.contains(&self.name(role)),
+            Weights::Random => true,
+        }
+    }
+
+    /// A tensor of the checkpoint (only called for [`Weights::File`]).
+    fn get(&self, name: &str) -> Result<HostTensor> {
+        match self.weights {
+            Weights::File(source) => source.get(name),
+            Weights::Random => Err(ModelError::MissingTensor {
+                path: self.path(),
+                tensor: name.to_string(),
+            }),
+        }
     }
 
     fn host(&self, role: Role, shape: &[usize]) -> Result<HostTensor> {
         let name = self.name(role);
-        let t = self.source.get(&name)?;
+        let t = self.get(&name)?;
         if t.shape != shape {
             return Err(ModelError::TensorShape {
-                path: self.source.path().to_path_buf(),
+                path: self.path(),
                 tensor: name,
                 expected: shape.to_vec(),
                 got: t.shape,
@@ -93,6 +124,9 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     fn vector(&self, role: Role, len: usize) -> Result<Tensor<B, 1>> {
+        if let Weights::Random = self.weights {
+            return Ok(Tensor::ones([len], self.device));
+        }
         let t = self.host(role, &[len])?;
         Ok(Tensor::from_data(
             TensorData::new(t.data, [len]),
@@ -101,6 +135,9 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     fn matrix(&self, role: Role, rows: usize, cols: usize) -> Result<Tensor<B, 2>> {
+        if let Weights::Random = self.weights {
+            return Ok(random_matrix(rows, cols, self.device));
+        }
         let mut t = self.host(role, &[rows, cols])?;
         if self.unpermute_qk {
             match role {
@@ -116,13 +153,16 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     /// A `[rows, cols]` matrix whose row count is whatever the file holds (read once).
-    fn table(&self, role: Role, cols: usize) -> Result<Tensor<B, 2>> {
+    fn table(&self, role: Role, cols: usize, random_rows: usize) -> Result<Tensor<B, 2>> {
+        if let Weights::Random = self.weights {
+            return Ok(random_matrix(random_rows, cols, self.device));
+        }
         let name = self.name(role);
-        let t = self.source.get(&name)?;
+        let t = self.get(&name)?;
         let rows = t.shape.first().copied().unwrap_or(0);
         if t.shape.len() != 2 || t.shape[1] != cols || rows == 0 {
             return Err(ModelError::TensorShape {
-                path: self.source.path().to_path_buf(),
+                path: self.path(),
                 tensor: name,
                 expected: vec![rows.max(1), cols],
                 got: t.shape,
@@ -180,6 +220,15 @@ pub struct LoadOptions {
     pub unpermute_qk: bool,
 }
 
+/// A `[rows, cols]` matrix of N(0, 0.02²) values made on the device.
+fn random_matrix<B: Backend>(rows: usize, cols: usize, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::random(
+        [rows, cols],
+        burn::tensor::Distribution::Normal(0.0, 0.02),
+        device,
+    )
+}
+
 impl<B: Backend> CausalLm<B> {
     /// Builds the model from `source`, checking every tensor's shape against `config`.
     pub fn load(
@@ -188,13 +237,38 @@ impl<B: Backend> CausalLm<B> {
         options: LoadOptions,
         device: &B::Device,
     ) -> Result<Self> {
+        Self::build(config, Weights::File(source), options, device)
+    }
+
+    /// A model of architecture `config` with random weights (see [`Weights::Random`]), made
+    /// on the device without a checkpoint: for speed measurements of shapes whose weights
+    /// are not at hand. Its outputs mean nothing.
+    pub fn random(config: ModelConfig, device: &B::Device) -> Result<Self> {
+        let options = LoadOptions {
+            format: Format::HuggingFace,
+            norm_offset: 0.0,
+            unpermute_qk: false,
+        };
+        Self::build(config, Weights::Random, options, device)
+    }
+
+    fn build(
+        config: ModelConfig,
+        weights: Weights<'_>,
+        options: LoadOptions,
+        device: &B::Device,
+    ) -> Result<Self> {
+        let ld_path = match weights {
+            Weights::File(source) => source.path().to_path_buf(),
+            Weights::Random => "(random weights)".into(),
+        };
         config.validate().map_err(|message| ModelError::Config {
-            path: source.path().to_path_buf(),
+            path: ld_path.clone(),
             message,
         })?;
         let c = &config;
         let ld = Loader::<B> {
-            source,
+            weights,
             family: c.family,
             format: options.format,
             device,
@@ -207,7 +281,9 @@ impl<B: Backend> CausalLm<B> {
         let embed = ld.matrix(Role::Embed, c.vocab, c.hidden)?;
         let pos_embed = match c.positions {
             // The table's length is the file's (positions + offset); only its width is fixed.
-            Positions::Learned { .. } => Some(ld.table(Role::PosEmbed, c.hidden)?),
+            Positions::Learned { offset } => {
+                Some(ld.table(Role::PosEmbed, c.hidden, c.max_positions + offset)?)
+            }
             Positions::Rope => None,
         };
         let mut blocks = Vec::with_capacity(c.layers);
@@ -286,7 +362,7 @@ impl<B: Backend> CausalLm<B> {
             if !c.tie_embeddings && c.family != Family::Opt {
                 // Untied config without a head tensor: a broken file, not a tied model.
                 return Err(ModelError::MissingTensor {
-                    path: source.path().to_path_buf(),
+                    path: ld_path,
                     tensor: ld.name(Role::LmHead),
                 });
             }

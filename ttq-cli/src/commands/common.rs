@@ -5,7 +5,7 @@ use clap::{Args, ValueEnum};
 use std::sync::Arc;
 use ttq_core::{
     methods::{Rtn, Ttq},
-    CalibrationPolicy, QuantMethod, QuantSpec, TtqScaleConfig,
+    CalibrationPolicy, QuantKernels, QuantMethod, QuantSpec, TtqScaleConfig,
 };
 
 /// Errors of the command line, printed as they are.
@@ -31,15 +31,118 @@ pub enum MethodChoice {
     Ttq,
 }
 
+/// Float type of the model's tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeChoice {
+    /// 32-bit floats (the only type on the CPU backend).
+    F32,
+    /// 16-bit floats (CUDA only; int4 kernels accumulate in f32).
+    F16,
+}
+
+/// Which kernels compute TTQ's statistics, quantize weights and multiply by quantized
+/// weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelChoice {
+    /// `cubecl` on CUDA, `tensor-ops` on the CPU.
+    Auto,
+    /// Burn tensor operations (any backend; dequantizes the whole weight per matmul).
+    TensorOps,
+    /// ttq's CubeCL kernels (CUDA): fused quantize-pack, int GEMV, tensor-core GEMM.
+    Cubecl,
+}
+
+/// Where and how the model runs.
+#[derive(Debug, Args, Clone)]
+pub struct RuntimeArgs {
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    pub backend: BackendChoice,
+    /// Float type (f16 needs `--backend cuda`).
+    #[arg(long, value_enum, default_value_t = DTypeChoice::F32)]
+    pub dtype: DTypeChoice,
+    /// Kernels for statistics, quantization and quantized matmuls.
+    #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
+    pub kernels: KernelChoice,
+}
+
+impl RuntimeArgs {
+    /// A short description for reports, e.g. `cuda f16 cubecl`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} {}",
+            format!("{:?}", self.backend).to_lowercase(),
+            format!("{:?}", self.dtype).to_lowercase(),
+            match self.resolved_kernels() {
+                KernelChoice::Cubecl => "cubecl",
+                _ => "tensor-ops",
+            }
+        )
+    }
+
+    /// `auto` resolved for the chosen backend.
+    pub fn resolved_kernels(&self) -> KernelChoice {
+        match (self.kernels, self.backend) {
+            (KernelChoice::Auto, BackendChoice::Cuda) => KernelChoice::Cubecl,
+            (KernelChoice::Auto, BackendChoice::Cpu) => KernelChoice::TensorOps,
+            (k, _) => k,
+        }
+    }
+}
+
+/// A backend the command line can run on, with the kernels it has.
+pub trait CliBackend: Backend {
+    /// ttq's CubeCL kernels for this backend, if it has them.
+    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>>;
+}
+
+impl CliBackend for burn::backend::NdArray<f32> {
+    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+        None
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl CliBackend for ttq_kernels::CudaBackend<f32> {
+    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(ttq_kernels::CudaKernels::default()))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl CliBackend for ttq_kernels::CudaBackend<burn::tensor::f16> {
+    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(ttq_kernels::CudaKernels::default()))
+    }
+}
+
+/// Makes every linear of `model` use the kernels `runtime` asks for (call before
+/// quantizing). Returns the kernels' name.
+pub fn use_kernels<B: CliBackend>(
+    model: &mut ttq_models::CausalLm<B>,
+    runtime: &RuntimeArgs,
+) -> Result<&'static str, CliError> {
+    match runtime.resolved_kernels() {
+        KernelChoice::Cubecl => {
+            let kernels = B::cubecl_kernels().ok_or(
+                "--kernels cubecl needs --backend cuda (and a build with `--features cuda`)",
+            )?;
+            let name = kernels.name();
+            model.set_kernels(kernels)?;
+            Ok(name)
+        }
+        _ => Ok("tensor-ops"),
+    }
+}
+
 /// Model and quantization options.
 #[derive(Debug, Args, Clone)]
 pub struct ModelArgs {
     /// Model: a Hugging Face directory, a directory with model.gguf, or a .gguf file.
     #[arg(long, default_value = ".cache/models/gemma3-270m")]
     pub model: std::path::PathBuf,
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub backend: BackendChoice,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Quantization method.
     #[arg(long, value_enum, default_value_t = MethodChoice::Fp)]
     pub method: MethodChoice,
@@ -169,27 +272,36 @@ impl BosChoice {
     }
 }
 
-/// Runs `f` with the chosen backend's type and device.
+/// Runs `body` with the backend type `B` and device `device` chosen by a [`RuntimeArgs`].
 #[macro_export]
 macro_rules! with_backend {
-    ($choice:expr, |$b:ident, $device:ident| $body:expr) => {{
-        match $choice {
-            $crate::commands::common::BackendChoice::Cpu => {
+    ($runtime:expr, |$b:ident, $device:ident| $body:expr) => {{
+        use $crate::commands::common::{BackendChoice, DTypeChoice};
+        let runtime: &$crate::commands::common::RuntimeArgs = &$runtime;
+        match (runtime.backend, runtime.dtype) {
+            (BackendChoice::Cpu, DTypeChoice::F32) => {
                 type $b = burn::backend::NdArray<f32>;
                 let $device = burn::backend::ndarray::NdArrayDevice::Cpu;
                 $body
             }
-            $crate::commands::common::BackendChoice::Cuda => {
-                #[cfg(feature = "cuda")]
-                {
-                    type $b = burn::backend::Cuda<f32, i32>;
-                    let $device = burn::backend::cuda::CudaDevice::default();
-                    $body
-                }
-                #[cfg(not(feature = "cuda"))]
-                {
-                    Err("this ttq was built without CUDA; rebuild with `--features cuda`".into())
-                }
+            (BackendChoice::Cpu, DTypeChoice::F16) => {
+                Err("--dtype f16 needs --backend cuda (burn-ndarray computes in f32)".into())
+            }
+            #[cfg(feature = "cuda")]
+            (BackendChoice::Cuda, DTypeChoice::F32) => {
+                type $b = ttq_kernels::CudaBackend<f32>;
+                let $device = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[cfg(feature = "cuda")]
+            (BackendChoice::Cuda, DTypeChoice::F16) => {
+                type $b = ttq_kernels::CudaBackend<burn::tensor::f16>;
+                let $device = burn::backend::cuda::CudaDevice::default();
+                $body
+            }
+            #[cfg(not(feature = "cuda"))]
+            (BackendChoice::Cuda, _) => {
+                Err("this ttq was built without CUDA; rebuild with `--features cuda`".into())
             }
         }
     }};

@@ -3,8 +3,7 @@
 //! into an output folder, updated after every measurement so that a long run that stops
 //! early keeps what it measured.
 
-use super::common::{check_seqlen, BackendChoice, BosChoice, CliError};
-use burn::tensor::backend::Backend;
+use super::common::{check_seqlen, use_kernels, BosChoice, CliBackend, CliError, RuntimeArgs};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,9 +18,8 @@ pub struct GridArgs {
     /// Model: a Hugging Face directory, a directory with model.gguf, or a .gguf file.
     #[arg(long, default_value = ".cache/models/gemma3-270m")]
     pub model: PathBuf,
-    /// Backend.
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    pub backend: BackendChoice,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
     /// Folder with wiki.test.raw, ptb.test.txt and the C4 sample.
     #[arg(long, default_value = "../shared/data")]
     pub data_dir: PathBuf,
@@ -85,7 +83,7 @@ pub struct ExperimentArgs {
 }
 
 /// Runs `ttq eval` on backend `B`.
-pub fn run_eval<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<(), CliError> {
+pub fn run_eval<B: CliBackend>(args: &EvalArgs, device: B::Device) -> Result<(), CliError> {
     let datasets: Vec<Dataset> = split(&args.datasets).map(Dataset::parse).collect();
     if datasets.is_empty() {
         return Err("--datasets is empty".into());
@@ -115,7 +113,7 @@ pub fn run_eval<B: Backend>(args: &EvalArgs, device: B::Device) -> Result<(), Cl
 }
 
 /// Runs `ttq experiment` on backend `B`.
-pub fn run_experiment<B: Backend>(
+pub fn run_experiment<B: CliBackend>(
     args: &ExperimentArgs,
     device: B::Device,
 ) -> Result<(), CliError> {
@@ -145,7 +143,7 @@ fn split(list: &str) -> impl Iterator<Item = &str> {
     list.split(',').map(str::trim).filter(|s| !s.is_empty())
 }
 
-fn run_plan<B: Backend>(
+fn run_plan<B: CliBackend>(
     args: &GridArgs,
     name: &str,
     datasets: Vec<Dataset>,
@@ -156,6 +154,7 @@ fn run_plan<B: Backend>(
 ) -> Result<(), CliError> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model, &device)?;
+    use_kernels(&mut loaded.model, &args.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
     if let Some(p) = prefix {
         if p == 0 || p >= args.seqlen {
@@ -214,7 +213,7 @@ fn run_plan<B: Backend>(
     let header = Header {
         experiment: name.to_string(),
         model: args.model.display().to_string(),
-        backend: format!("{:?}", args.backend).to_lowercase(),
+        backend: args.runtime.describe(),
         seqlen: args.seqlen,
         windows: args.windows,
         bos: add_bos,

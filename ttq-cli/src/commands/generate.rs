@@ -1,7 +1,6 @@
 //! `ttq generate`: text from a prompt, with prefill and decode speed.
 
-use super::common::{apply_method, BosChoice, ModelArgs};
-use burn::tensor::backend::Backend;
+use super::common::{apply_method, use_kernels, BosChoice, CliBackend, ModelArgs};
 use clap::Args;
 use std::io::Write;
 use std::time::Instant;
@@ -37,19 +36,21 @@ pub struct GenerateArgs {
 }
 
 /// Runs generation on backend `B`.
-pub fn run<B: Backend>(
+pub fn run<B: CliBackend>(
     args: &GenerateArgs,
     device: B::Device,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let kernels = use_kernels(&mut loaded.model, &args.model.runtime)?;
     eprintln!(
-        "loaded {} ({:?}, {} layers) in {:.1} s; method {}",
+        "loaded {} ({:?}, {} layers) in {:.1} s; method {}; {}, kernels {kernels}",
         loaded.weights.display(),
         loaded.model.config().family,
         loaded.model.config().layers,
         t0.elapsed().as_secs_f64(),
-        args.model.describe()
+        args.model.describe(),
+        args.model.runtime.describe()
     );
     // Serving setting: TTQ calibrates on the prompt and reuses the weights while decoding.
     apply_method(&mut loaded.model, &args.model, CalibrationPolicy::FirstCall)?;

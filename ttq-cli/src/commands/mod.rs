@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench_decode;
 pub mod bench_kernels;
 pub mod common;
 pub mod demo;

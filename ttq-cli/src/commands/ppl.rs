@@ -1,7 +1,8 @@
 //! `ttq ppl`: perplexity of a (quantized) model on an evaluation text.
 
-use super::common::{apply_method, check_seqlen, parse_sweep_entry, BosChoice, ModelArgs};
-use burn::tensor::backend::Backend;
+use super::common::{
+    apply_method, check_seqlen, parse_sweep_entry, use_kernels, BosChoice, CliBackend, ModelArgs,
+};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -46,12 +47,13 @@ pub struct PplArgs {
 }
 
 /// Runs the evaluation on backend `B`.
-pub fn run<B: Backend>(
+pub fn run<B: CliBackend>(
     args: &PplArgs,
     device: B::Device,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let kernels = use_kernels(&mut loaded.model, &args.model.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
     let dataset = Dataset::parse(&args.dataset);
     let text = dataset.load(&args.data_dir)?;
@@ -64,7 +66,7 @@ pub fn run<B: Backend>(
     };
     let wins = windows(&tokens, args.seqlen, args.windows, bos);
     eprintln!(
-        "{}: {} tokens, {} windows of {} (bos {}), loaded in {:.1} s; method {}",
+        "{}: {} tokens, {} windows of {} (bos {}), loaded in {:.1} s; method {}; kernels {kernels}",
         dataset.label(),
         tokens.len(),
         wins.len(),

@@ -17,6 +17,7 @@
 //!   instruction count of the loops); every index is kept in bounds by construction
 //!   (guards or clamped indices), and the launchers check all shapes first.
 
+use burn::tensor::f16;
 use cubecl::prelude::*;
 
 /// Threads per plane (warp) the kernels assume; CUDA's warp size.
@@ -637,6 +638,218 @@ pub fn dequantize_t_kernel<F: Float>(
                 }
             }
             wi += CUBE_COUNT_Y * CUBE_DIM_Y;
+        }
+    }
+}
+
+/// Token rows of a [`gemm_cmma_kernel`] output tile.
+pub const GEMM_BM: u32 = 64;
+/// Weight rows (output columns) of a [`gemm_cmma_kernel`] output tile.
+pub const GEMM_BN: u32 = 64;
+/// Columns of `x` and `W` (the reduction) staged per step of [`gemm_cmma_kernel`].
+pub const GEMM_BK: u32 = 32;
+/// Planes per cube of [`gemm_cmma_kernel`]: a 2 × 2 grid of 32 × 32 sub-tiles.
+pub const GEMM_PLANES: u32 = 4;
+
+/// Dense `y = (x ⊙ s) · dequant(W)ᵀ` on tensor cores, for prefill-sized token counts.
+///
+/// A cube of 4 planes owns a `64 × 64` output tile (64 tokens × 64 weight rows). Each step
+/// over the reduction dimension stages a `64 × 32` tile of `x ⊙ s` and a `64 × 32` tile of
+/// the dequantized weight in shared memory as f16 (the weight tile is dequantized on the
+/// fly from the packed codes: no dense copy of `W` is ever written to global memory), then
+/// every plane runs 2 × 2 × 2 `16 × 16 × 16` cmma products into its four f32
+/// accumulators. Elements past the end of any dimension are staged as zeros, so ragged
+/// shapes need no special case; the accumulators go through shared memory to global memory
+/// with bounds checks, converted to `F`.
+///
+/// The staging is deliberately simple (one element per thread and step, no double
+/// buffering): it is the correct baseline that faster variants are measured against.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_cmma_kernel<F: Float>(
+    x: &Tensor<F>,
+    s: &Tensor<F>,
+    packed: &Tensor<u32>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<F>,
+    tokens: u32,
+    rows: u32,
+    cols: u32,
+    group_shift: u32,
+    groups: u32,
+    words_per_row: u32,
+    #[comptime] bits: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let threads = comptime!(PLANE * GEMM_PLANES);
+    let plane = UNIT_POS_Y;
+    let tid = plane * PLANE + UNIT_POS_X;
+    let m0 = CUBE_POS_Y * GEMM_BM;
+    let n0 = CUBE_POS_X * GEMM_BN;
+    let pm = plane / 2;
+    let pn = plane % 2;
+    let cols_us = cols as usize;
+    let wpr = words_per_row as usize;
+    let g_us = groups as usize;
+
+    let mut a_tile =
+        SharedMemory::<f16>::new_aligned(comptime!((GEMM_BM * GEMM_BK) as usize), 128usize);
+    let mut b_tile =
+        SharedMemory::<f16>::new_aligned(comptime!((GEMM_BN * GEMM_BK) as usize), 128usize);
+    let mut c_tile =
+        SharedMemory::<f32>::new_aligned(comptime!((GEMM_BM * GEMM_BN) as usize), 128usize);
+    let a_len = comptime!((GEMM_BM * GEMM_BK) as usize);
+    let b_len = comptime!((GEMM_BN * GEMM_BK) as usize);
+    let c_len = comptime!((GEMM_BM * GEMM_BN) as usize);
+
+    let acc00 = cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    );
+    let acc01 = cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    );
+    let acc10 = cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    );
+    let acc11 = cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    );
+
+    let mut k0 = 0u32;
+    while k0 < cols {
+        // Stage x ⊙ s: a_tile[r · BK + c] = xs[m0 + r, k0 + c] (row-major A).
+        #[unroll]
+        for i in 0..comptime!(GEMM_BM * GEMM_BK / (PLANE * GEMM_PLANES)) {
+            let e = tid + i * threads;
+            let t = m0 + e / GEMM_BK;
+            let k = k0 + e % GEMM_BK;
+            let mut v = 0.0f32;
+            if t < tokens && k < cols {
+                v = f32::cast_from(x[t as usize * cols_us + k as usize])
+                    * f32::cast_from(s[k as usize]);
+            }
+            a_tile[e as usize] = f16::cast_from(v);
+        }
+        // Stage dequant(W): b_tile[n · BK + c] = W[n0 + n, k0 + c] (B = Wᵀ, column-major).
+        #[unroll]
+        for i in 0..comptime!(GEMM_BN * GEMM_BK / (PLANE * GEMM_PLANES)) {
+            let e = tid + i * threads;
+            let row = n0 + e / GEMM_BK;
+            let k = k0 + e % GEMM_BK;
+            let mut v = 0.0f32;
+            if row < rows && k < cols {
+                let word = packed[row as usize * wpr + (k / cpw) as usize];
+                let code = (word >> ((k % cpw) * bits)) & mask;
+                let p = row as usize * g_us + (k >> group_shift) as usize;
+                v = (f32::cast_from(code) - zeros[p]) * scales[p];
+            }
+            b_tile[e as usize] = f16::cast_from(v);
+        }
+        sync_cube();
+
+        #[unroll]
+        for kk in 0..comptime!(GEMM_BK / 16) {
+            let a0 = cmma::Matrix::<f16>::from_slice(
+                cmma::MatrixIdent::A,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::RowMajor,
+                &a_tile.slice(((pm * 32) * GEMM_BK + kk * 16) as usize, a_len),
+                GEMM_BK,
+            );
+            let a1 = cmma::Matrix::<f16>::from_slice(
+                cmma::MatrixIdent::A,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::RowMajor,
+                &a_tile.slice(((pm * 32 + 16) * GEMM_BK + kk * 16) as usize, a_len),
+                GEMM_BK,
+            );
+            let b0 = cmma::Matrix::<f16>::from_slice(
+                cmma::MatrixIdent::B,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::ColMajor,
+                &b_tile.slice(((pn * 32) * GEMM_BK + kk * 16) as usize, b_len),
+                GEMM_BK,
+            );
+            let b1 = cmma::Matrix::<f16>::from_slice(
+                cmma::MatrixIdent::B,
+                16usize,
+                16usize,
+                16usize,
+                cmma::MatrixLayout::ColMajor,
+                &b_tile.slice(((pn * 32 + 16) * GEMM_BK + kk * 16) as usize, b_len),
+                GEMM_BK,
+            );
+            cmma::execute::<f16, f16, f32, f32>(&a0, &b0, &acc00, &acc00);
+            cmma::execute::<f16, f16, f32, f32>(&a0, &b1, &acc01, &acc01);
+            cmma::execute::<f16, f16, f32, f32>(&a1, &b0, &acc10, &acc10);
+            cmma::execute::<f16, f16, f32, f32>(&a1, &b1, &acc11, &acc11);
+        }
+        sync_cube();
+        k0 += GEMM_BK;
+    }
+
+    // Accumulators → shared (row-major [BM, BN]) → global, bounds-checked.
+    cmma::store(
+        &mut c_tile.slice_mut(((pm * 32) * GEMM_BN + pn * 32) as usize, c_len),
+        &acc00,
+        GEMM_BN,
+        cmma::MatrixLayout::RowMajor,
+    );
+    cmma::store(
+        &mut c_tile.slice_mut(((pm * 32) * GEMM_BN + pn * 32 + 16) as usize, c_len),
+        &acc01,
+        GEMM_BN,
+        cmma::MatrixLayout::RowMajor,
+    );
+    cmma::store(
+        &mut c_tile.slice_mut(((pm * 32 + 16) * GEMM_BN + pn * 32) as usize, c_len),
+        &acc10,
+        GEMM_BN,
+        cmma::MatrixLayout::RowMajor,
+    );
+    cmma::store(
+        &mut c_tile.slice_mut(((pm * 32 + 16) * GEMM_BN + pn * 32 + 16) as usize, c_len),
+        &acc11,
+        GEMM_BN,
+        cmma::MatrixLayout::RowMajor,
+    );
+    sync_cube();
+    #[unroll]
+    for i in 0..comptime!(GEMM_BM * GEMM_BN / (PLANE * GEMM_PLANES)) {
+        let e = tid + i * threads;
+        let t = m0 + e / GEMM_BN;
+        let row = n0 + e % GEMM_BN;
+        if t < tokens && row < rows {
+            y[t as usize * rows as usize + row as usize] = F::cast_from(c_tile[e as usize]);
         }
     }
 }

@@ -66,14 +66,31 @@ pub enum GemvVariant {
     Padded,
 }
 
+/// How `matmul` serves more than `gemv_max_tokens` tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenseVariant {
+    /// [`kernels::gemm_cmma_kernel`] (dequantization fused into a tensor-core GEMM) on an
+    /// f16 backend where the device has f16 cmma; [`DenseVariant::DequantMatmul`] otherwise
+    /// (f32 operands would lose precision on f16 tensor cores).
+    #[default]
+    Auto,
+    /// Always [`kernels::gemm_cmma_kernel`] (f16 operands, f32 accumulation), whatever `F`.
+    Cmma,
+    /// Dequantize into a dense `[cols, rows]` tensor ([`kernels::dequantize_t_kernel`]) and
+    /// call Burn's matmul on it.
+    DequantMatmul,
+}
+
 /// The CubeCL implementation of [`QuantKernels`]; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub struct CudaKernels {
     /// `matmul` uses the fused GEMV for `tokens ≤ gemv_max_tokens` (at most 16; larger
-    /// values are treated as 16) and dequantize + dense matmul above.
+    /// values are treated as 16) and the dense path above.
     pub gemv_max_tokens: usize,
     /// Which GEMV kernel runs.
     pub gemv_variant: GemvVariant,
+    /// Which dense path runs.
+    pub dense_variant: DenseVariant,
 }
 
 impl Default for CudaKernels {
@@ -81,6 +98,7 @@ impl Default for CudaKernels {
         Self {
             gemv_max_tokens: DEFAULT_GEMV_MAX_TOKENS,
             gemv_variant: GemvVariant::Fused,
+            dense_variant: DenseVariant::Auto,
         }
     }
 }
@@ -311,9 +329,17 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
             };
         }
-        // Dense path: dequantize into F, already transposed to `[cols, rows]` and contiguous,
-        // and let Burn's matmul (tensor cores) do the rest. (Handing Burn's f16 matmul the
-        // transposed view of a `[rows, cols]` dequantization gave wrong results on an H100.)
+        let cmma = match self.dense_variant {
+            DenseVariant::Cmma => true,
+            DenseVariant::DequantMatmul => false,
+            DenseVariant::Auto => F::dtype() == DType::F16 && has_f16_cmma::<R, F>(&x),
+        };
+        if cmma {
+            return gemm_cmma::<R, F>(x, q, input_scale, &dims);
+        }
+        // Dequantize into F, already transposed to `[cols, rows]` and contiguous, and let
+        // Burn's matmul do the rest. (On f16 this gave wrong results on an H100 and an H200,
+        // transposed view or not: see docs/kernels.md. f32 passes.)
         let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, F::dtype()));
         let x = match input_scale {
             Some(s) => x * s.unsqueeze_dim(0),
@@ -321,6 +347,85 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         };
         Ok(x.matmul(wt))
     }
+}
+
+/// Whether the device of `x` runs 16 × 16 × 16 f16 cmma with f32 accumulation.
+fn has_f16_cmma<R: CubeRuntime, F: FloatElement>(x: &Tensor<Cb<R, F>, 2>) -> bool {
+    let client = R::client(&x.device());
+    let f16_ty =
+        cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F16));
+    let f32_ty =
+        cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32));
+    client
+        .properties()
+        .features
+        .matmul
+        .cmma
+        .contains(&cubecl::ir::features::MmaConfig {
+            a_type: f16_ty,
+            b_type: f16_ty,
+            cd_type: f32_ty,
+            m: 16,
+            k: 16,
+            n: 16,
+        })
+}
+
+/// The tensor-core dense path of [`CudaKernels::matmul`] ([`kernels::gemm_cmma_kernel`]).
+fn gemm_cmma<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let [tokens, cols] = x.dims();
+    let device = x.device();
+    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
+    let x = float_prim(x, F::dtype());
+    let s = float_prim(s, F::dtype());
+    let tokens_u = u32_of(tokens, "tokens")?;
+    u32_of(tokens.saturating_mul(cols), "activation elements")?;
+    u32_of(tokens.saturating_mul(dims.rows as usize), "output elements")?;
+    let packed = int_prim(q.packed.clone());
+    let scales = float_prim(q.scales.clone(), DType::F32);
+    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
+    let token_tiles = tokens_u.div_ceil(kernels::GEMM_BM);
+    if token_tiles as usize > MAX_GRID_Y {
+        return Err(QuantError::shape(
+            "cuda dense matmul",
+            format!("at most {} tokens", MAX_GRID_Y * kernels::GEMM_BM as usize),
+            tokens.to_string(),
+        ));
+    }
+    // SAFETY: shapes were checked above; the kernel stages zeros for every index past the
+    // end of a dimension and bounds-checks every store.
+    unsafe {
+        kernels::gemm_cmma_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(dims.rows.div_ceil(kernels::GEMM_BN), token_tiles, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: kernels::GEMM_PLANES,
+                z: 1,
+            },
+            x.clone().into_tensor_arg(),
+            s.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            tokens_u,
+            dims.rows,
+            dims.cols,
+            dims.group_shift,
+            dims.groups,
+            dims.words_per_row,
+            dims.bits,
+            F::dtype().into(),
+        );
+    }
+    Ok(wrap_float(y))
 }
 
 /// Launches the dequantize kernel into a new `[rows, cols]` tensor of `dtype`.

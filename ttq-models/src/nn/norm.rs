@@ -1,7 +1,7 @@
 //! LayerNorm and RMSNorm over the last dimension.
 
 use crate::config::NormKind;
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, FloatDType, Tensor};
 
 /// A normalisation layer. Gemma's `(1 + w)` convention is folded into `weight` when loading.
 #[derive(Debug, Clone)]
@@ -29,14 +29,18 @@ impl<B: Backend> Norm<B> {
     /// - `x`: `[..., d]`; returns the same shape
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
         let last = D - 1;
+        // Statistics in f32 whatever the model's float type: squares of f16 activations
+        // overflow f16 (Gemma's residual stream reaches the thousands). A no-op on f32.
+        let dtype = x.dtype();
+        let xf = x.clone().cast(FloatDType::F32);
         let normed = match self.kind {
             NormKind::RmsNorm => {
-                let ms = x.clone().square().mean_dim(last);
-                x * ms.add_scalar(self.eps).sqrt().recip()
+                let ms = xf.square().mean_dim(last);
+                x * ms.add_scalar(self.eps).sqrt().recip().cast(dtype)
             }
             NormKind::LayerNorm => {
-                let (var, mean) = x.clone().var_mean_bias(last);
-                (x - mean) * var.add_scalar(self.eps).sqrt().recip()
+                let (var, mean) = xf.clone().var_mean_bias(last);
+                ((xf - mean) * var.add_scalar(self.eps).sqrt().recip()).cast(dtype)
             }
         };
         let shape = {

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue 5 on the GPU machine, in two parts (each fits one device call):
+#   e2e.sh kernels BIN OUT        kernel property tests, `ttq bench kernels`, torch peers
+#   e2e.sh decode  BIN OUT GEMMA  `ttq bench decode` (Qwen3-8B shape with random weights;
+#                                 Gemma3 270M), torch fp16 decode peer, `ttq generate`
+# BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
+# GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
+# writes its own file under OUT; a failing step does not stop the others.
+set -uo pipefail
+part=$1; bin=$2; out=$3; gemma=${4:-}
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")" && pwd)
+step() { # name limit_s command...
+  local name=$1 limit=$2; shift 2
+  local t0; t0=$(date +%s)
+  timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.log"
+  echo "$name: exit $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
+}
+nvidia-smi -L | tee "$out/card.txt"
+case $part in
+  kernels)
+    step tests 300 "$bin/cuda_vs_reference" --test-threads 1
+    step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json"
+    step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    ;;
+  decode)
+    step decode_qwen3_8b_f16 240 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 64 --runs 2 --json "$out/decode_qwen3_8b_f16.json"
+    step torch_decode_qwen3_8b 150 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 64 --runs 2 --json "$out/torch_decode_qwen3_8b.json"
+    for dt in f16 f32; do
+      step "decode_gemma_$dt" 150 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+        --dtype "$dt" --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+        --runs 2 --json "$out/decode_gemma_$dt.json"
+    done
+    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 120 "$bin/ttq" generate \
+      --model "$gemma" --backend cuda --method ttq --bits 4 --alpha 0.25 \
+      --prompt "The capital of France is" --max-new-tokens 24
+    grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
+    step generate_gemma_fp 60 "$bin/ttq" generate --model "$gemma" --backend cuda \
+      --prompt "The capital of France is" --max-new-tokens 24
+    ;;
+  *) echo "unknown part $part"; exit 2 ;;
+esac
