@@ -20,7 +20,12 @@ nvidia-smi -L | tee "$out/card.txt"
 case $part in
   kernels)
     step tests 300 "$bin/cuda_vs_reference" --test-threads 1
-    step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json"
+    step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --gemv-tiles 4:4:4,8:4:2,16:4:2,16:8:1,32:4:1,8:8:2,16:2:2
+    # Device time of every kernel launch (CubeCL's profiler syncs after each), one shape.
+    CUBECL_DEBUG_LOG="$out/profile.log" CUBECL_DEBUG_OPTION=profile step profile 90 \
+      "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1,16,2048 --reps 2 --batch 2
+    which nsys ncu >"$out/profilers.txt" 2>&1
     step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     ;;
   decode)

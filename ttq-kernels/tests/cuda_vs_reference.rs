@@ -32,7 +32,7 @@ use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, Quan
 use ttq_kernels::{
     cpu::{from_host, to_host},
     cuda::DEFAULT_GEMV_MAX_TOKENS,
-    reference, CudaBackend, CudaKernels, DenseVariant, GemvVariant,
+    reference, CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant,
 };
 
 type Dev = burn::backend::cuda::CudaDevice;
@@ -335,6 +335,55 @@ fn gemv_token_counts() {
         for tokens in [1, 2, 3, 8, 9, 16] {
             check_matmul::<f32>(tokens, 37, 576 + 40, spec, true, tokens as u64 + 1, 1e-4)
                 .unwrap_or_else(|e| panic!("{spec} tokens {tokens}: {e}"));
+        }
+    }
+}
+
+/// The fused GEMV with non-default tiles (rows per cube, planes, unroll), including rows per
+/// cube that do not divide the row count and more outputs per cube than threads.
+#[test]
+fn gemv_tiles() {
+    let device = device();
+    for spec in [
+        QuantSpec::asymmetric(4, 128).unwrap(),
+        QuantSpec::asymmetric(3, 64).unwrap(),
+    ] {
+        let (rows, cols) = (37, 616);
+        let w = random(21, rows * cols, 0);
+        let q = from_host::<CudaBackend<f32>>(
+            reference::quantize(&w, rows, cols, None, &spec),
+            &device,
+        );
+        for tokens in [1, 3, 16] {
+            let x = t2::<f32>(random(22, tokens * cols, 13), [tokens, cols]);
+            let s = t1::<f32>(positive(23, cols));
+            let want = reference::matmul(
+                &to_f32_vec(x.clone()),
+                tokens,
+                &to_host(&q),
+                Some(&to_f32_vec(s.clone())),
+            );
+            for [r, p, u] in [[1, 1, 1], [3, 2, 1], [16, 8, 2], [32, 4, 1], [8, 4, 4]] {
+                let kernels = CudaKernels {
+                    gemv_tile: GemvTile {
+                        rows: Some(r),
+                        planes: Some(p),
+                        unroll: Some(u),
+                    },
+                    ..CudaKernels::default()
+                };
+                poison(tokens * rows * 4);
+                let y = kernels
+                    .matmul(x.clone(), &q, Some(s.clone()))
+                    .expect("valid shapes");
+                close(
+                    &format!("{spec} m={tokens} tile {r}:{p}:{u}"),
+                    &to_f32_vec(y),
+                    &want,
+                    1e-4,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
         }
     }
 }

@@ -35,6 +35,20 @@ pub struct BenchKernelsArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Extra fused-GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
+    /// planes per cube, word runs per lane and step), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub gemv_tiles: Vec<String>,
+}
+
+/// Parses `"8:4:2"` into a GEMV tile.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn parse_tile(text: &str) -> Result<[u32; 3], CliError> {
+    let parts: Vec<&str> = text.trim().split(':').collect();
+    let [r, p, u] = parts.as_slice() else {
+        return Err(format!("GEMV tile `{text}` is not of the form R:P:U").into());
+    };
+    Ok([r.parse()?, p.parse()?, u.parse()?])
 }
 
 /// Parses `"4096x14336"` into `(4096, 14336)`.
@@ -59,6 +73,9 @@ pub fn run(args: &BenchKernelsArgs) -> Result<(), CliError> {
     if args.reps == 0 || args.batch == 0 {
         return Err("--reps and --batch must be positive".into());
     }
+    for t in &args.gemv_tiles {
+        parse_tile(t)?;
+    }
     imp::run(args, &shapes)
 }
 
@@ -78,7 +95,7 @@ mod imp {
     use serde_json::json;
     use std::time::Instant;
     use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
-    use ttq_kernels::{CudaBackend, CudaKernels, DenseVariant, GemvVariant};
+    use ttq_kernels::{CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant};
 
     type B = CudaBackend<f16>;
     type Device = burn::backend::cuda::CudaDevice;
@@ -155,6 +172,12 @@ mod imp {
 
         let mut matmul_rows = Vec::new();
         let mut shape_rows = Vec::new();
+        let mut tile_rows = Vec::new();
+        let tiles: Vec<[u32; 3]> = args
+            .gemv_tiles
+            .iter()
+            .map(|t| parse_tile(t))
+            .collect::<Result<_, _>>()?;
         for &(rows, cols) in shapes {
             eprintln!("shape {rows}x{cols}");
             let w: Tensor<B, 2> = uniform([rows, cols], -1.0, 1.0, &device);
@@ -212,6 +235,27 @@ mod imp {
                         let _ = other.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
                     }) * 1e6,
                 );
+                if m <= kernels.gemv_max_tokens {
+                    for &[r, p, u] in &tiles {
+                        let tiled = CudaKernels {
+                            gemv_tile: GemvTile {
+                                rows: Some(r),
+                                planes: Some(p),
+                                unroll: Some(u),
+                            },
+                            ..kernels
+                        };
+                        let t = timer.time(|i| {
+                            let _ = tiled.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
+                        });
+                        let bytes = qbytes + m * cols * 2 + m * rows * 2;
+                        tile_rows.push(json!({
+                            "shape": format!("{rows}x{cols}"), "m": m,
+                            "tile": format!("{r}:{p}:{u}"), "us": t * 1e6,
+                            "pct_copy_bw": 100.0 * bytes as f64 / t / 1e9 / copy_gbs,
+                        }));
+                    }
+                }
                 if m == 2048 {
                     t_gemm_ours_2048 = Some(t_ours);
                     t_dense_2048 = Some(t_dense);
@@ -261,11 +305,25 @@ mod imp {
         }
 
         print_tables(copy_gbs, &matmul_rows, &shape_rows);
+        if !tile_rows.is_empty() {
+            println!("\n| shape | m | GEMV tile R:P:U | µs | % copy BW |");
+            println!("| --- | ---: | --- | ---: | ---: |");
+            for r in &tile_rows {
+                println!(
+                    "| {} | {} | {} | {:.1} | {:.0}% |",
+                    r["shape"].as_str().unwrap_or("?"),
+                    r["m"],
+                    r["tile"].as_str().unwrap_or("?"),
+                    f(r, "us"),
+                    f(r, "pct_copy_bw")
+                );
+            }
+        }
         if let Some(path) = &args.json {
             let doc = json!({
                 "copy_gbs": copy_gbs,
                 "reps": args.reps, "batch": args.batch,
-                "matmul": matmul_rows, "per_shape": shape_rows,
+                "matmul": matmul_rows, "per_shape": shape_rows, "gemv_tiles": tile_rows,
             });
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         }

@@ -438,6 +438,11 @@ pub fn gemv_kernel<F: Float>(
 ///   between its planes (split-K), so that long rows do not leave one plane looping alone;
 /// - each plane step loads `U` (`unroll`) coalesced 128-byte runs of words for each of the
 ///   `R` rows (`U · R` independent loads per lane) before decoding any of them;
+/// - the scaled activations of a word position (`x ⊙ s` for its `32 / bits` columns and all
+///   `m` tokens) are loaded once and reused for all `R` rows, so the activation traffic per
+///   weight byte falls as `1 / R` (each cube reads the whole activation row once);
+/// - a word is decoded right before its products (only `32 / bits` code registers live at a
+///   time, so `R` can grow without spilling);
 /// - partial sums are reduced across lanes with `plane_sum`, then across the cube's planes
 ///   in shared memory.
 ///
@@ -482,10 +487,11 @@ pub fn gemv_fused_kernel<F: Float>(
         acc[i] = 0.0f32;
     }
     let mut words = Array::<u32>::new(nwords);
-    let mut codes = Array::<f32>::new(comptime!((rows_per_cube * cpw) as usize));
+    let mut codes = Array::<f32>::new(comptime!(cpw as usize));
     let mut sv = Array::<f32>::new(comptime!(cpw as usize));
     let mut cidx = Array::<u32>::new(comptime!(cpw as usize));
-    let mut xv = Array::<f32>::new(comptime!(cpw as usize));
+    let mut xv = Array::<f32>::new(comptime!((m * cpw) as usize));
+    let mut xsum = Array::<f32>::new(comptime!(m as usize));
 
     let mut base = plane * comptime!(PLANE * unroll);
     while base < words_per_row {
@@ -514,36 +520,40 @@ pub fn gemv_fused_kernel<F: Float>(
                 let g0 = u32::min(c0 >> group_shift, groups - 1);
                 let g1 = u32::min((c0 + cpw - 1) >> group_shift, groups - 1);
                 if g0 == g1 {
-                    #[unroll]
-                    for r in 0..rows_per_cube {
-                        #[unroll]
-                        for k in 0..cpw {
-                            codes[(r * cpw + k) as usize] = f32::cast_from(
-                                (words[(u * rows_per_cube + r) as usize] >> (k * bits)) & mask,
-                            );
-                        }
-                    }
+                    // x ⊙ s of this word's columns for every token, shared by the R rows.
                     #[unroll]
                     for t in 0..m {
                         let xb = t as usize * cols_us;
-                        let mut xsum = 0.0f32;
+                        let mut sum = 0.0f32;
                         #[unroll]
                         for k in 0..cpw {
-                            xv[k as usize] =
+                            let v =
                                 f32::cast_from(x[xb + cidx[k as usize] as usize]) * sv[k as usize];
-                            xsum += xv[k as usize];
+                            xv[(t * cpw + k) as usize] = v;
+                            sum += v;
                         }
+                        xsum[t as usize] = sum;
+                    }
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        let word = words[(u * rows_per_cube + r) as usize];
                         #[unroll]
-                        for r in 0..rows_per_cube {
-                            let row = u32::min(row0 + r, rows - 1);
-                            let p = row as usize * g_us + g0 as usize;
+                        for k in 0..cpw {
+                            codes[k as usize] = f32::cast_from((word >> (k * bits)) & mask);
+                        }
+                        let row = u32::min(row0 + r, rows - 1);
+                        let p = row as usize * g_us + g0 as usize;
+                        let sc = scales[p];
+                        let z = zeros[p];
+                        #[unroll]
+                        for t in 0..m {
                             let mut dot = 0.0f32;
                             #[unroll]
                             for k in 0..cpw {
-                                dot += xv[k as usize] * codes[(r * cpw + k) as usize];
+                                dot += xv[(t * cpw + k) as usize] * codes[k as usize];
                             }
                             acc[(t * rows_per_cube + r) as usize] +=
-                                scales[p] * (dot - zeros[p] * xsum);
+                                sc * (dot - z * xsum[t as usize]);
                         }
                     }
                 } else {
@@ -582,18 +592,20 @@ pub fn gemv_fused_kernel<F: Float>(
         }
     }
     sync_cube();
-    let tid = plane * PLANE + lane;
-    if tid < comptime!(nacc as u32) {
+    // Every output of the cube is written by one thread (loop: R · m may exceed the cube).
+    let mut i = plane * PLANE + lane;
+    while i < comptime!(nacc as u32) {
         let mut sum = 0.0f32;
         #[unroll]
         for p in 0..planes {
-            sum += partial[p as usize * nacc + tid as usize];
+            sum += partial[p as usize * nacc + i as usize];
         }
-        let t = tid / rows_per_cube;
-        let r = tid % rows_per_cube;
+        let t = i / rows_per_cube;
+        let r = i % rows_per_cube;
         if row0 + r < rows {
             y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
         }
+        i += comptime!(PLANE * planes);
     }
 }
 

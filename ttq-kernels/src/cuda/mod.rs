@@ -45,11 +45,38 @@ pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
 /// Planes per cube of the statistics kernel (each takes every 32nd token).
 const STATS_PLANES: u32 = 32;
 
-/// Planes per cube of the fused GEMV (they split the words of the cube's rows).
-const GEMV_PLANES: u32 = 4;
+/// The tile of [`kernels::gemv_fused_kernel`]: rows per cube `R`, planes per cube `P` (they
+/// split the words of the cube's rows) and word runs each lane loads per step and row `U`.
+/// `None` fields take the defaults of [`GemvTile::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GemvTile {
+    /// Rows per cube (`R`, 1..=32).
+    pub rows: Option<u32>,
+    /// Planes per cube (`P`, 1..=32).
+    pub planes: Option<u32>,
+    /// Word runs per lane, step and row (`U`, 1..=8).
+    pub unroll: Option<u32>,
+}
 
-/// Word runs each GEMV lane loads per step and row (independent loads in flight).
-const GEMV_UNROLL: u32 = 4;
+impl GemvTile {
+    /// `(R, P, U)` for `tokens` tokens and `bits`-bit codes: explicit fields as given
+    /// (clamped to their ranges), defaults otherwise. Default `R` shrinks as tokens grow, so
+    /// that the `tokens · R` accumulators and `tokens · 32 / bits` activations stay in
+    /// registers.
+    pub fn resolve(&self, tokens: usize, bits: u32) -> (u32, u32, u32) {
+        let codes_per_word = 32 / bits as usize;
+        let default_rows = match tokens * codes_per_word {
+            0..=8 => 8,
+            9..=32 => 4,
+            _ => 2,
+        };
+        (
+            self.rows.unwrap_or(default_rows).clamp(1, 32),
+            self.planes.unwrap_or(4).clamp(1, 32),
+            self.unroll.unwrap_or(2).clamp(1, 8),
+        )
+    }
+}
 
 /// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
 const MAX_GRID_Y: usize = 65_535;
@@ -89,6 +116,8 @@ pub struct CudaKernels {
     pub gemv_max_tokens: usize,
     /// Which GEMV kernel runs.
     pub gemv_variant: GemvVariant,
+    /// Tile of the fused GEMV.
+    pub gemv_tile: GemvTile,
     /// Which dense path runs.
     pub dense_variant: DenseVariant,
 }
@@ -98,6 +127,7 @@ impl Default for CudaKernels {
         Self {
             gemv_max_tokens: DEFAULT_GEMV_MAX_TOKENS,
             gemv_variant: GemvVariant::Fused,
+            gemv_tile: GemvTile::default(),
             dense_variant: DenseVariant::Auto,
         }
     }
@@ -325,7 +355,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         u32_of(rows.saturating_mul(cols), "weight elements")?;
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
             return match self.gemv_variant {
-                GemvVariant::Fused => gemv_fused::<R, F>(x, q, input_scale, &dims),
+                GemvVariant::Fused => gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile),
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
             };
         }
@@ -606,6 +636,7 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     q: &QuantizedWeight<Cb<R, F>>,
     input_scale: Option<Tensor<Cb<R, F>, 1>>,
     dims: &WeightDims,
+    tile: GemvTile,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
     let [tokens, cols] = x.dims();
     let device = x.device();
@@ -617,7 +648,7 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     let scales = float_prim(q.scales.clone(), DType::F32);
     let zeros = float_prim(q.zeros.clone(), DType::F32);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
-    let rows_per_cube = gemv_rows_per_plane(tokens, dims.bits);
+    let (rows_per_cube, planes, unroll) = tile.resolve(tokens, dims.bits);
     // SAFETY: shapes were checked above and every index in the kernel is guarded or
     // clamped (see `kernels`).
     unsafe {
@@ -626,7 +657,7 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
             CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
             CubeDim {
                 x: kernels::PLANE,
-                y: GEMV_PLANES,
+                y: planes,
                 z: 1,
             },
             x.clone().into_tensor_arg(),
@@ -643,8 +674,8 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
             tokens_u,
             dims.bits,
             rows_per_cube,
-            GEMV_UNROLL,
-            GEMV_PLANES,
+            unroll,
+            planes,
             F::dtype().into(),
         );
     }
