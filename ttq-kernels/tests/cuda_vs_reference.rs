@@ -24,8 +24,10 @@
 //! write shows up as NaN (or stale data from another case) and fails the comparison.
 #![cfg(feature = "cuda")]
 
+mod common;
 use burn::tensor::{f16, Element, Tensor, TensorData};
 use burn_cubecl::FloatElement;
+use common::random;
 use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, QuantSpec};
@@ -39,20 +41,6 @@ type Dev = burn::backend::cuda::CudaDevice;
 
 fn device() -> Dev {
     Default::default()
-}
-
-fn random(seed: u64, n: usize, outliers_every: usize) -> Vec<f32> {
-    let mut r = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let v: f32 = r.random_range(-1.0..1.0);
-            if outliers_every > 0 && i % outliers_every == 3 {
-                v * 100.0
-            } else {
-                v
-            }
-        })
-        .collect()
 }
 
 fn positive(seed: u64, n: usize) -> Vec<f32> {

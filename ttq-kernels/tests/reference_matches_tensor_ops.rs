@@ -1,10 +1,11 @@
 //! The Burn tensor-op path (ttq-core) and the plain-Rust reference (ttq-kernels) compute the
 //! same thing.
 
+mod common;
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
+use common::random;
 use proptest::prelude::*;
-use rand::{rngs::StdRng, Rng, SeedableRng};
 use ttq_core::{
     tensor_io::{to_f32_vec, words_from_ints},
     GroupSize, QuantKernels, QuantScheme, QuantSpec, TensorOpsKernels, TtqScaleConfig,
@@ -12,20 +13,6 @@ use ttq_core::{
 use ttq_kernels::{reference, CpuReference};
 
 type B = NdArray<f32>;
-
-fn random(seed: u64, n: usize, outliers_every: usize) -> Vec<f32> {
-    let mut r = StdRng::seed_from_u64(seed);
-    (0..n)
-        .map(|i| {
-            let v: f32 = r.random_range(-1.0..1.0);
-            if outliers_every > 0 && i % outliers_every == 3 {
-                v * 100.0
-            } else {
-                v
-            }
-        })
-        .collect()
-}
 
 fn t2(v: Vec<f32>, shape: [usize; 2]) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(v, shape), &Default::default())
