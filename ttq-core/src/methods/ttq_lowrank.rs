@@ -55,11 +55,11 @@ impl TtqLowRank {
             (false, _) => None,
             (true, Some(c)) => {
                 c.check("TTQ + low-rank", cols)?;
-                let diag = tensor_io::to_f32_vec(c.gram_per_token());
-                let rms: Vec<f32> = (0..cols)
-                    .map(|i| diag[i * cols + i].max(0.0).sqrt().max(1e-6))
-                    .collect();
-                Some(tensor_io::f32_tensor(rms, [cols], &device))
+                // The diagonal, taken on the device (only d values, not d², leave it).
+                let diag = (c.gram_per_token() * Tensor::<B, 2>::eye(cols, &device))
+                    .sum_dim(1)
+                    .reshape([cols]);
+                Some(diag.clamp_min(0.0).sqrt().clamp_min(1e-6))
             }
             (true, None) => {
                 return Err(QuantError::Method {
