@@ -1,0 +1,92 @@
+//! The `ttq` binary end to end on the CPU: `bench decode` on random weights of a tiny
+//! architecture (the Qwen3 test fixture's config.json), and the errors of impossible
+//! backend, dtype and kernel combinations.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn ttq(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ttq"))
+        .args(args)
+        .output()
+        .expect("the ttq binary runs")
+}
+
+fn fixture_config() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../ttq-models/tests/fixtures/qwen3/config.json")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn bench_decode_times_every_method_on_random_weights() {
+    let json = std::env::temp_dir().join(format!("ttq-bench-decode-{}.json", std::process::id()));
+    let out = ttq(&[
+        "bench",
+        "decode",
+        "--random-weights",
+        &fixture_config(),
+        "--methods",
+        "fp,rtn:w4:g16,ttq:w4:g16:a0.25",
+        "--prompt-tokens",
+        "8",
+        "--new-tokens",
+        "3",
+        "--runs",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("| method | prefill tok/s"), "{stdout}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).ok();
+    let results = doc["results"].as_array().unwrap();
+    let methods: Vec<&str> = results
+        .iter()
+        .map(|r| r["method"].as_str().unwrap())
+        .collect();
+    assert_eq!(methods, ["fp", "rtn:w4:g16", "ttq:w4:g16:a0.25:l1e-4"]);
+    for r in results {
+        assert!(r["prefill_tok_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(results[0]["decode_speedup_vs_fp"].as_f64(), Some(1.0));
+    // 2 layers × (q 64×32 + k 32×32 + v 32×32 + o 32×64 + gate, up 64×32 + down 32×64).
+    assert_eq!(
+        doc["quantizable_parameters"].as_u64(),
+        Some(2 * (2048 + 1024 + 1024 + 2048 + 3 * 2048))
+    );
+}
+
+#[test]
+fn impossible_runtime_combinations_are_clear_errors() {
+    let config = fixture_config();
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--kernels", "cubecl"],
+            "--kernels cubecl needs --backend cuda",
+        ),
+        (&["--dtype", "f16"], "--dtype f16 needs --backend cuda"),
+        (&["--methods", "awq:w4"], "needs calibration data"),
+        (&["--new-tokens", "1"], "--new-tokens at least 2"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["bench", "decode", "--random-weights", &config];
+        args.extend_from_slice(extra);
+        let out = ttq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+    let out = ttq(&["bench", "decode", "--random-weights", "no-such-model"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("qwen3-8b"),
+        "{stderr}"
+    );
+}
