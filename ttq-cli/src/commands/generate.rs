@@ -42,9 +42,9 @@ pub fn run<B: CliBackend>(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
-    let kernels = use_kernels(&mut loaded.model, &args.model.runtime)?;
+    use_kernels(&mut loaded.model, &args.model.runtime)?;
     eprintln!(
-        "loaded {} ({:?}, {} layers) in {:.1} s; method {}; {}, kernels {kernels}",
+        "loaded {} ({:?}, {} layers) in {:.1} s; method {}; {}",
         loaded.weights.display(),
         loaded.model.config().family,
         loaded.model.config().layers,
