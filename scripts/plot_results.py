@@ -160,6 +160,22 @@ def plot_sensitivity(records, title, out):
     fig.savefig(out, dpi=120)
 
 
+def infer_kind(records):
+    """The plot for a `ttq eval` folder, from what varies among its records: calibration
+    texts, a prefix mode or scoring after a prefix -> domain; several group sizes at one bit width -> groups;
+    otherwise methods (perplexity against bits)."""
+    calibrations = {r["calibration"] for r in records if r["calibration"]}
+    modes = {r["mode"] for r in records}
+    prefixed = any(m.startswith("prefix") for m in modes) or any(r.get("score_from", 0) > 0 for r in records)
+    if len(calibrations) > 1 or prefixed:
+        return "domain"
+    groups = {r["spec"]["group"] for r in records if r["spec"]["kind"] != "fp"}
+    bits = {r["spec"]["bits"] for r in records if r["spec"]["kind"] != "fp"}
+    if len(groups) > 2 and len(groups) >= len(bits):
+        return "groups"
+    return "methods"
+
+
 def main(folders):
     for folder in map(Path, folders):
         data = json.loads((folder / "records.json").read_text())
@@ -168,6 +184,8 @@ def main(folders):
             continue
         title = f"{Path(run['model']).name}: {run['experiment']} ({run['windows']}x{run['seqlen']} tokens)"
         kind = run["experiment"]
+        if kind == "eval":
+            kind = infer_kind(records)
         plot = {
             "methods": plot_methods,
             "groups": plot_groups,
