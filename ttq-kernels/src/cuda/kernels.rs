@@ -663,6 +663,49 @@ pub const GEMM_BK: u32 = 32;
 /// Planes per cube of [`gemm_cmma_kernel`]: a 2 × 2 grid of 32 × 32 sub-tiles.
 pub const GEMM_PLANES: u32 = 4;
 
+/// A 16 × 16 f32 cmma accumulator set to zero.
+#[cube]
+fn zero_accumulator() -> cmma::Matrix<f32> {
+    cmma::Matrix::<f32>::from_value(
+        cmma::MatrixIdent::Accumulator,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::Undefined,
+        0.0f32,
+    )
+}
+
+/// The 16 × 16 A fragment (tokens × reduction, row-major, row stride [`GEMM_BK`]) starting
+/// at `tile`'s first element.
+#[cube]
+fn fragment_a(tile: &Slice<f16>) -> cmma::Matrix<f16> {
+    cmma::Matrix::<f16>::from_slice(
+        cmma::MatrixIdent::A,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::RowMajor,
+        tile,
+        GEMM_BK,
+    )
+}
+
+/// The 16 × 16 B fragment (reduction × weight rows, column-major: each weight row's
+/// [`GEMM_BK`] staged columns are contiguous) starting at `tile`'s first element.
+#[cube]
+fn fragment_b(tile: &Slice<f16>) -> cmma::Matrix<f16> {
+    cmma::Matrix::<f16>::from_slice(
+        cmma::MatrixIdent::B,
+        16usize,
+        16usize,
+        16usize,
+        cmma::MatrixLayout::ColMajor,
+        tile,
+        GEMM_BK,
+    )
+}
+
 /// Dense `y = (x ⊙ s) · dequant(W)ᵀ` on tensor cores, for prefill-sized token counts.
 ///
 /// A cube of 4 planes owns a `64 × 64` output tile (64 tokens × 64 weight rows). Each step
@@ -717,38 +760,10 @@ pub fn gemm_cmma_kernel<F: Float>(
     let b_len = comptime!((GEMM_BN * GEMM_BK) as usize);
     let c_len = comptime!((GEMM_BM * GEMM_BN) as usize);
 
-    let acc00 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0f32,
-    );
-    let acc01 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0f32,
-    );
-    let acc10 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0f32,
-    );
-    let acc11 = cmma::Matrix::<f32>::from_value(
-        cmma::MatrixIdent::Accumulator,
-        16usize,
-        16usize,
-        16usize,
-        cmma::MatrixLayout::Undefined,
-        0.0f32,
-    );
+    let acc00 = zero_accumulator();
+    let acc01 = zero_accumulator();
+    let acc10 = zero_accumulator();
+    let acc11 = zero_accumulator();
 
     let mut k0 = 0u32;
     while k0 < cols {
@@ -784,42 +799,12 @@ pub fn gemm_cmma_kernel<F: Float>(
 
         #[unroll]
         for kk in 0..comptime!(GEMM_BK / 16) {
-            let a0 = cmma::Matrix::<f16>::from_slice(
-                cmma::MatrixIdent::A,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-                &a_tile.slice(((pm * 32) * GEMM_BK + kk * 16) as usize, a_len),
-                GEMM_BK,
-            );
-            let a1 = cmma::Matrix::<f16>::from_slice(
-                cmma::MatrixIdent::A,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::RowMajor,
-                &a_tile.slice(((pm * 32 + 16) * GEMM_BK + kk * 16) as usize, a_len),
-                GEMM_BK,
-            );
-            let b0 = cmma::Matrix::<f16>::from_slice(
-                cmma::MatrixIdent::B,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::ColMajor,
-                &b_tile.slice(((pn * 32) * GEMM_BK + kk * 16) as usize, b_len),
-                GEMM_BK,
-            );
-            let b1 = cmma::Matrix::<f16>::from_slice(
-                cmma::MatrixIdent::B,
-                16usize,
-                16usize,
-                16usize,
-                cmma::MatrixLayout::ColMajor,
-                &b_tile.slice(((pn * 32 + 16) * GEMM_BK + kk * 16) as usize, b_len),
-                GEMM_BK,
-            );
+            let a0 = fragment_a(&a_tile.slice(((pm * 32) * GEMM_BK + kk * 16) as usize, a_len));
+            let a1 =
+                fragment_a(&a_tile.slice(((pm * 32 + 16) * GEMM_BK + kk * 16) as usize, a_len));
+            let b0 = fragment_b(&b_tile.slice(((pn * 32) * GEMM_BK + kk * 16) as usize, b_len));
+            let b1 =
+                fragment_b(&b_tile.slice(((pn * 32 + 16) * GEMM_BK + kk * 16) as usize, b_len));
             cmma::execute::<f16, f16, f32, f32>(&a0, &b0, &acc00, &acc00);
             cmma::execute::<f16, f16, f32, f32>(&a0, &b1, &acc01, &acc01);
             cmma::execute::<f16, f16, f32, f32>(&a1, &b0, &acc10, &acc10);

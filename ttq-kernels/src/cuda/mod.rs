@@ -379,6 +379,29 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
     }
 }
 
+/// The packed words (as 32-bit ints), scales and zeros (f32) of `q`, contiguous: the weight
+/// operands every kernel that reads a quantized weight takes.
+fn weight_prims<R: CubeRuntime, F: FloatElement>(
+    q: &QuantizedWeight<Cb<R, F>>,
+) -> (CubeTensor<R>, CubeTensor<R>, CubeTensor<R>) {
+    (
+        int_prim(q.packed.clone()),
+        float_prim(q.scales.clone(), DType::F32),
+        float_prim(q.zeros.clone(), DType::F32),
+    )
+}
+
+/// `x` and its input scale (ones when absent) in `F`, contiguous: the activation operands of
+/// the matmul kernels.
+fn activation_prims<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let [_, cols] = x.dims();
+    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &x.device()));
+    (float_prim(x, F::dtype()), float_prim(s, F::dtype()))
+}
+
 /// Whether the device of `x` runs 16 × 16 × 16 f16 cmma with f32 accumulation.
 fn has_f16_cmma<R: CubeRuntime, F: FloatElement>(x: &Tensor<Cb<R, F>, 2>) -> bool {
     let client = R::client(&x.device());
@@ -409,16 +432,11 @@ fn gemm_cmma<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
     let [tokens, cols] = x.dims();
-    let device = x.device();
-    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
-    let x = float_prim(x, F::dtype());
-    let s = float_prim(s, F::dtype());
+    let (x, s) = activation_prims(x, input_scale);
     let tokens_u = u32_of(tokens, "tokens")?;
     u32_of(tokens.saturating_mul(cols), "activation elements")?;
     u32_of(tokens.saturating_mul(dims.rows as usize), "output elements")?;
-    let packed = int_prim(q.packed.clone());
-    let scales = float_prim(q.scales.clone(), DType::F32);
-    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let (packed, scales, zeros) = weight_prims(q);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
     let token_tiles = tokens_u.div_ceil(kernels::GEMM_BM);
     if token_tiles as usize > MAX_GRID_Y {
@@ -464,9 +482,7 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     dtype: DType,
 ) -> CubeTensor<R> {
-    let packed = int_prim(q.packed.clone());
-    let scales = float_prim(q.scales.clone(), DType::F32);
-    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let (packed, scales, zeros) = weight_prims(q);
     let out = empty(&packed, vec![dims.rows as usize, dims.cols as usize], dtype);
     let threads = 256u32;
     // SAFETY: shapes were checked above and every index in the kernel is guarded or
@@ -506,9 +522,7 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     dtype: DType,
 ) -> CubeTensor<R> {
-    let packed = int_prim(q.packed.clone());
-    let scales = float_prim(q.scales.clone(), DType::F32);
-    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let (packed, scales, zeros) = weight_prims(q);
     let out = empty(&packed, vec![dims.cols as usize, dims.rows as usize], dtype);
     let words_per_cube = 8u32;
     // SAFETY: shapes were checked by the caller; the kernel guards every index.
@@ -561,11 +575,8 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
     input_scale: Option<Tensor<Cb<R, F>, 1>>,
     dims: &WeightDims,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let [tokens, cols] = x.dims();
-    let device = x.device();
-    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
-    let x = float_prim(x, F::dtype());
-    let s = float_prim(s, F::dtype());
+    let [tokens, _] = x.dims();
+    let (x, s) = activation_prims(x, input_scale);
     let padded = dims.words_per_row as usize * dims.codes_per_word as usize;
     let xs = empty(&x, vec![tokens, padded], DType::F32);
     let threads = 256u32;
@@ -593,9 +604,7 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
         );
     }
 
-    let packed = int_prim(q.packed.clone());
-    let scales = float_prim(q.scales.clone(), DType::F32);
-    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let (packed, scales, zeros) = weight_prims(q);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
     let rpp = gemv_rows_per_plane(tokens, dims.bits);
     let planes_per_cube = 4u32;
@@ -638,15 +647,10 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: GemvTile,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let [tokens, cols] = x.dims();
-    let device = x.device();
-    let s = input_scale.unwrap_or_else(|| Tensor::ones([cols], &device));
-    let x = float_prim(x, F::dtype());
-    let s = float_prim(s, F::dtype());
+    let [tokens, _] = x.dims();
+    let (x, s) = activation_prims(x, input_scale);
     let tokens_u = u32_of(tokens, "tokens")?;
-    let packed = int_prim(q.packed.clone());
-    let scales = float_prim(q.scales.clone(), DType::F32);
-    let zeros = float_prim(q.zeros.clone(), DType::F32);
+    let (packed, scales, zeros) = weight_prims(q);
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_cube, planes, unroll) = tile.resolve(tokens, dims.bits);
     // SAFETY: shapes were checked above and every index in the kernel is guarded or
