@@ -177,6 +177,20 @@ fn logits_row<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<Vec<f32>
         .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))
 }
 
+/// A non-empty prompt whose tokens plus `new_tokens` fit the model's context.
+fn check_request(config: &crate::ModelConfig, prompt_len: usize, new_tokens: usize) -> Result<()> {
+    if prompt_len == 0 {
+        return Err(ModelError::Invalid("the prompt is empty".into()));
+    }
+    let limit = config.max_positions;
+    if prompt_len + new_tokens > limit {
+        return Err(ModelError::Invalid(format!(
+            "prompt ({prompt_len} tokens) + {new_tokens} new tokens exceeds the model's context of {limit}"
+        )));
+    }
+    Ok(())
+}
+
 /// Generates from `prompt`, calling `on_text` with each new piece of text as it is decoded.
 /// Resets test-time calibrations first, so the prompt calibrates TTQ layers that use
 /// `CalibrationPolicy::FirstCall`.
@@ -189,17 +203,7 @@ pub fn generate<B: Backend>(
 ) -> Result<(String, GenerationStats)> {
     let mut sampler = Sampler::new(options.sampling)?;
     let prompt_ids = tokenizer.encode(prompt, options.add_bos)?;
-    if prompt_ids.is_empty() {
-        return Err(ModelError::Invalid("the prompt is empty".into()));
-    }
-    let limit = model.config().max_positions;
-    if prompt_ids.len() + options.max_new_tokens > limit {
-        return Err(ModelError::Invalid(format!(
-            "prompt ({} tokens) + {} new tokens exceeds the model's context of {limit}",
-            prompt_ids.len(),
-            options.max_new_tokens
-        )));
-    }
+    check_request(model.config(), prompt_ids.len(), options.max_new_tokens)?;
     model.reset_calibration();
     let mut cache = model.new_cache();
     let mut stats = GenerationStats {
@@ -250,18 +254,9 @@ pub fn greedy_timed<B: Backend>(
     prompt_ids: &[u32],
     new_tokens: usize,
 ) -> Result<(Vec<u32>, GenerationStats)> {
-    if prompt_ids.is_empty() {
-        return Err(ModelError::Invalid("the prompt is empty".into()));
-    }
+    check_request(model.config(), prompt_ids.len(), new_tokens)?;
     if new_tokens == 0 {
         return Err(ModelError::Invalid("at least one new token".into()));
-    }
-    let limit = model.config().max_positions;
-    if prompt_ids.len() + new_tokens > limit {
-        return Err(ModelError::Invalid(format!(
-            "prompt ({} tokens) + {new_tokens} new tokens exceeds the model's context of {limit}",
-            prompt_ids.len()
-        )));
     }
     model.reset_calibration();
     let mut cache = model.new_cache();

@@ -65,6 +65,16 @@ enum Weights<'a> {
     Random,
 }
 
+impl Weights<'_> {
+    /// The checkpoint's path, or a placeholder for random weights, for error messages.
+    fn path(&self) -> std::path::PathBuf {
+        match self {
+            Weights::File(source) => source.path().to_path_buf(),
+            Weights::Random => "(random weights)".into(),
+        }
+    }
+}
+
 /// Reads tensors by role and checks their shapes.
 struct Loader<'a, B: Backend> {
     weights: Weights<'a>,
@@ -85,10 +95,7 @@ impl<B: Backend> Loader<'_, B> {
     }
 
     fn path(&self) -> std::path::PathBuf {
-        match self.weights {
-            Weights::File(source) => source.path().to_path_buf(),
-            Weights::Random => "(random weights)".into(),
-        }
+        self.weights.path()
     }
 
     fn has(&self, role: Role) -> bool {
@@ -258,12 +265,8 @@ impl<B: Backend> CausalLm<B> {
         options: LoadOptions,
         device: &B::Device,
     ) -> Result<Self> {
-        let ld_path = match weights {
-            Weights::File(source) => source.path().to_path_buf(),
-            Weights::Random => "(random weights)".into(),
-        };
         config.validate().map_err(|message| ModelError::Config {
-            path: ld_path.clone(),
+            path: weights.path(),
             message,
         })?;
         let c = &config;
@@ -362,7 +365,7 @@ impl<B: Backend> CausalLm<B> {
             if !c.tie_embeddings && c.family != Family::Opt {
                 // Untied config without a head tensor: a broken file, not a tied model.
                 return Err(ModelError::MissingTensor {
-                    path: ld_path,
+                    path: ld.path(),
                     tensor: ld.name(Role::LmHead),
                 });
             }

@@ -119,9 +119,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
 
     let mut rows = Vec::new();
     for spec in &methods {
-        for (_, l) in model.linears_mut() {
-            l.clear_method();
-        }
+        model.dequantize_all();
         if let Some(m) = spec.build::<B>()? {
             model.quantize(m, CalibrationPolicy::FirstCall)?;
         }
