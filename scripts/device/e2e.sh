@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 5 on the GPU machine, in two parts (each fits one device call):
 #   e2e.sh kernels BIN OUT        kernel property tests, `ttq bench kernels`, torch peers
+#   e2e.sh probe   BIN OUT        one call's worth: the Qwen3-8B-shape decode bench, a short
+#                                 kernel bench, ncu counters of three kernels, the tests
 #   e2e.sh decode  BIN OUT GEMMA  `ttq bench decode` (Qwen3-8B shape with random weights;
 #                                 Gemma3 270M), torch fp16 decode peer, `ttq generate`
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
@@ -27,6 +29,27 @@ case $part in
       "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1,16,2048 --reps 2 --batch 2
     which nsys ncu >"$out/profilers.txt" 2>&1
     step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    ;;
+  probe)
+    step decode_qwen3_8b_f16 140 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 2 --json "$out/decode_qwen3_8b_f16.json"
+    step torch_decode_qwen3_8b 60 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 32 --runs 2 --json "$out/torch_decode_qwen3_8b.json"
+    step bench_kernels 100 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --shapes 4096x14336,4096x4096 --tokens 1,16,2048 --reps 5 --batch 20 \
+      --gemv-tiles 8:4:2:cvt,8:4:4,16:8:2
+    # Hardware counters (Firecracker machines) of the first launch of each kernel:
+    # duration, throughput, occupancy, stall reasons.
+    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    for k in gemv_fused:1 gemm_cmma:2048 quantize_pack:1; do
+      step "ncu_${k%%:*}" 45 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
+        --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+        "$bin/ttq" bench kernels --shapes 4096x14336 --tokens "${k##*:}" --reps 1 --batch 1
+    done
+    # Failure messages as they happen (the summary at the end is lost if the limit hits).
+    step tests 160 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
     ;;
   decode)
     step decode_qwen3_8b_f16 240 "$bin/ttq" bench decode --random-weights qwen3-8b \

@@ -69,8 +69,10 @@ def main():
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float16)
+        model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float16)
     model.eval()
+    dtypes = sorted({str(p.dtype) for p in model.parameters()})
+    params = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (1, a.prompt_tokens), generator=g).cuda()
     run_once(model, ids[:, :32], 4)
@@ -79,7 +81,7 @@ def main():
     decode = statistics.median(r[1] for r in runs)
     print(f"torch {torch.__version__} fp16 eager, {a.preset} random weights, "
           f"prompt {a.prompt_tokens}, {a.new_tokens} new tokens, median of {a.runs}, "
-          f"{torch.cuda.get_device_name()}")
+          f"{torch.cuda.get_device_name()}; {params / 1e9:.2f} B parameters in {dtypes}")
     print("| method | prefill tok/s | decode tok/s | ms / token |")
     print("| --- | ---: | ---: | ---: |")
     print(f"| torch fp16 | {prefill:.1f} | {decode:.1f} | {1e3 / decode:.2f} |")
@@ -88,7 +90,8 @@ def main():
             json.dump(dict(preset=a.preset, prompt_tokens=a.prompt_tokens,
                            new_tokens=a.new_tokens, runs=a.runs, prefill_tok_s=prefill,
                            decode_tok_s=decode, device=torch.cuda.get_device_name(),
-                           torch=torch.__version__, runs_raw=runs), f, indent=2)
+                           torch=torch.__version__, parameters=params, dtypes=dtypes,
+                           runs_raw=runs), f, indent=2)
 
 
 if __name__ == "__main__":

@@ -90,3 +90,29 @@ fn impossible_runtime_combinations_are_clear_errors() {
         "{stderr}"
     );
 }
+
+#[test]
+fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--gemv-tiles", "8:4:2:fast"],
+            "is not of the form R:P:U[:cvt]",
+        ),
+        (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
+        (&["--reps", "0"], "--reps and --batch must be positive"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["bench", "kernels"];
+        args.extend_from_slice(extra);
+        let out = ttq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+    // Well-formed arguments reach the backend check of a CPU-only build.
+    let out = ttq(&["bench", "kernels", "--gemv-tiles", "8:4:2:cvt,16:8:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if cfg!(not(feature = "cuda")) {
+        assert!(stderr.contains("--features cuda"), "{stderr}");
+    }
+}

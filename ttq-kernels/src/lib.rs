@@ -19,4 +19,4 @@ pub use ttq_core::{QuantKernels, TensorOpsKernels};
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant};
+pub use cuda::{CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant, QuantizeVariant};

@@ -36,19 +36,23 @@ pub struct BenchKernelsArgs {
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Extra fused-GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
-    /// planes per cube, word runs per lane and step), comma-separated.
+    /// planes per cube, word runs per lane and step), comma-separated; a `:cvt` suffix
+    /// decodes codes with the integer-to-float conversion instead of the mantissa trick.
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
 
-/// Parses `"8:4:2"` into a GEMV tile.
+/// Parses `"8:4:2"` (or `"8:4:2:cvt"`) into a GEMV tile `[R, P, U]` and whether codes are
+/// decoded by conversion.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn parse_tile(text: &str) -> Result<[u32; 3], CliError> {
+fn parse_tile(text: &str) -> Result<([u32; 3], bool), CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let [r, p, u] = parts.as_slice() else {
-        return Err(format!("GEMV tile `{text}` is not of the form R:P:U").into());
+    let (r, p, u, convert) = match parts.as_slice() {
+        [r, p, u] => (r, p, u, false),
+        [r, p, u, "cvt"] => (r, p, u, true),
+        _ => return Err(format!("GEMV tile `{text}` is not of the form R:P:U[:cvt]").into()),
     };
-    Ok([r.parse()?, p.parse()?, u.parse()?])
+    Ok(([r.parse()?, p.parse()?, u.parse()?], convert))
 }
 
 /// Parses `"4096x14336"` into `(4096, 14336)`.
@@ -95,7 +99,9 @@ mod imp {
     use serde_json::json;
     use std::time::Instant;
     use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
-    use ttq_kernels::{CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant};
+    use ttq_kernels::{
+        CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant, QuantizeVariant,
+    };
 
     type B = CudaBackend<f16>;
     type Device = burn::backend::cuda::CudaDevice;
@@ -169,11 +175,18 @@ mod imp {
         drop(src);
         let copy_gbs = (4 * n) as f64 / t_copy / 1e9;
         eprintln!("copy bandwidth: {copy_gbs:.0} GB/s");
+        // Host cost of one launch: a Burn element-wise op on 32 elements, whose device time
+        // is negligible; a kernel that takes about this long is bound by its launch.
+        let tiny: Tensor<B, 1> = uniform([32], -1.0, 1.0, &device);
+        let t_launch = timer.time(|_| {
+            let _ = tiny.clone().mul_scalar(1.0);
+        });
+        eprintln!("one tiny launch: {:.1} µs", t_launch * 1e6);
 
         let mut matmul_rows = Vec::new();
         let mut shape_rows = Vec::new();
         let mut tile_rows = Vec::new();
-        let tiles: Vec<[u32; 3]> = args
+        let tiles: Vec<([u32; 3], bool)> = args
             .gemv_tiles
             .iter()
             .map(|t| parse_tile(t))
@@ -203,6 +216,13 @@ mod imp {
                 .collect();
             let t_quant = timer.time(|i| {
                 let _ = kernels.quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec);
+            });
+            let generic = CudaKernels {
+                quantize_variant: QuantizeVariant::Generic,
+                ..kernels
+            };
+            let t_quant_generic = timer.time(|i| {
+                let _ = generic.quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec);
             });
             let quant_bytes = dense_bytes + cols * 2 + qbytes;
             let quant_gbs = quant_bytes as f64 / t_quant / 1e9;
@@ -236,12 +256,13 @@ mod imp {
                     }) * 1e6,
                 );
                 if m <= kernels.gemv_max_tokens {
-                    for &[r, p, u] in &tiles {
+                    for &([r, p, u], convert) in &tiles {
                         let tiled = CudaKernels {
                             gemv_tile: GemvTile {
                                 rows: Some(r),
                                 planes: Some(p),
                                 unroll: Some(u),
+                                convert,
                             },
                             ..kernels
                         };
@@ -251,7 +272,8 @@ mod imp {
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
                         tile_rows.push(json!({
                             "shape": format!("{rows}x{cols}"), "m": m,
-                            "tile": format!("{r}:{p}:{u}"), "us": t * 1e6,
+                            "tile": format!("{r}:{p}:{u}{}", if convert { ":cvt" } else { "" }),
+                            "us": t * 1e6,
                             "pct_copy_bw": 100.0 * bytes as f64 / t / 1e9 / copy_gbs,
                         }));
                     }
@@ -286,6 +308,19 @@ mod imp {
                     .expect("shapes are consistent");
                 let _ = kernels.matmul(x.clone(), &q, Some(d.recip()));
             });
+            // The same step with the dense path dequantize + Burn's matmul.
+            let dequant_matmul = CudaKernels {
+                dense_variant: DenseVariant::DequantMatmul,
+                ..kernels
+            };
+            let t_prefill_dequant = timer.time(|i| {
+                let stats = kernels.channel_stats(x.clone());
+                let d = cfg.scale(&stats);
+                let q = kernels
+                    .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
+                    .expect("shapes are consistent");
+                let _ = dequant_matmul.matmul(x.clone(), &q, Some(d.recip()));
+            });
             let t_dense = match t_dense_2048 {
                 Some(t) => t,
                 None => timer.time(|i| {
@@ -296,6 +331,9 @@ mod imp {
                 "shape": format!("{rows}x{cols}"),
                 "quantize_us": t_quant * 1e6, "quantize_gbs": quant_gbs,
                 "quantize_pct_copy_bw": 100.0 * quant_gbs / copy_gbs,
+                "quantize_generic_us": t_quant_generic * 1e6,
+                "prefill_dequant_matmul_us_m2048": t_prefill_dequant * 1e6,
+                "prefill_dequant_matmul_over_fp16": t_prefill_dequant / t_dense,
                 "stats_us_m2048": t_stats * 1e6,
                 "gemm_ours_us_m2048": t_gemm_ours_2048.map(|t| t * 1e6),
                 "prefill_us_m2048": t_prefill * 1e6,
@@ -304,6 +342,10 @@ mod imp {
             }));
         }
 
+        println!(
+            "one tiny launch (Burn element-wise op on 32 elements): {:.1} µs",
+            t_launch * 1e6
+        );
         print_tables(copy_gbs, &matmul_rows, &shape_rows);
         if !tile_rows.is_empty() {
             println!("\n| shape | m | GEMV tile R:P:U | µs | % copy BW |");
@@ -321,7 +363,7 @@ mod imp {
         }
         if let Some(path) = &args.json {
             let doc = json!({
-                "copy_gbs": copy_gbs,
+                "copy_gbs": copy_gbs, "tiny_launch_us": t_launch * 1e6,
                 "reps": args.reps, "batch": args.batch,
                 "matmul": matmul_rows, "per_shape": shape_rows, "gemv_tiles": tile_rows,
             });
@@ -355,19 +397,22 @@ mod imp {
             );
         }
         println!();
-        println!("| shape | quantize-pack µs | GB/s | % copy BW | stats µs (m=2048) | TTQ prefill µs (m=2048: stats + D + quantize + GEMM) | fp16 GEMM µs | prefill / fp16 |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| shape | quantize-pack µs | GB/s | % copy BW | generic quantize µs | stats µs (m=2048) | TTQ prefill µs (m=2048: stats + D + quantize + GEMM) | fp16 GEMM µs | prefill / fp16 | same with dequantize + Burn matmul µs | ratio |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in shapes {
             println!(
-                "| {} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.2}x |",
+                "| {} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
                 r["shape"].as_str().unwrap_or("?"),
                 f(r, "quantize_us"),
                 f(r, "quantize_gbs"),
                 f(r, "quantize_pct_copy_bw"),
+                f(r, "quantize_generic_us"),
                 f(r, "stats_us_m2048"),
                 f(r, "prefill_us_m2048"),
                 f(r, "fp16_gemm_us_m2048"),
                 f(r, "prefill_over_fp16"),
+                f(r, "prefill_dequant_matmul_us_m2048"),
+                f(r, "prefill_dequant_matmul_over_fp16"),
             );
         }
     }

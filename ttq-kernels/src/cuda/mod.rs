@@ -45,6 +45,9 @@ pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
 /// Planes per cube of the statistics kernel (each takes every 32nd token).
 const STATS_PLANES: u32 = 32;
 
+/// Planes per cube of the group-parallel quantize-pack kernel (each owns whole groups).
+const QUANT_GROUP_PLANES: u32 = 8;
+
 /// The tile of [`kernels::gemv_fused_kernel`]: rows per cube `R`, planes per cube `P` (they
 /// split the words of the cube's rows) and word runs each lane loads per step and row `U`.
 /// `None` fields take the defaults of [`GemvTile::resolve`].
@@ -56,6 +59,9 @@ pub struct GemvTile {
     pub planes: Option<u32>,
     /// Word runs per lane, step and row (`U`, 1..=8).
     pub unroll: Option<u32>,
+    /// Decode codes with the integer-to-float conversion instead of the default 2²³
+    /// mantissa trick (kept to measure one against the other).
+    pub convert: bool,
 }
 
 impl GemvTile {
@@ -108,6 +114,18 @@ pub enum DenseVariant {
     DequantMatmul,
 }
 
+/// Which quantize-pack kernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QuantizeVariant {
+    /// [`kernels::quantize_pack_groups_kernel`] (one read of `W`, a plane per group) where
+    /// the layout allows it (groups of 32 to 512 columns, a power of two, holding whole
+    /// words: 2, 4 or 8 bits, or 7), [`QuantizeVariant::Generic`] otherwise.
+    #[default]
+    Auto,
+    /// [`kernels::quantize_pack_kernel`] (a cube per row; any layout).
+    Generic,
+}
+
 /// The CubeCL implementation of [`QuantKernels`]; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub struct CudaKernels {
@@ -120,6 +138,8 @@ pub struct CudaKernels {
     pub gemv_tile: GemvTile,
     /// Which dense path runs.
     pub dense_variant: DenseVariant,
+    /// Which quantize-pack kernel runs.
+    pub quantize_variant: QuantizeVariant,
 }
 
 impl Default for CudaKernels {
@@ -129,6 +149,7 @@ impl Default for CudaKernels {
             gemv_variant: GemvVariant::Fused,
             gemv_tile: GemvTile::default(),
             dense_variant: DenseVariant::Auto,
+            quantize_variant: QuantizeVariant::Auto,
         }
     }
 }
@@ -292,6 +313,53 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let zeros = empty(&w, vec![rows, groups], DType::F32);
         let packed = empty(&w, vec![rows, dims.words_per_row as usize], DType::I32);
         let dtype = w.dtype;
+        let group_parallel = self.quantize_variant == QuantizeVariant::Auto
+            && dims.group.is_power_of_two()
+            && (32..=512).contains(&dims.group)
+            && dims.codes_per_word.is_power_of_two()
+            && dims.group % dims.codes_per_word == 0;
+        if group_parallel {
+            let per_lane = dims.group / kernels::PLANE;
+            let steps = if per_lane <= 4 { 2 } else { 1 };
+            // SAFETY: shapes were checked above; every load index is clamped and every
+            // store guarded (see the kernel).
+            unsafe {
+                kernels::quantize_pack_groups_kernel::launch_unchecked::<R>(
+                    &w.client,
+                    CubeCount::Static(
+                        dims.groups.div_ceil(QUANT_GROUP_PLANES * steps),
+                        dims.rows.min(MAX_GRID_Y as u32),
+                        1,
+                    ),
+                    CubeDim {
+                        x: kernels::PLANE,
+                        y: QUANT_GROUP_PLANES,
+                        z: 1,
+                    },
+                    w.clone().into_tensor_arg(),
+                    d.into_tensor_arg(),
+                    scales.clone().into_tensor_arg(),
+                    zeros.clone().into_tensor_arg(),
+                    packed.clone().into_tensor_arg(),
+                    dims.rows,
+                    dims.cols,
+                    dims.groups,
+                    dims.words_per_row,
+                    dims.group,
+                    dims.bits,
+                    spec.scheme() == QuantScheme::Symmetric,
+                    steps,
+                    dtype.into(),
+                );
+            }
+            return Ok(QuantizedWeight {
+                packed: Tensor::from_primitive(packed),
+                scales: wrap_float(scales),
+                zeros: wrap_float(zeros),
+                spec: *spec,
+                shape: [rows, cols],
+            });
+        }
         // SAFETY: shapes were checked above and every index in the kernel is guarded or
         // clamped (see `kernels`).
         unsafe {
@@ -680,6 +748,7 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
             rows_per_cube,
             unroll,
             planes,
+            !tile.convert,
             F::dtype().into(),
         );
     }
