@@ -61,16 +61,44 @@ impl<B: Backend> Attention<B> {
         }
         let (k, v) = cache.append(k, v);
         let total = k.dims()[2];
-        let (k, v) = (repeat_kv(k, h / kvh), repeat_kv(v, h / kvh));
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, h, t, total]
-        let mask = self.mask(start, t, total, &scores.device());
-        let probs = softmax(scores + mask, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, t, h * hd]);
+        // Grouped-query attention without copying keys and values per query head: the `n`
+        // query heads of a key/value head are consecutive, so `[b, h, t, hd]` regroups as
+        // `[b, kvh, n · t, hd]` and multiplies that head's keys directly.
+        let n = h / kvh;
+        let q = q.reshape([b, kvh, n * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, kvh, n·t, total]
+        let scores = match self.mask(start, t, total, &scores.device()) {
+            Some(mask) => (scores.reshape([b, kvh, n, t, total]) + mask.unsqueeze_dim::<5>(0))
+                .reshape([b, kvh, n * t, total]),
+            None => scores,
+        };
+        let probs = softmax(scores, 3);
+        let out = probs
+            .matmul(v) // [b, kvh, n·t, hd]
+            .reshape([b, h, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b, t, h * hd]);
         Ok(self.o.forward(out)?)
     }
 
-    /// Additive mask `[1, 1, tokens, total]`: 0 where visible, -inf elsewhere.
-    fn mask(&self, start: usize, tokens: usize, total: usize, device: &B::Device) -> Tensor<B, 4> {
+    /// Additive mask `[1, 1, tokens, total]`: 0 where visible, -inf elsewhere; `None` when
+    /// every cached position is visible (a decode step of a global layer, or of a local one
+    /// whose window still covers the whole cache), which saves building and adding it.
+    fn mask(
+        &self,
+        start: usize,
+        tokens: usize,
+        total: usize,
+        device: &B::Device,
+    ) -> Option<Tensor<B, 4>> {
+        let all_visible = tokens == 1
+            && match self.span {
+                LayerAttention::Global => true,
+                LayerAttention::Local { window } => total <= window,
+            };
+        if all_visible {
+            return None;
+        }
         let mut m = vec![0f32; tokens * total];
         for i in 0..tokens {
             let qpos = start + i;
@@ -85,17 +113,9 @@ impl<B: Backend> Attention<B> {
                 }
             }
         }
-        Tensor::from_data(TensorData::new(m, [1, 1, tokens, total]), device)
+        Some(Tensor::from_data(
+            TensorData::new(m, [1, 1, tokens, total]),
+            device,
+        ))
     }
-}
-
-/// Repeats each key/value head `n` times so that they line up with the query heads.
-fn repeat_kv<B: Backend>(x: Tensor<B, 4>, n: usize) -> Tensor<B, 4> {
-    if n == 1 {
-        return x;
-    }
-    let [b, kvh, t, hd] = x.dims();
-    x.unsqueeze_dim::<5>(2)
-        .expand([b, kvh, n, t, hd])
-        .reshape([b, kvh * n, t, hd])
 }
