@@ -3,6 +3,7 @@
 #   e2e.sh kernels BIN OUT        kernel property tests, `ttq bench kernels`, torch peers
 #   e2e.sh probe   BIN OUT        one call's worth: the Qwen3-8B-shape decode bench, a short
 #                                 kernel bench, ncu counters of three kernels, the tests
+#   e2e.sh final   BIN OUT GEMMA  tests, full kernel table + tile sweep + torch peers, Gemma
 #   e2e.sh decode  BIN OUT GEMMA  `ttq bench decode` (Qwen3-8B shape with random weights;
 #                                 Gemma3 270M), torch fp16 decode peer, `ttq generate`
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
@@ -50,6 +51,29 @@ case $part in
     done
     # Failure messages as they happen (the summary at the end is lost if the limit hits).
     step tests 160 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    ;;
+  final)
+    # One call: the tests, the whole kernel table with a GEMV tile sweep, its torch peers
+    # on the same card, and Gemma 3 270M end to end (bench decode, generate).
+    step tests 140 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step decode_gemma_f16 80 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+      --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+      --runs 2 --json "$out/decode_gemma_f16.json"
+    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 50 "$bin/ttq" generate \
+      --model "$gemma" --backend cuda --dtype f16 --method ttq --bits 4 --alpha 0.25 \
+      --prompt "The capital of France is" --max-new-tokens 24
+    grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
+    step generate_gemma_fp 30 "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f16 \
+      --prompt "The capital of France is" --max-new-tokens 24
+    # Every kernel launch of a short TTQ generation, to count launches per decode step.
+    CUBECL_DEBUG_LOG="$out/profile_generate.log" CUBECL_DEBUG_OPTION=profile \
+      step profile_generate 30 "$bin/ttq" generate --model "$gemma" --backend cuda \
+      --dtype f16 --method ttq --bits 4 --alpha 0.25 --prompt "The capital of France is" \
+      --max-new-tokens 4
+    gzip -f "$out/profile_generate.log"
+    step bench_kernels 160 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --reps 7 --gemv-tiles 8:4:2:cvt,4:8:2,4:8:1,2:8:2,4:4:2,8:8:2
+    step torch_bench 60 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     ;;
   decode)
     step decode_qwen3_8b_f16 240 "$bin/ttq" bench decode --random-weights qwen3-8b \

@@ -270,9 +270,12 @@ mod imp {
                             let _ = tiled.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
                         });
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
+                        // As run: `resolve` clamps large tiles at many tokens.
+                        let (rr, pr, ur) = tiled.gemv_tile.resolve(m, spec.bits());
+                        let label = format!("{rr}:{pr}:{ur}{}", if convert { ":cvt" } else { "" });
                         tile_rows.push(json!({
                             "shape": format!("{rows}x{cols}"), "m": m,
-                            "tile": format!("{r}:{p}:{u}{}", if convert { ":cvt" } else { "" }),
+                            "tile": label,
                             "us": t * 1e6,
                             "pct_copy_bw": 100.0 * bytes as f64 / t / 1e9 / copy_gbs,
                         }));

@@ -69,6 +69,11 @@ impl GemvTile {
     /// (clamped to their ranges), defaults otherwise. Default `R` shrinks as tokens grow, so
     /// that the `tokens · R` accumulators and `tokens · 32 / bits` activations stay in
     /// registers.
+    ///
+    /// Explicit values are clamped too: `tokens · R ≤ 64` accumulators and `U · R ≤ 32`
+    /// words in flight. The kernel is fully unrolled over them, and beyond that NVRTC took
+    /// minutes to compile one variant (R = 16 or 32 at 16 tokens stalled `ttq bench kernels`
+    /// and the `gemv_tiles` test on an H100 and an H200, run 6).
     pub fn resolve(&self, tokens: usize, bits: u32) -> (u32, u32, u32) {
         let codes_per_word = 32 / bits as usize;
         let default_rows = match tokens * codes_per_word {
@@ -76,11 +81,10 @@ impl GemvTile {
             9..=32 => 4,
             _ => 2,
         };
-        (
-            self.rows.unwrap_or(default_rows).clamp(1, 32),
-            self.planes.unwrap_or(4).clamp(1, 32),
-            self.unroll.unwrap_or(2).clamp(1, 8),
-        )
+        let max_rows = (64 / tokens.max(1)).clamp(1, 32) as u32;
+        let rows = self.rows.unwrap_or(default_rows).clamp(1, max_rows);
+        let unroll = self.unroll.unwrap_or(2).clamp(1, 8).min((32 / rows).max(1));
+        (rows, self.planes.unwrap_or(4).clamp(1, 32), unroll)
     }
 }
 
