@@ -170,11 +170,23 @@ impl GenerationStats {
 
 /// The logits of a `[1, 1, vocab]` tensor as a host vector.
 fn logits_row<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<Vec<f32>> {
-    logits
+    let row: Vec<f32> = logits
         .into_data()
         .convert::<f32>()
         .into_vec()
-        .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))
+        .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
+    if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
+        return Err(non_finite_logits(&format!("a logit is {bad}")));
+    }
+    Ok(row)
+}
+
+/// The error for NaN or infinite logits: sampling from them would be a silent wrong answer.
+fn non_finite_logits(what: &str) -> ModelError {
+    ModelError::Invalid(format!(
+        "the model produced non-finite logits ({what}); with --dtype f16 this is usually an \
+         overflow of f16's range (Gemma 3's activations exceed it): use --dtype f32"
+    ))
 }
 
 /// A non-empty prompt whose tokens plus `new_tokens` fit the model's context.
@@ -283,22 +295,66 @@ pub fn greedy_timed<B: Backend>(
     Ok((generated, stats))
 }
 
-/// The id of the largest logit of a `[1, 1, vocab]` tensor, found on the device.
+/// The id of the largest logit of a `[1, 1, vocab]` tensor, found on the device; an error
+/// if any logit is NaN or the largest is infinite (two more scalar reads than the id alone;
+/// a backend's max may skip NaNs, so they are looked for separately).
 fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
-    let id = logits
-        .argmax(2)
+    let vocab = logits.dims()[2];
+    let any_nan = logits
+        .clone()
+        .is_nan()
+        .any()
+        .into_data()
+        .into_vec::<bool>()
+        .map_err(|e| ModelError::Invalid(format!("reading the NaN check: {e:?}")))?;
+    if any_nan.first().copied().unwrap_or(false) {
+        return Err(non_finite_logits("some are NaN"));
+    }
+    let (max, id) = logits.max_dim_with_indices(2);
+    let id = id
         .into_data()
         .convert::<i64>()
         .into_vec::<i64>()
         .map_err(|e| ModelError::Invalid(format!("reading the argmax: {e:?}")))?;
-    id.first()
-        .and_then(|&v| u32::try_from(v).ok())
-        .ok_or_else(|| ModelError::Invalid("empty logits".into()))
+    let max = max
+        .into_data()
+        .convert::<f32>()
+        .into_vec::<f32>()
+        .map_err(|e| ModelError::Invalid(format!("reading the largest logit: {e:?}")))?;
+    match (id.first(), max.first()) {
+        (_, Some(m)) if !m.is_finite() => Err(non_finite_logits(&format!("the largest is {m}"))),
+        (Some(&v), Some(_)) => u32::try_from(v)
+            .ok()
+            .filter(|&v| (v as usize) < vocab)
+            .ok_or_else(|| non_finite_logits(&format!("the argmax was {v}"))),
+        _ => Err(ModelError::Invalid("empty logits".into())),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Tensor, TensorData};
+
+    fn logits(v: Vec<f32>) -> Tensor<NdArray<f32>, 3> {
+        let n = v.len();
+        Tensor::from_data(TensorData::new(v, [1, 1, n]), &Default::default())
+    }
+
+    /// NaN or infinite logits (f16 overflow) are an error naming the likely cause, on both
+    /// the device-argmax path and the sampling path, never a token.
+    #[test]
+    fn non_finite_logits_are_errors() {
+        assert_eq!(argmax_id(logits(vec![0.5, 2.0, -1.0])).unwrap(), 1);
+        for bad in [f32::NAN, f32::INFINITY] {
+            let e = argmax_id(logits(vec![0.5, bad, -1.0])).unwrap_err().to_string();
+            assert!(e.contains("non-finite logits") && e.contains("f32"), "{e}");
+            let e = logits_row(logits(vec![bad, 0.0])).unwrap_err().to_string();
+            assert!(e.contains("non-finite logits"), "{e}");
+        }
+        assert_eq!(logits_row(logits(vec![1.0, -2.0])).unwrap(), vec![1.0, -2.0]);
+    }
 
     #[test]
     fn greedy_picks_the_argmax() {

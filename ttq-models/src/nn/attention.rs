@@ -59,17 +59,18 @@ impl<B: Backend> Attention<B> {
             q = r.apply(q);
             k = r.apply(k);
         }
-        let (k, v) = cache.append(k, v);
-        let total = k.dims()[2];
+        // `total` positions are filled, `capacity` allocated (the rest is masked below).
+        let (k, v, total) = cache.append(k, v);
+        let capacity = k.dims()[2];
         // Grouped-query attention without copying keys and values per query head: the `n`
         // query heads of a key/value head are consecutive, so `[b, h, t, hd]` regroups as
         // `[b, kvh, n · t, hd]` and multiplies that head's keys directly.
         let n = h / kvh;
         let q = q.reshape([b, kvh, n * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, kvh, n·t, total]
-        let scores = match self.mask(start, t, total, &scores.device()) {
-            Some(mask) => (scores.reshape([b, kvh, n, t, total]) + mask.unsqueeze_dim::<5>(0))
-                .reshape([b, kvh, n * t, total]),
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, kvh, n·t, cap]
+        let scores = match self.mask(start, t, total, capacity, &scores.device()) {
+            Some(mask) => (scores.reshape([b, kvh, n, t, capacity]) + mask.unsqueeze_dim::<5>(0))
+                .reshape([b, kvh, n * t, capacity]),
             None => scores,
         };
         let probs = softmax(scores, 3);
@@ -81,17 +82,20 @@ impl<B: Backend> Attention<B> {
         Ok(self.o.forward(out)?)
     }
 
-    /// Additive mask `[1, 1, tokens, total]`: 0 where visible, -inf elsewhere; `None` when
-    /// every cached position is visible (a decode step of a global layer, or of a local one
-    /// whose window still covers the whole cache), which saves building and adding it.
+    /// Additive mask `[1, 1, tokens, capacity]`: 0 where visible, -inf elsewhere (in the
+    /// future, outside a local window, or not yet filled: positions `≥ total`); `None` when
+    /// every allocated position is visible (a decode step that fills the allocation exactly,
+    /// in a global layer or a local one whose window covers the cache).
     fn mask(
         &self,
         start: usize,
         tokens: usize,
         total: usize,
+        capacity: usize,
         device: &B::Device,
     ) -> Option<Tensor<B, 4>> {
         let all_visible = tokens == 1
+            && capacity == total
             && match self.span {
                 LayerAttention::Global => true,
                 LayerAttention::Local { window } => total <= window,
@@ -99,22 +103,24 @@ impl<B: Backend> Attention<B> {
         if all_visible {
             return None;
         }
-        let mut m = vec![0f32; tokens * total];
+        // Filled positions are `0..total` and `start + tokens == total`, so `j ≤ qpos` also
+        // hides the unfilled tail.
+        let mut m = vec![0f32; tokens * capacity];
         for i in 0..tokens {
             let qpos = start + i;
-            for j in 0..total {
+            for j in 0..capacity {
                 let visible = j <= qpos
                     && match self.span {
                         LayerAttention::Global => true,
                         LayerAttention::Local { window } => qpos - j < window,
                     };
                 if !visible {
-                    m[i * total + j] = f32::NEG_INFINITY;
+                    m[i * capacity + j] = f32::NEG_INFINITY;
                 }
             }
         }
         Some(Tensor::from_data(
-            TensorData::new(m, [1, 1, tokens, total]),
+            TensorData::new(m, [1, 1, tokens, capacity]),
             device,
         ))
     }
