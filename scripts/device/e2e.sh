@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Issue 5 on the GPU machine, in two parts (each fits one device call):
+# Issue 5 on the GPU machine, in parts that each fit one device call:
 #   e2e.sh kernels BIN OUT        kernel property tests, `ttq bench kernels`, torch peers
 #   e2e.sh probe   BIN OUT        one call's worth: the Qwen3-8B-shape decode bench, a short
 #                                 kernel bench, ncu counters of three kernels, the tests
 #   e2e.sh final   BIN OUT GEMMA  tests, full kernel table + tile sweep + torch peers, Gemma
-#   e2e.sh decode  BIN OUT GEMMA  `ttq bench decode` (Qwen3-8B shape with random weights;
-#                                 Gemma3 270M), torch fp16 decode peer, `ttq generate`
+#   e2e.sh decode  BIN OUT GEMMA  the tests, `ttq bench decode` (Qwen3-8B shape with random
+#                                 weights, f16; Gemma 3 270M, f32) and `ttq generate`
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
 # writes its own file under OUT; a failing step does not stop the others.
@@ -76,22 +76,28 @@ case $part in
     step torch_bench 60 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     ;;
   decode)
-    step decode_qwen3_8b_f16 240 "$bin/ttq" bench decode --random-weights qwen3-8b \
+    # The tests again, then decode end to end: Qwen3-8B shape (random weights, f16) and
+    # Gemma 3 270M in f32 (Gemma overflows f16; the f16 run must now fail clearly).
+    step tests 140 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step decode_qwen3_8b_f16 140 "$bin/ttq" bench decode --random-weights qwen3-8b \
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 64 --runs 2 --json "$out/decode_qwen3_8b_f16.json"
-    step torch_decode_qwen3_8b 150 python3 "$here/torch_decode.py" --preset qwen3-8b \
-      --prompt-tokens 512 --new-tokens 64 --runs 2 --json "$out/torch_decode_qwen3_8b.json"
-    for dt in f16 f32; do
-      step "decode_gemma_$dt" 150 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
-        --dtype "$dt" --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
-        --runs 2 --json "$out/decode_gemma_$dt.json"
-    done
-    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 120 "$bin/ttq" generate \
-      --model "$gemma" --backend cuda --method ttq --bits 4 --alpha 0.25 \
-      --prompt "The capital of France is" --max-new-tokens 24
+    step decode_gemma_f32 80 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+      --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+      --runs 2 --json "$out/decode_gemma_f32.json"
+    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 50 "$bin/ttq" generate \
+      --model "$gemma" --backend cuda --dtype f32 --method ttq --bits 4 --alpha 0.25 \
+      --prompt "The capital of France is" --max-new-tokens 48
     grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
-    step generate_gemma_fp 60 "$bin/ttq" generate --model "$gemma" --backend cuda \
-      --prompt "The capital of France is" --max-new-tokens 24
+    step generate_gemma_fp 30 "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f32 \
+      --prompt "The capital of France is" --max-new-tokens 48
+    step generate_gemma_f16 30 "$bin/ttq" generate --model "$gemma" --backend cuda \
+      --dtype f16 --prompt "The capital of France is" --max-new-tokens 8
+    CUBECL_DEBUG_LOG="$out/profile_generate.log" CUBECL_DEBUG_OPTION=profile \
+      step profile_generate 30 "$bin/ttq" generate --model "$gemma" --backend cuda \
+      --dtype f32 --method ttq --bits 4 --alpha 0.25 --prompt "The capital of France is" \
+      --max-new-tokens 4
+    gzip -f "$out/profile_generate.log"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac
