@@ -6,6 +6,7 @@
 #   e2e.sh final   BIN OUT GEMMA  tests, full kernel table + tile sweep + torch peers, Gemma
 #   e2e.sh decode  BIN OUT GEMMA  the tests, `ttq bench decode` (Qwen3-8B shape with random
 #                                 weights, f16; Gemma 3 270M, f32) and `ttq generate`
+#   e2e.sh bench   BIN OUT GEMMA  `ttq bench decode` again and the remaining property tests
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
 # writes its own file under OUT; a failing step does not stop the others.
@@ -98,6 +99,20 @@ case $part in
       --dtype f32 --method ttq --bits 4 --alpha 0.25 --prompt "The capital of France is" \
       --max-new-tokens 4
     gzip -f "$out/profile_generate.log"
+    ;;
+  bench)
+    # `ttq bench decode` after the KV-cache and argmax fixes, and the property tests that
+    # the decode part's 140 s did not reach.
+    step decode_qwen3_8b_f16 150 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 64 --runs 2 --json "$out/decode_qwen3_8b_f16.json"
+    step decode_gemma_f32 80 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+      --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+      --runs 2 --json "$out/decode_gemma_f32.json"
+    step decode_gemma_f16 40 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+      --dtype f16 --methods fp --prompt-tokens 64 --new-tokens 4 --runs 1
+    step tests_rest 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      matmul_matches quantize_and stats_match
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

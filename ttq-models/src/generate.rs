@@ -300,14 +300,18 @@ pub fn greedy_timed<B: Backend>(
 /// a backend's max may skip NaNs, so they are looked for separately).
 fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
     let vocab = logits.dims()[2];
-    let any_nan = logits
+    // Read as an integer: backends store booleans differently (u8 on CUDA), and a bool
+    // readback with the wrong storage type is an error.
+    let nans = logits
         .clone()
         .is_nan()
-        .any()
+        .int()
+        .sum()
         .into_data()
-        .into_vec::<bool>()
+        .convert::<i64>()
+        .into_vec::<i64>()
         .map_err(|e| ModelError::Invalid(format!("reading the NaN check: {e:?}")))?;
-    if any_nan.first().copied().unwrap_or(false) {
+    if nans.first().copied().unwrap_or(0) > 0 {
         return Err(non_finite_logits("some are NaN"));
     }
     let (max, id) = logits.max_dim_with_indices(2);
