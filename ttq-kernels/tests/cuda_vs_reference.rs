@@ -424,12 +424,13 @@ fn dense_cmma_ragged_tiles() {
 /// Dequantize + Burn's f16 matmul (`DenseVariant::DequantMatmul`) on the same shapes: the
 /// f16 path that was wrong in runs 3 and 4 (docs/kernels.md).
 ///
-/// Still wrong in run 6 (H200): the dequantized weight itself matches, the product does
-/// not (`17x1x576 element 0: 7.24 vs 1580.2`), so the fault is in the transposed
-/// dequantization, the f16 input scaling or Burn's f16 matmul on these operands. `Auto`
-/// never takes this path on f16; run with `--ignored` to check a fix.
+/// Wrong in run 6 (H200) on its first case: the dequantized weight matched, the product did
+/// not (`17x1x576 element 0: 7.24 vs 1580.2`); `matmul_matches_f32` shrank an f32 failure
+/// of the same path to the same shape. Outputs narrower than 8 rows now avoid Burn's
+/// matmul; whether wider ones are right on f16 is what this test checks. `Auto` never
+/// takes this path on f16; run with `--ignored`.
 #[test]
-#[ignore = "known wrong on f16 (docs/kernels.md, run 6); DenseVariant::Auto avoids it"]
+#[ignore = "wrong on f16 in run 6 (docs/kernels.md); DenseVariant::Auto avoids it"]
 fn dense_dequant_matmul_f16() {
     let kernels = CudaKernels {
         dense_variant: DenseVariant::DequantMatmul,
@@ -467,6 +468,20 @@ fn dense_dequant_matmul_f16() {
                 1e-2,
             )
             .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// The f32 dense path (dequantize + Burn's matmul) on narrow outputs, the shapes to which
+/// `matmul_matches_f32` shrank its failures in runs 5 and 6 (rows = 1), and just above the
+/// element-wise cut-off.
+#[test]
+fn dense_f32_narrow_outputs() {
+    let spec = QuantSpec::asymmetric(2, 8).unwrap();
+    for (tokens, rows, cols) in [(17, 1, 576), (33, 3, 100), (20, 7, 64), (17, 8, 576)] {
+        for seed in [41, 42, 43] {
+            check_matmul::<f32>(tokens, rows, cols, spec, seed % 2 == 0, seed, 3e-3)
+                .unwrap_or_else(|e| panic!("{tokens}x{rows}x{cols} seed {seed}: {e}"));
         }
     }
 }

@@ -352,12 +352,17 @@ mod tests {
     fn non_finite_logits_are_errors() {
         assert_eq!(argmax_id(logits(vec![0.5, 2.0, -1.0])).unwrap(), 1);
         for bad in [f32::NAN, f32::INFINITY] {
-            let e = argmax_id(logits(vec![0.5, bad, -1.0])).unwrap_err().to_string();
+            let e = argmax_id(logits(vec![0.5, bad, -1.0]))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("non-finite logits") && e.contains("f32"), "{e}");
             let e = logits_row(logits(vec![bad, 0.0])).unwrap_err().to_string();
             assert!(e.contains("non-finite logits"), "{e}");
         }
-        assert_eq!(logits_row(logits(vec![1.0, -2.0])).unwrap(), vec![1.0, -2.0]);
+        assert_eq!(
+            logits_row(logits(vec![1.0, -2.0])).unwrap(),
+            vec![1.0, -2.0]
+        );
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub type CudaBackend<F = f32> = CubeBackend<cubecl::cuda::CudaRuntime, F, i32, u
 /// calls the dense matmul, whose tensor cores win once the weight is re-used enough.
 pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
 
+/// Below this many output rows the dequantize + Burn matmul path multiplies element-wise
+/// (see `CudaKernels::matmul`).
+const DENSE_MIN_ROWS: usize = 8;
+
 /// Planes per cube of the statistics kernel (each takes every 32nd token).
 const STATS_PLANES: u32 = 32;
 
@@ -441,13 +445,21 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             return gemm_cmma::<R, F>(x, q, input_scale, &dims);
         }
         // Dequantize into F, already transposed to `[cols, rows]` and contiguous, and let
-        // Burn's matmul do the rest. (On f16 this gave wrong results on an H100 and an H200,
-        // transposed view or not: see docs/kernels.md. f32 passes.)
+        // Burn's matmul do the rest.
         let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, F::dtype()));
         let x = match input_scale {
             Some(s) => x * s.unsqueeze_dim(0),
             None => x,
         };
+        if (dims.rows as usize) < DENSE_MIN_ROWS {
+            // Burn's matmul gave wrong, varying results for a `[cols, 1]` right-hand side
+            // in the property tests (f16 and f32, run 6: `17x1x576 element 0: -30288 vs
+            // -227`), so very narrow outputs are summed element-wise instead (`m · cols ·
+            // rows` products, a few per weight).
+            let [tokens, _] = x.dims();
+            let prod = x.unsqueeze_dim::<3>(2) * wt.unsqueeze_dim::<3>(0); // [m, cols, rows]
+            return Ok(prod.sum_dim(1).reshape([tokens, dims.rows as usize]));
+        }
         Ok(x.matmul(wt))
     }
 }
