@@ -111,16 +111,18 @@ pub enum GemvVariant {
 /// How `matmul` serves more than `gemv_max_tokens` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DenseVariant {
-    /// [`DenseVariant::DequantMatmul`]: 1.3-4.2× faster than the cmma kernel at 2048 tokens
-    /// on an H200 (run 6, call 3).
+    /// [`DenseVariant::Cmma`] on an f16 backend whose device has f16 cmma,
+    /// [`DenseVariant::DequantMatmul`] otherwise. (`DequantMatmul` is 1.3-4.2× faster at
+    /// 2048 tokens, but on f16 it gave wrong results in some test runs and not in others:
+    /// docs/kernels.md, run 6, call 7.)
     #[default]
     Auto,
     /// [`kernels::gemm_cmma_kernel`] (dequantization fused into a tensor-core GEMM; f16
     /// operands, f32 accumulation), whatever `F`.
     Cmma,
     /// Dequantize into a dense `[cols, rows]` tensor ([`kernels::dequantize_t_kernel`]) and
-    /// call Burn's matmul on it (element-wise below 8 output rows, where Burn's matmul was
-    /// wrong).
+    /// call Burn's matmul on it (element-wise below 8 output rows, where Burn's f32 matmul
+    /// was wrong).
     DequantMatmul,
 }
 
@@ -439,7 +441,8 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         }
         let cmma = match self.dense_variant {
             DenseVariant::Cmma => true,
-            DenseVariant::DequantMatmul | DenseVariant::Auto => false,
+            DenseVariant::DequantMatmul => false,
+            DenseVariant::Auto => F::dtype() == DType::F16 && has_f16_cmma::<R, F>(&x),
         };
         if cmma {
             if !has_f16_cmma::<R, F>(&x) {
