@@ -270,6 +270,8 @@ pub fn quantize_pack_kernel<F: Float>(
 /// clamped to `[0, 2^bits - 1]`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
+// `u32::is_multiple_of` has no CubeCL expansion; `%` does.
+#[allow(clippy::manual_is_multiple_of)]
 pub fn quantize_pack_groups_kernel<F: Float>(
     w: &Tensor<F>,
     col_scale: &Tensor<F>,
