@@ -427,7 +427,7 @@ fn dense_cmma_ragged_tiles() {
 /// 1580.2183` both times, once through Burn's matmul and once through the element-wise
 /// product that one-row outputs now take, so the fault is upstream of the product:
 /// the transposed f16 dequantization or the f16 input scaling), right on all cases when
-/// run alone in call 6. Reproduced in calls 9-11: it fails whenever f32 work ran earlier in
+/// run alone in call 6. Reproduced in calls 9-12: it fails whenever f32 work ran earlier in
 /// the process (`--include-ignored bad_shapes_are_errors dense_dequant_matmul_f16`). Not
 /// understood; `Auto` uses the cmma kernel on f16. Run with `--ignored`.
 #[test]
