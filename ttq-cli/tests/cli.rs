@@ -63,6 +63,19 @@ fn bench_decode_times_every_method_on_random_weights() {
     );
 }
 
+/// Runs `ttq <base> <extra>` for each case and checks that it fails with `message` on
+/// stderr.
+fn assert_each_fails(base: &[&str], cases: &[(&[&str], &str)]) {
+    for (extra, message) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        let out = ttq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        assert!(stderr.contains(message), "{extra:?}: {stderr}");
+    }
+}
+
 #[test]
 fn impossible_runtime_combinations_are_clear_errors() {
     let config = fixture_config();
@@ -75,14 +88,7 @@ fn impossible_runtime_combinations_are_clear_errors() {
         (&["--methods", "awq:w4"], "needs calibration data"),
         (&["--new-tokens", "1"], "--new-tokens at least 2"),
     ];
-    for (extra, message) in cases {
-        let mut args = vec!["bench", "decode", "--random-weights", &config];
-        args.extend_from_slice(extra);
-        let out = ttq(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(stderr.contains(message), "{extra:?}: {stderr}");
-    }
+    assert_each_fails(&["bench", "decode", "--random-weights", &config], &cases);
     let out = ttq(&["bench", "decode", "--random-weights", "no-such-model"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -101,14 +107,7 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
         (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
         (&["--reps", "0"], "--reps and --batch must be positive"),
     ];
-    for (extra, message) in cases {
-        let mut args = vec!["bench", "kernels"];
-        args.extend_from_slice(extra);
-        let out = ttq(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{extra:?} succeeded");
-        assert!(stderr.contains(message), "{extra:?}: {stderr}");
-    }
+    assert_each_fails(&["bench", "kernels"], &cases);
     // Well-formed arguments reach the backend check of a CPU-only build.
     let out = ttq(&["bench", "kernels", "--gemv-tiles", "8:4:2:cvt,16:8:1"]);
     let stderr = String::from_utf8_lossy(&out.stderr);

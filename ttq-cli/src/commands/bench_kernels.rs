@@ -303,26 +303,21 @@ mod imp {
             let t_stats = timer.time(|_| {
                 let _ = kernels.channel_stats(x.clone());
             });
-            let t_prefill = timer.time(|i| {
-                let stats = kernels.channel_stats(x.clone());
-                let d = cfg.scale(&stats);
-                let q = kernels
-                    .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
-                    .expect("shapes are consistent");
-                let _ = kernels.matmul(x.clone(), &q, Some(d.recip()));
-            });
-            // The same step with the cmma GEMM.
-            let cmma = CudaKernels {
+            // The step with `dense` doing the matmul: the default, and the cmma GEMM.
+            let time_prefill = |dense: &CudaKernels| {
+                timer.time(|i| {
+                    let stats = kernels.channel_stats(x.clone());
+                    let d = cfg.scale(&stats);
+                    let q = kernels
+                        .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
+                        .expect("shapes are consistent");
+                    let _ = dense.matmul(x.clone(), &q, Some(d.recip()));
+                })
+            };
+            let t_prefill = time_prefill(&kernels);
+            let t_prefill_cmma = time_prefill(&CudaKernels {
                 dense_variant: DenseVariant::Cmma,
                 ..kernels
-            };
-            let t_prefill_cmma = timer.time(|i| {
-                let stats = kernels.channel_stats(x.clone());
-                let d = cfg.scale(&stats);
-                let q = kernels
-                    .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
-                    .expect("shapes are consistent");
-                let _ = cmma.matmul(x.clone(), &q, Some(d.recip()));
             });
             let t_dense = match t_dense_2048 {
                 Some(t) => t,

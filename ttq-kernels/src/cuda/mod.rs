@@ -364,40 +364,34 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     dtype.into(),
                 );
             }
-            return Ok(QuantizedWeight {
-                packed: Tensor::from_primitive(packed),
-                scales: wrap_float(scales),
-                zeros: wrap_float(zeros),
-                spec: *spec,
-                shape: [rows, cols],
-            });
-        }
-        // SAFETY: shapes were checked above and every index in the kernel is guarded or
-        // clamped (see `kernels`).
-        unsafe {
-            kernels::quantize_pack_kernel::launch_unchecked::<R>(
-                &w.client,
-                CubeCount::Static(rows.min(i32::MAX as usize) as u32, 1, 1),
-                CubeDim {
-                    x: kernels::PLANE,
-                    y: 8,
-                    z: 1,
-                },
-                w.clone().into_tensor_arg(),
-                d.into_tensor_arg(),
-                scales.clone().into_tensor_arg(),
-                zeros.clone().into_tensor_arg(),
-                packed.clone().into_tensor_arg(),
-                dims.rows,
-                dims.cols,
-                dims.group,
-                dims.group_shift,
-                dims.groups,
-                dims.words_per_row,
-                dims.bits,
-                spec.scheme() == QuantScheme::Symmetric,
-                dtype.into(),
-            );
+        } else {
+            // SAFETY: shapes were checked above and every index in the kernel is guarded or
+            // clamped (see `kernels`).
+            unsafe {
+                kernels::quantize_pack_kernel::launch_unchecked::<R>(
+                    &w.client,
+                    CubeCount::Static(rows.min(i32::MAX as usize) as u32, 1, 1),
+                    CubeDim {
+                        x: kernels::PLANE,
+                        y: 8,
+                        z: 1,
+                    },
+                    w.clone().into_tensor_arg(),
+                    d.into_tensor_arg(),
+                    scales.clone().into_tensor_arg(),
+                    zeros.clone().into_tensor_arg(),
+                    packed.clone().into_tensor_arg(),
+                    dims.rows,
+                    dims.cols,
+                    dims.group,
+                    dims.group_shift,
+                    dims.groups,
+                    dims.words_per_row,
+                    dims.bits,
+                    spec.scheme() == QuantScheme::Symmetric,
+                    dtype.into(),
+                );
+            }
         }
         Ok(QuantizedWeight {
             packed: Tensor::from_primitive(packed),
