@@ -8,7 +8,13 @@
 use crate::config::{Family, LayerAttention, ModelConfig, Positions};
 use crate::error::{ModelError, Result};
 use crate::naming::{tensor_name, Format, Role};
-use crate::nn::{attention::Attention, kv_cache::KvCache, mlp::Mlp, norm::Norm, rope::Rope};
+use crate::nn::{
+    attention::{attention_mask, Attention},
+    kv_cache::{capacity_for, KvCache},
+    mlp::Mlp,
+    norm::Norm,
+    rope::Rope,
+};
 use crate::source::{HostTensor, TensorSource};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::collections::BTreeMap;
@@ -464,16 +470,28 @@ impl<B: Backend> CausalLm<B> {
             .rope_local
             .as_ref()
             .map(|r| r.tables::<B>(start, t, &device));
+        // One mask per attention span, shared by its layers: every layer's cache has the
+        // same capacity after this step.
+        let capacity = capacity_for(start + t);
+        let mut masks: Vec<(LayerAttention, Option<Tensor<B, 4>>)> = Vec::new();
         for (i, block) in self.blocks.iter_mut().enumerate() {
-            let rope = match block.attn.span {
+            let span = block.attn.span;
+            let rope = match span {
                 LayerAttention::Global => rope_g.as_ref(),
                 LayerAttention::Local { .. } => rope_l.as_ref(),
+            };
+            let mask = match masks.iter().position(|(s, _)| *s == span) {
+                Some(j) => j,
+                None => {
+                    masks.push((span, attention_mask::<B>(span, start, t, capacity, &device)));
+                    masks.len() - 1
+                }
             };
             let a = block.attn.forward(
                 block.attn_norm.forward(h.clone()),
                 rope,
+                masks[mask].1.as_ref(),
                 cache.layer(i),
-                start,
             )?;
             let a = match &block.post_attn_norm {
                 Some(n) => n.forward(a),

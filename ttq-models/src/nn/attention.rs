@@ -3,7 +3,7 @@
 
 use super::{kv_cache::LayerCache, norm::Norm, rope::RopeTables};
 use crate::config::LayerAttention;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
 use ttq_core::QuantLinear;
 
@@ -34,16 +34,19 @@ pub struct Attention<B: Backend> {
 
 impl<B: Backend> Attention<B> {
     /// Attends from the `tokens` new positions (starting at absolute position `start`) to
-    /// every cached position and themselves.
+    /// every cached position and themselves. `mask` is [`attention_mask`] for this layer's
+    /// span, `start`, `tokens` and the cache's capacity after this step (the same for every
+    /// layer of a span, so the caller builds it once per forward).
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, hidden]`; returns `[batch, tokens, hidden]`
+    /// - `mask`: `[1, 1, tokens, capacity]`
     pub fn forward(
         &mut self,
         x: Tensor<B, 3>,
         rope: Option<&RopeTables<B>>,
+        mask: Option<&Tensor<B, 4>>,
         cache: &mut LayerCache<B>,
-        start: usize,
     ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
@@ -59,8 +62,8 @@ impl<B: Backend> Attention<B> {
             q = r.apply(q);
             k = r.apply(k);
         }
-        // `total` positions are filled, `capacity` allocated (the rest is masked below).
-        let (k, v, total) = cache.append(k, v);
+        // `filled` positions are filled, `capacity` allocated (the rest is masked below).
+        let (k, v, filled) = cache.append(k, v);
         let capacity = k.dims()[2];
         // Grouped-query attention without copying keys and values per query head: the `n`
         // query heads of a key/value head are consecutive, so `[b, h, t, hd]` regroups as
@@ -68,10 +71,23 @@ impl<B: Backend> Attention<B> {
         let n = h / kvh;
         let q = q.reshape([b, kvh, n * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, kvh, n·t, cap]
-        let scores = match self.mask(start, t, total, capacity, &scores.device()) {
-            Some(mask) => (scores.reshape([b, kvh, n, t, capacity]) + mask.unsqueeze_dim::<5>(0))
-                .reshape([b, kvh, n * t, capacity]),
-            None => scores,
+        let scores = match mask {
+            Some(mask) => {
+                if mask.dims() != [1, 1, t, capacity] {
+                    return Err(ModelError::Invalid(format!(
+                        "attention mask {:?} does not fit {t} tokens and a cache of {capacity}",
+                        mask.dims()
+                    )));
+                }
+                (scores.reshape([b, kvh, n, t, capacity]) + mask.clone().unsqueeze_dim::<5>(0))
+                    .reshape([b, kvh, n * t, capacity])
+            }
+            None if capacity == filled => scores,
+            None => {
+                return Err(ModelError::Invalid(format!(
+                    "no attention mask for a cache of {capacity} positions with {filled} filled"
+                )))
+            }
         };
         let probs = softmax(scores, 3);
         let out = probs
@@ -81,47 +97,47 @@ impl<B: Backend> Attention<B> {
             .reshape([b, t, h * hd]);
         Ok(self.o.forward(out)?)
     }
+}
 
-    /// Additive mask `[1, 1, tokens, capacity]`: 0 where visible, -inf elsewhere (in the
-    /// future, outside a local window, or not yet filled: positions `≥ total`); `None` when
-    /// every allocated position is visible (a decode step that fills the allocation exactly,
-    /// in a global layer or a local one whose window covers the cache).
-    fn mask(
-        &self,
-        start: usize,
-        tokens: usize,
-        total: usize,
-        capacity: usize,
-        device: &B::Device,
-    ) -> Option<Tensor<B, 4>> {
-        let all_visible = tokens == 1
-            && capacity == total
-            && match self.span {
-                LayerAttention::Global => true,
-                LayerAttention::Local { window } => total <= window,
-            };
-        if all_visible {
-            return None;
-        }
-        // Filled positions are `0..total` and `start + tokens == total`, so `j ≤ qpos` also
-        // hides the unfilled tail.
-        let mut m = vec![0f32; tokens * capacity];
-        for i in 0..tokens {
-            let qpos = start + i;
-            for j in 0..capacity {
-                let visible = j <= qpos
-                    && match self.span {
-                        LayerAttention::Global => true,
-                        LayerAttention::Local { window } => qpos - j < window,
-                    };
-                if !visible {
-                    m[i * capacity + j] = f32::NEG_INFINITY;
-                }
+/// Additive mask `[1, 1, tokens, capacity]`: 0 where visible, -inf elsewhere (in the
+/// future, outside a local window, or not yet filled: positions `≥ total`); `None` when
+/// every allocated position is visible (a decode step that fills the allocation exactly,
+/// in a global layer or a local one whose window covers the cache).
+pub fn attention_mask<B: Backend>(
+    span: LayerAttention,
+    start: usize,
+    tokens: usize,
+    capacity: usize,
+    device: &B::Device,
+) -> Option<Tensor<B, 4>> {
+    let total = start + tokens;
+    let all_visible = tokens == 1
+        && capacity == total
+        && match span {
+            LayerAttention::Global => true,
+            LayerAttention::Local { window } => total <= window,
+        };
+    if all_visible {
+        return None;
+    }
+    // Filled positions are `0..total` and `start + tokens == total`, so `j ≤ qpos` also
+    // hides the unfilled tail.
+    let mut m = vec![0f32; tokens * capacity];
+    for i in 0..tokens {
+        let qpos = start + i;
+        for j in 0..capacity {
+            let visible = j <= qpos
+                && match span {
+                    LayerAttention::Global => true,
+                    LayerAttention::Local { window } => qpos - j < window,
+                };
+            if !visible {
+                m[i * capacity + j] = f32::NEG_INFINITY;
             }
         }
-        Some(Tensor::from_data(
-            TensorData::new(m, [1, 1, tokens, capacity]),
-            device,
-        ))
     }
+    Some(Tensor::from_data(
+        TensorData::new(m, [1, 1, tokens, capacity]),
+        device,
+    ))
 }

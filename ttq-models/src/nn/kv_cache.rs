@@ -10,6 +10,13 @@ use burn::tensor::{backend::Backend, Tensor};
 /// per token on Gemma 3 270M, run 6 in docs/kernels.md).
 pub const KV_BLOCK: usize = 128;
 
+/// The allocated positions of a cache holding `filled`: whole [`KV_BLOCK`]s. Every layer's
+/// cache always has exactly this capacity, so callers can derive it (the attention masks
+/// are built once per forward from it).
+pub fn capacity_for(filled: usize) -> usize {
+    filled.div_ceil(KV_BLOCK) * KV_BLOCK
+}
+
 /// Cached keys and values of one layer, each `[batch, kv_heads, capacity, head_dim]`, of
 /// which the first `len` positions are filled (the rest are zeros).
 #[derive(Debug, Clone, Default)]
@@ -32,7 +39,7 @@ impl<B: Backend> LayerCache<B> {
         let (ck, cv) = match self.kv.take() {
             Some((ck, cv)) if ck.dims()[2] >= filled => (ck, cv),
             old => {
-                let capacity = filled.div_ceil(KV_BLOCK) * KV_BLOCK;
+                let capacity = capacity_for(filled);
                 let device = k.device();
                 let zeros = || Tensor::<B, 4>::zeros([b, h, capacity, d], &device);
                 match old {
@@ -122,6 +129,7 @@ mod tests {
             filled += p.dims()[2];
             assert_eq!(f, filled);
             assert_eq!(ck.dims()[2], filled.div_ceil(KV_BLOCK) * KV_BLOCK);
+            assert_eq!(ck.dims()[2], capacity_for(filled));
             k = Some(ck);
             v = Some(cv);
         }
