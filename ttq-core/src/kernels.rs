@@ -5,10 +5,13 @@
 //! The trait lives here rather than in `ttq-kernels` so that the dependency arrows keep
 //! pointing down (core ← kernels): `ttq-kernels` implements it for its own types.
 
+use crate::ops::{self, GateActivation};
 use crate::{group, ChannelStats, QuantError, QuantSpec, QuantizedWeight};
 use burn::tensor::{backend::Backend, Tensor};
 
-/// The operations TTQ runs on every prompt.
+/// The operations TTQ runs on every prompt, and the element-wise operations of a decoder
+/// layer between its matmuls (provided as Burn ops, see [`crate::ops`]; a backend with fused
+/// kernels overrides them: at decode time a layer is bound by its number of launches).
 pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
     /// A short name for logs and benchmarks.
     fn name(&self) -> &'static str;
@@ -44,6 +47,59 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
         q: &QuantizedWeight<B>,
         input_scale: Option<Tensor<B, 1>>,
     ) -> Result<Tensor<B, 2>, QuantError>;
+
+    /// RMSNorm of each row, statistics in f32 ([`ops::rms_norm`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[rows, d]`; `weight`: `[d]`; returns `[rows, d]`
+    fn rms_norm(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Tensor<B, 1>,
+        eps: f64,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        ops::rms_norm(x, weight, eps)
+    }
+
+    /// Rotate-half rotary embedding ([`ops::rope`]).
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, tokens, heads, head_dim]`; `cos`, `sin`: `[tokens, head_dim]`
+    fn rope(
+        &self,
+        x: Tensor<B, 4>,
+        cos: Tensor<B, 2>,
+        sin: Tensor<B, 2>,
+    ) -> Result<Tensor<B, 4>, QuantError> {
+        ops::rope(x, cos, sin)
+    }
+
+    /// `softmax(scale · scores + mask)` per row, mask row `r % t` for score row `r`
+    /// ([`ops::masked_softmax`]).
+    ///
+    /// # Shapes
+    /// - `scores`: `[rows, cols]`; `mask`: `[t, cols]`
+    fn masked_softmax(
+        &self,
+        scores: Tensor<B, 2>,
+        scale: f64,
+        mask: Option<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        ops::masked_softmax(scores, scale, mask)
+    }
+
+    /// `act(gate) ⊙ up` of a gated MLP ([`ops::gated`]).
+    ///
+    /// # Shapes
+    /// - `gate`, `up`: `[rows, d]`; returns `[rows, d]`
+    fn gated(
+        &self,
+        gate: Tensor<B, 2>,
+        up: Tensor<B, 2>,
+        act: GateActivation,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        ops::gated(gate, up, act)
+    }
 }
 
 /// Checks the shapes of a [`QuantKernels::matmul`] call.

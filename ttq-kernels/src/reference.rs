@@ -189,3 +189,98 @@ pub fn matmul(
     }
     y
 }
+
+/// RMSNorm of each row of `x` (`[rows, d]`): `x · (1 / sqrt(mean(x²) + eps)) · weight`, the
+/// mean accumulated in f64 (see `ttq_core::ops::rms_norm`).
+pub fn rms_norm(x: &[f32], d: usize, weight: &[f32], eps: f64) -> Vec<f32> {
+    assert_eq!(weight.len(), d, "weight must have d entries");
+    assert!(d > 0 && x.len().is_multiple_of(d), "x must be [rows, d]");
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(d) {
+        let ms = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / d as f64;
+        let r = 1.0 / (ms + eps).sqrt();
+        out.extend(
+            row.iter()
+                .zip(weight)
+                .map(|(&v, &w)| (f64::from(v) * r) as f32 * w),
+        );
+    }
+    out
+}
+
+/// Rotate-half RoPE of `x` (`[batch, tokens, heads, head_dim]`) with `cos` and `sin`
+/// (`[tokens, head_dim]`): element `i` of a head becomes `x_i · cos_i − x_{i+h} · sin_i` in
+/// the first half (`h = head_dim / 2`) and `x_i · cos_i + x_{i−h} · sin_i` in the second
+/// (see `ttq_core::ops::rope`).
+pub fn rope(x: &[f32], shape: [usize; 4], cos: &[f32], sin: &[f32]) -> Vec<f32> {
+    let [b, t, h, d] = shape;
+    assert_eq!(x.len(), b * t * h * d, "x must have the given shape");
+    assert!(d.is_multiple_of(2), "head_dim must be even");
+    assert_eq!(cos.len(), t * d, "cos must be [tokens, head_dim]");
+    assert_eq!(sin.len(), t * d, "sin must be [tokens, head_dim]");
+    let half = d / 2;
+    let mut out = vec![0f32; x.len()];
+    for (r, (head, o)) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+        let tok = (r / h) % t;
+        let (c, s) = (&cos[tok * d..(tok + 1) * d], &sin[tok * d..(tok + 1) * d]);
+        for i in 0..d {
+            let rotated = if i < half {
+                -head[i + half]
+            } else {
+                head[i - half]
+            };
+            o[i] = head[i] * c[i] + rotated * s[i];
+        }
+    }
+    out
+}
+
+/// `act(gate) ⊙ up`, element-wise, in f64 (see `ttq_core::ops::gated`).
+pub fn gated(gate: &[f32], up: &[f32], act: ttq_core::GateActivation) -> Vec<f32> {
+    assert_eq!(gate.len(), up.len(), "gate and up must have one shape");
+    gate.iter()
+        .zip(up)
+        .map(|(&g, &u)| {
+            let g = f64::from(g);
+            let a = match act {
+                ttq_core::GateActivation::Silu => g / (1.0 + (-g).exp()),
+                ttq_core::GateActivation::GeluTanh => {
+                    let c = (2.0 / std::f64::consts::PI).sqrt();
+                    0.5 * g * (1.0 + (c * (g + 0.044715 * g * g * g)).tanh())
+                }
+            };
+            (a * f64::from(u)) as f32
+        })
+        .collect()
+}
+
+/// `softmax(scale · scores + mask)` of each row of `scores` (`[rows, cols]`), mask row
+/// `r % t` for score row `r` (`mask`: `[t, cols]`), in f64 (see
+/// `ttq_core::ops::masked_softmax`).
+pub fn masked_softmax(
+    scores: &[f32],
+    cols: usize,
+    scale: f64,
+    mask: Option<(&[f32], usize)>,
+) -> Vec<f32> {
+    assert!(
+        cols > 0 && scores.len().is_multiple_of(cols),
+        "scores must be [rows, cols]"
+    );
+    let mut out = Vec::with_capacity(scores.len());
+    for (r, row) in scores.chunks_exact(cols).enumerate() {
+        let v: Vec<f64> = row
+            .iter()
+            .enumerate()
+            .map(|(c, &s)| {
+                let m = mask.map_or(0.0, |(m, t)| f64::from(m[(r % t) * cols + c]));
+                scale * f64::from(s) + m
+            })
+            .collect();
+        let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = v.iter().map(|x| (x - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        out.extend(e.iter().map(|x| (x / sum) as f32));
+    }
+    out
+}

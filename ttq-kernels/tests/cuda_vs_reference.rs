@@ -30,7 +30,9 @@ use burn_cubecl::FloatElement;
 use common::random;
 use proptest::prelude::*;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use ttq_core::{tensor_io::to_f32_vec, GroupSize, QuantKernels, QuantScheme, QuantSpec};
+use ttq_core::{
+    tensor_io::to_f32_vec, GateActivation, GroupSize, QuantKernels, QuantScheme, QuantSpec,
+};
 use ttq_kernels::{
     cpu::{from_host, to_host},
     cuda::DEFAULT_GEMV_MAX_TOKENS,
@@ -522,4 +524,316 @@ fn bad_shapes_are_errors() {
         .matmul(x.clone(), &q, Some(t1::<f32>(vec![1.0; 3])))
         .is_err());
     assert!(k.matmul(x, &q, None).is_ok());
+}
+
+/// The f32 work that `bad_shapes_are_errors` does, which makes the f16 dequantize + Burn
+/// matmul path go wrong later in the same process (docs/kernels.md, run 6, calls 9-12).
+fn f32_warm_up() {
+    let k = CudaKernels::default();
+    let spec = QuantSpec::asymmetric(4, 32).unwrap();
+    let q = k
+        .quantize(t2::<f32>(random(1, 8 * 64, 0), [8, 64]), None, &spec)
+        .unwrap();
+    let y = k.matmul(t2::<f32>(random(2, 2 * 64, 0), [2, 64]), &q, None);
+    let _ = to_f32_vec(y.expect("valid shapes"));
+}
+
+/// Each step of the f16 `DequantMatmul` path on its own, after the f32 warm-up that makes
+/// the whole path fail (`dense_dequant_matmul_f16`'s first case, same seeds): which step
+/// gives the wrong value. Ignored like that test; run with `--include-ignored`.
+#[test]
+#[ignore = "diagnoses the state-dependent f16 fault of the DequantMatmul path (run 6)"]
+fn dense_dequant_f16_steps_after_f32_work() {
+    f32_warm_up();
+    let kernels = CudaKernels::default();
+    let spec = QuantSpec::asymmetric(4, 128).unwrap();
+    let (tokens, rows, cols) = (17, 1, 576);
+    let w = random(31, rows * cols, 0);
+    let hq = reference::quantize(&w, rows, cols, None, &spec);
+    let q = from_host::<CudaBackend<f16>>(hq, &device());
+    let x = t2::<f16>(random(32, tokens * cols, 13), [tokens, cols]);
+    let s = t1::<f16>(positive(33, cols));
+    let (x_h, s_h) = (to_f32_vec(x.clone()), to_f32_vec(s.clone()));
+    let mut failures = Vec::new();
+
+    // 1. The transposed dequantization.
+    let deq = reference::dequantize(&to_host(&q)); // [rows, cols]
+    let wt = kernels.dequantize_transposed(&q).expect("valid weight");
+    assert_eq!(wt.dims(), [cols, rows]);
+    let wt_h = to_f32_vec(wt.clone());
+    let mut wt_want = vec![0f32; cols * rows];
+    for r in 0..rows {
+        for c in 0..cols {
+            wt_want[c * rows + r] = deq[r * cols + c];
+        }
+    }
+    if let Err(e) = close("step 1 dequantize_t f16", &wt_h, &wt_want, 1e-3) {
+        failures.push(e.to_string());
+    }
+    // 2. Burn's f16 `x ⊙ s` with a broadcast row.
+    let xs = x.clone() * s.clone().unsqueeze_dim(0);
+    let xs_h = to_f32_vec(xs.clone());
+    let xs_want: Vec<f32> = x_h
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * s_h[i % cols])
+        .collect();
+    if let Err(e) = close("step 2 burn f16 x*s", &xs_h, &xs_want, 1e-3) {
+        failures.push(e.to_string());
+    }
+    // 3. The element-wise product and sum over the device's own operands.
+    let prod = xs.unsqueeze_dim::<3>(2) * wt.unsqueeze_dim::<3>(0);
+    let y3 = to_f32_vec(prod.sum_dim(1).reshape([tokens, rows]));
+    let mut y3_want = vec![0f32; tokens * rows];
+    for t in 0..tokens {
+        for r in 0..rows {
+            y3_want[t * rows + r] = (0..cols)
+                .map(|c| xs_h[t * cols + c] * wt_h[c * rows + r])
+                .sum();
+        }
+    }
+    if let Err(e) = close("step 3 burn f16 product + sum", &y3, &y3_want, 1e-2) {
+        failures.push(e.to_string());
+    }
+    // 4. The whole path.
+    let dense = CudaKernels {
+        dense_variant: DenseVariant::DequantMatmul,
+        ..CudaKernels::default()
+    };
+    let want = reference::matmul(&x_h, tokens, &to_host(&q), Some(&s_h));
+    let y = to_f32_vec(dense.matmul(x, &q, Some(s)).expect("valid shapes"));
+    if let Err(e) = close("step 4 whole DequantMatmul path", &y, &want, 1e-2) {
+        failures.push(e.to_string());
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Fused RMSNorm against the reference, f32 and f16, on widths below, at and above the
+/// plane and cube sizes, with outliers (squares that overflow f16 are summed in f32).
+#[test]
+fn rms_norm_matches_reference() {
+    let k = CudaKernels::default();
+    for (rows, d) in [
+        (1, 4096),
+        (3, 1),
+        (7, 100),
+        (40, 128),
+        (2, 2560),
+        (65, 33),
+        (5, 1030),
+    ] {
+        let x = random(rows as u64, rows * d, 5);
+        let w = random(d as u64 + 1, d, 0);
+        for f16 in [false, true] {
+            poison(rows * d * 4);
+            let (got, x_dev, w_dev) = if f16 {
+                let (xt, wt) = (t2::<f16>(x.clone(), [rows, d]), t1::<f16>(w.clone()));
+                let (xh, wh) = (to_f32_vec(xt.clone()), to_f32_vec(wt.clone()));
+                (to_f32_vec(k.rms_norm(xt, wt, 1e-6).unwrap()), xh, wh)
+            } else {
+                let (xt, wt) = (t2::<f32>(x.clone(), [rows, d]), t1::<f32>(w.clone()));
+                (
+                    to_f32_vec(k.rms_norm(xt, wt, 1e-6).unwrap()),
+                    x.clone(),
+                    w.clone(),
+                )
+            };
+            let want = reference::rms_norm(&x_dev, d, &w_dev, 1e-6);
+            let rel = if f16 { 2e-3 } else { 1e-5 };
+            close(&format!("rms norm {rows}x{d} f16={f16}"), &got, &want, rel)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Fused RoPE against the reference, f32 and f16; the last shape has more rows than a grid
+/// dimension holds (the kernel strides over them).
+#[test]
+fn rope_matches_reference() {
+    let k = CudaKernels::default();
+    for shape in [
+        [1, 1, 32, 128],
+        [1, 5, 3, 6],
+        [2, 3, 4, 66],
+        [1, 17, 8, 256],
+        [1, 70_000, 1, 4],
+    ] {
+        let [b, t, h, d] = shape;
+        let x = random(d as u64, b * t * h * d, 0);
+        let angles = random(t as u64, t * d, 0);
+        let cos: Vec<f32> = angles.iter().map(|a| (a * 3.0).cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| (a * 3.0).sin()).collect();
+        for f16 in [false, true] {
+            poison(x.len() * 4);
+            let data = |v: &Vec<f32>, s: [usize; 4]| TensorData::new(v.clone(), s);
+            let (got, host) = if f16 {
+                let xt = Tensor::<CudaBackend<f16>, 4>::from_data(
+                    data(&x, shape).convert::<f16>(),
+                    &device(),
+                );
+                let (ct, st) = (
+                    t2::<f16>(cos.clone(), [t, d]),
+                    t2::<f16>(sin.clone(), [t, d]),
+                );
+                let host = (
+                    to_f32_vec(xt.clone()),
+                    to_f32_vec(ct.clone()),
+                    to_f32_vec(st.clone()),
+                );
+                (to_f32_vec(k.rope(xt, ct, st).unwrap()), host)
+            } else {
+                let xt = Tensor::<CudaBackend<f32>, 4>::from_data(data(&x, shape), &device());
+                let (ct, st) = (
+                    t2::<f32>(cos.clone(), [t, d]),
+                    t2::<f32>(sin.clone(), [t, d]),
+                );
+                (
+                    to_f32_vec(k.rope(xt, ct, st).unwrap()),
+                    (x.clone(), cos.clone(), sin.clone()),
+                )
+            };
+            let want = reference::rope(&host.0, shape, &host.1, &host.2);
+            let rel = if f16 { 2e-3 } else { 1e-6 };
+            close(&format!("rope {shape:?} f16={f16}"), &got, &want, rel)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// Fused gated activations against the reference; the largest case has more elements than
+/// the grid's threads (the kernel strides over them).
+#[test]
+fn gated_matches_reference() {
+    let k = CudaKernels::default();
+    for (rows, d) in [(1, 1), (3, 1000), (1, 9728), (4097, 4097)] {
+        let g: Vec<f32> = random(d as u64, rows * d, 0)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect();
+        let u = random(rows as u64, rows * d, 0);
+        for act in [GateActivation::Silu, GateActivation::GeluTanh] {
+            for f16 in [false, true] {
+                if f16 && rows * d > 1 << 20 {
+                    continue;
+                }
+                poison(rows * d * 4);
+                let (got, gh, uh) = if f16 {
+                    let (gt, ut) = (
+                        t2::<f16>(g.clone(), [rows, d]),
+                        t2::<f16>(u.clone(), [rows, d]),
+                    );
+                    let (gh, uh) = (to_f32_vec(gt.clone()), to_f32_vec(ut.clone()));
+                    (to_f32_vec(k.gated(gt, ut, act).unwrap()), gh, uh)
+                } else {
+                    let (gt, ut) = (
+                        t2::<f32>(g.clone(), [rows, d]),
+                        t2::<f32>(u.clone(), [rows, d]),
+                    );
+                    (
+                        to_f32_vec(k.gated(gt, ut, act).unwrap()),
+                        g.clone(),
+                        u.clone(),
+                    )
+                };
+                let want = reference::gated(&gh, &uh, act);
+                let rel = if f16 { 2e-3 } else { 1e-5 };
+                close(
+                    &format!("gated {act:?} {rows}x{d} f16={f16}"),
+                    &got,
+                    &want,
+                    rel,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn decoder_ops_bad_operands_are_errors() {
+    let k = CudaKernels::default();
+    assert!(k
+        .rms_norm(
+            t2::<f32>(vec![1.0; 6], [2, 3]),
+            t1::<f32>(vec![1.0; 2]),
+            1e-6
+        )
+        .is_err());
+    let x = Tensor::<CudaBackend<f32>, 4>::from_data(
+        TensorData::new(vec![1f32; 12], [1, 2, 2, 3]),
+        &device(),
+    );
+    assert!(k
+        .rope(
+            x,
+            t2::<f32>(vec![1.0; 6], [2, 3]),
+            t2::<f32>(vec![0.0; 6], [2, 3])
+        )
+        .is_err());
+    assert!(k
+        .gated(
+            t2::<f32>(vec![1.0; 6], [2, 3]),
+            t2::<f32>(vec![1.0; 6], [3, 2]),
+            GateActivation::Silu
+        )
+        .is_err());
+}
+
+/// Fused scaled, masked softmax against the reference, f32 and f16, with and without a
+/// mask (causal with an unfilled tail, as the attention builds it) and row widths below
+/// and above a cube's threads.
+#[test]
+fn masked_softmax_matches_reference() {
+    let k = CudaKernels::default();
+    for (t, groups, cols) in [
+        (1, 32, 128),
+        (5, 4, 7),
+        (3, 2, 1000),
+        (17, 8, 256),
+        (1, 1, 1),
+    ] {
+        let rows = t * groups;
+        let scores: Vec<f32> = random(cols as u64, rows * cols, 0)
+            .iter()
+            .map(|v| v * 40.0)
+            .collect();
+        let start = cols.saturating_sub(t + cols / 3);
+        let mask: Vec<f32> = (0..t * cols)
+            .map(|i| {
+                if i % cols <= start + i / cols {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+            .collect();
+        for f16 in [false, true] {
+            for masked in [false, true] {
+                poison(rows * cols * 4);
+                let (got, sh) = if f16 {
+                    let st = t2::<f16>(scores.clone(), [rows, cols]);
+                    let m = masked.then(|| t2::<f16>(mask.clone(), [t, cols]));
+                    let sh = to_f32_vec(st.clone());
+                    (to_f32_vec(k.masked_softmax(st, 0.088, m).unwrap()), sh)
+                } else {
+                    let st = t2::<f32>(scores.clone(), [rows, cols]);
+                    let m = masked.then(|| t2::<f32>(mask.clone(), [t, cols]));
+                    (
+                        to_f32_vec(k.masked_softmax(st, 0.088, m).unwrap()),
+                        scores.clone(),
+                    )
+                };
+                let m = masked.then_some((&mask[..], t));
+                let want = reference::masked_softmax(&sh, cols, 0.088, m);
+                let rel = if f16 { 2e-3 } else { 1e-5 };
+                close(
+                    &format!("softmax {rows}x{cols} t={t} f16={f16} masked={masked}"),
+                    &got,
+                    &want,
+                    rel,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
 }

@@ -19,7 +19,9 @@ use crate::source::{HostTensor, TensorSource};
 use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use ttq_core::{CalibrationPolicy, CalibrationStats, QuantKernels, QuantLinear, QuantMethod};
+use ttq_core::{
+    CalibrationPolicy, CalibrationStats, QuantKernels, QuantLinear, QuantMethod, TensorOpsKernels,
+};
 
 /// One decoder block.
 #[derive(Debug, Clone)]
@@ -59,6 +61,9 @@ pub struct CausalLm<B: Backend> {
     lm_head_t: Tensor<B, 2>,
     rope_global: Option<Rope>,
     rope_local: Option<Rope>,
+    /// The kernels of the norms, RoPE and gated activations ([`Self::set_kernels`]; Burn
+    /// ops until then).
+    ops: Arc<dyn QuantKernels<B>>,
 }
 
 /// Where [`Loader`] takes weights from.
@@ -398,6 +403,7 @@ impl<B: Backend> CausalLm<B> {
             lm_head_t: Tensor::from_data(lm_head.transpose().into_data(), device),
             rope_global,
             rope_local,
+            ops: Arc::new(TensorOpsKernels),
         })
     }
 
@@ -487,20 +493,24 @@ impl<B: Backend> CausalLm<B> {
                     masks.len() - 1
                 }
             };
+            let ops = self.ops.as_ref();
             let a = block.attn.forward(
-                block.attn_norm.forward(h.clone()),
+                block.attn_norm.forward(h.clone(), ops)?,
                 rope,
                 masks[mask].1.as_ref(),
                 cache.layer(i),
+                ops,
             )?;
             let a = match &block.post_attn_norm {
-                Some(n) => n.forward(a),
+                Some(n) => n.forward(a, ops)?,
                 None => a,
             };
             h = h + a;
-            let m = block.mlp.forward(block.ffn_norm.forward(h.clone()))?;
+            let m = block
+                .mlp
+                .forward(block.ffn_norm.forward(h.clone(), ops)?, ops)?;
             let m = match &block.post_ffn_norm {
-                Some(n) => n.forward(m),
+                Some(n) => n.forward(m, ops)?,
                 None => m,
             };
             h = h + m;
@@ -510,7 +520,7 @@ impl<B: Backend> CausalLm<B> {
             Logits::All => h,
             Logits::Last => h.slice([0..1, t - 1..t, 0..self.config.hidden]),
         };
-        let h = self.final_norm.forward(h);
+        let h = self.final_norm.forward(h, self.ops.as_ref())?;
         let [_, rows, hidden] = h.dims();
         let out = h.reshape([rows, hidden]).matmul(self.lm_head_t.clone());
         Ok(out.unsqueeze_dim(0))
@@ -602,11 +612,13 @@ impl<B: Backend> CausalLm<B> {
         }
     }
 
-    /// Runs the quantization hot paths with `kernels` in every layer.
+    /// Runs the quantization hot paths with `kernels` in every layer, and the norms, RoPE
+    /// and gated activations with its fused versions.
     pub fn set_kernels(&mut self, kernels: Arc<dyn QuantKernels<B>>) -> Result<()> {
         for (_, l) in self.linears_mut() {
             l.set_kernels(kernels.clone())?;
         }
+        self.ops = kernels;
         Ok(())
     }
 

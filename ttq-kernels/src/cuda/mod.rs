@@ -10,7 +10,8 @@
 //! | `quantize` | [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused, one cube per row |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
 //! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a plane-per-rows GEMV |
-//! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul | dequantized straight into `[cols, rows]` |
+//! | `matmul`, more tokens | [`kernels::gemm_cmma_kernel`] on f16, [`kernels::dequantize_t_kernel`] + Burn's dense matmul on f32 | see [`DenseVariant`] |
+//! | `rms_norm`, `rope`, `masked_softmax`, `gated` | [`decoder_ops`] | one launch each instead of six to eight Burn ops |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
 //! `ttq_core::group`), and the kernels read them as f32 (a weight quantized elsewhere with
@@ -20,6 +21,7 @@
 //! Degenerate shapes (a zero dimension) go through [`TensorOpsKernels`], which handles them
 //! without launching anything of ours.
 
+pub mod decoder_ops;
 pub mod kernels;
 
 use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
@@ -31,8 +33,8 @@ use burn_cubecl::{
 };
 use cubecl::prelude::{CubeCount, CubeDim};
 use ttq_core::{
-    group::check_col_scale, kernels::check_matmul_shapes, ChannelStats, PackLayout, QuantError,
-    QuantKernels, QuantScheme, QuantSpec, QuantizedWeight, TensorOpsKernels,
+    group::check_col_scale, kernels::check_matmul_shapes, ChannelStats, GateActivation, PackLayout,
+    QuantError, QuantKernels, QuantScheme, QuantSpec, QuantizedWeight, TensorOpsKernels,
 };
 
 /// Burn's CUDA backend without fusion: the backend these kernels run on.
@@ -167,6 +169,25 @@ impl Default for CudaKernels {
 }
 
 type Cb<R, F> = CubeBackend<R, F, i32, u8>;
+
+impl CudaKernels {
+    /// The dense weight of `q`, transposed to a contiguous `[cols, rows]` in `F`: the right
+    /// operand that the `DenseVariant::DequantMatmul` path hands to Burn's matmul
+    /// ([`kernels::dequantize_t_kernel`]). Public so that the GPU tests can check it on its
+    /// own.
+    pub fn dequantize_transposed<R: CubeRuntime, F: FloatElement>(
+        &self,
+        q: &QuantizedWeight<Cb<R, F>>,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        let [rows, cols] = q.shape;
+        let dims = WeightDims::new(q.shape, &q.spec)?;
+        u32_of(rows.saturating_mul(cols), "weight elements")?;
+        if rows == 0 || cols == 0 {
+            return Ok(TensorOpsKernels.dequantize(q).transpose());
+        }
+        Ok(wrap_float(dequantize_t_prim::<R, F>(q, &dims, F::dtype())))
+    }
+}
 
 /// The contiguous `CubeTensor` behind a float tensor, converted to `dtype`.
 fn float_prim<R: CubeRuntime, F: FloatElement, const D: usize>(
@@ -466,6 +487,42 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             return Ok(prod.sum_dim(1).reshape([tokens, dims.rows as usize]));
         }
         Ok(x.matmul(wt))
+    }
+
+    fn rms_norm(
+        &self,
+        x: Tensor<Cb<R, F>, 2>,
+        weight: Tensor<Cb<R, F>, 1>,
+        eps: f64,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        decoder_ops::rms_norm(x, weight, eps)
+    }
+
+    fn rope(
+        &self,
+        x: Tensor<Cb<R, F>, 4>,
+        cos: Tensor<Cb<R, F>, 2>,
+        sin: Tensor<Cb<R, F>, 2>,
+    ) -> Result<Tensor<Cb<R, F>, 4>, QuantError> {
+        decoder_ops::rope(x, cos, sin)
+    }
+
+    fn masked_softmax(
+        &self,
+        scores: Tensor<Cb<R, F>, 2>,
+        scale: f64,
+        mask: Option<Tensor<Cb<R, F>, 2>>,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        decoder_ops::masked_softmax(scores, scale, mask)
+    }
+
+    fn gated(
+        &self,
+        gate: Tensor<Cb<R, F>, 2>,
+        up: Tensor<Cb<R, F>, 2>,
+        act: GateActivation,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        decoder_ops::gated(gate, up, act)
     }
 }
 

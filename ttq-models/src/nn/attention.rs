@@ -4,8 +4,8 @@
 use super::{kv_cache::LayerCache, norm::Norm, rope::RopeTables};
 use crate::config::LayerAttention;
 use crate::error::{ModelError, Result};
-use burn::tensor::{activation::softmax, backend::Backend, Tensor, TensorData};
-use ttq_core::QuantLinear;
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use ttq_core::{QuantKernels, QuantLinear};
 
 /// The attention sub-layer of one block.
 #[derive(Debug, Clone)]
@@ -36,7 +36,9 @@ impl<B: Backend> Attention<B> {
     /// Attends from the `tokens` new positions (starting at absolute position `start`) to
     /// every cached position and themselves. `mask` is [`attention_mask`] for this layer's
     /// span, `start`, `tokens` and the cache's capacity after this step (the same for every
-    /// layer of a span, so the caller builds it once per forward).
+    /// layer of a span, so the caller builds it once per forward). The q/k norms and RoPE
+    /// run as `ops`' fused kernels, on the projections' own `[batch, tokens, heads,
+    /// head_dim]` layout (contiguous: no copy before them).
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, hidden]`; returns `[batch, tokens, hidden]`
@@ -47,21 +49,24 @@ impl<B: Backend> Attention<B> {
         rope: Option<&RopeTables<B>>,
         mask: Option<&Tensor<B, 4>>,
         cache: &mut LayerCache<B>,
+        ops: &dyn QuantKernels<B>,
     ) -> Result<Tensor<B, 3>> {
         let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.heads, self.kv_heads, self.head_dim);
-        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let mut q = heads(self.q.forward(x.clone())?, h); // [b, h, t, hd]
+        let heads = |y: Tensor<B, 3>, n: usize| y.reshape([b, t, n, hd]);
+        let mut q = heads(self.q.forward(x.clone())?, h); // [b, t, h, hd]
         let mut k = heads(self.k.forward(x.clone())?, kvh);
-        let v = heads(self.v.forward(x)?, kvh);
+        let v = heads(self.v.forward(x)?, kvh).swap_dims(1, 2); // [b, kvh, t, hd]
         if let Some((qn, kn)) = &self.qk_norm {
-            q = qn.forward(q);
-            k = kn.forward(k);
+            q = qn.forward(q, ops)?;
+            k = kn.forward(k, ops)?;
         }
         if let Some(r) = rope {
-            q = r.apply(q);
-            k = r.apply(k);
+            q = r.apply(q, ops)?;
+            k = r.apply(k, ops)?;
         }
+        let q = q.swap_dims(1, 2); // [b, h, t, hd]
+        let k = k.swap_dims(1, 2);
         // `filled` positions are filled, `capacity` allocated (the rest is masked below).
         let (k, v, filled) = cache.append(k, v);
         let capacity = k.dims()[2];
@@ -70,8 +75,8 @@ impl<B: Backend> Attention<B> {
         // `[b, kvh, n · t, hd]` and multiplies that head's keys directly.
         let n = h / kvh;
         let q = q.reshape([b, kvh, n * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale); // [b, kvh, n·t, cap]
-        let scores = match mask {
+        let scores = q.matmul(k.swap_dims(2, 3)); // [b, kvh, n·t, capacity]
+        let mask = match mask {
             Some(mask) => {
                 if mask.dims() != [1, 1, t, capacity] {
                     return Err(ModelError::Invalid(format!(
@@ -79,17 +84,24 @@ impl<B: Backend> Attention<B> {
                         mask.dims()
                     )));
                 }
-                (scores.reshape([b, kvh, n, t, capacity]) + mask.clone().unsqueeze_dim::<5>(0))
-                    .reshape([b, kvh, n * t, capacity])
+                Some(mask.clone().reshape([t, capacity]))
             }
-            None if capacity == filled => scores,
+            None if capacity == filled => None,
             None => {
                 return Err(ModelError::Invalid(format!(
                     "no attention mask for a cache of {capacity} positions with {filled} filled"
                 )))
             }
         };
-        let probs = softmax(scores, 3);
+        // Score rows are (batch, kv head, query head of the group, token), token fastest:
+        // row `r` takes mask row `r % t`.
+        let probs = ops
+            .masked_softmax(
+                scores.reshape([b * kvh * n * t, capacity]),
+                self.scale,
+                mask,
+            )?
+            .reshape([b, kvh, n * t, capacity]);
         let out = probs
             .matmul(v) // [b, kvh, n·t, hd]
             .reshape([b, h, t, hd])

@@ -2,12 +2,8 @@
 
 use crate::config::MlpKind;
 use crate::error::Result;
-use burn::tensor::{
-    activation::{relu, silu},
-    backend::Backend,
-    Tensor,
-};
-use ttq_core::QuantLinear;
+use burn::tensor::{activation::relu, backend::Backend, Tensor};
+use ttq_core::{GateActivation, QuantKernels, QuantLinear};
 
 /// The MLP of one block.
 #[derive(Debug, Clone)]
@@ -22,26 +18,29 @@ pub struct Mlp<B: Backend> {
     pub down: QuantLinear<B>,
 }
 
-/// `0.5 x (1 + tanh(sqrt(2/π) (x + 0.044715 x³)))`, the tanh approximation of GELU.
-pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let c = (2.0f64 / std::f64::consts::PI).sqrt();
-    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
-    x.clone().mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
-}
-
 impl<B: Backend> Mlp<B> {
+    /// The gated kinds run `ops`' fused [`QuantKernels::gated`] (one launch on CUDA).
+    ///
     /// # Shapes
     /// - `x`: `[batch, tokens, hidden]`; returns the same shape
-    pub fn forward(&mut self, x: Tensor<B, 3>) -> Result<Tensor<B, 3>> {
-        let inner = match (self.kind, &mut self.gate) {
-            (MlpKind::Relu, _) => relu(self.up.forward(x)?),
-            (MlpKind::SwiGlu, Some(gate)) => silu(gate.forward(x.clone())?) * self.up.forward(x)?,
-            (MlpKind::GeGluTanh, Some(gate)) => {
-                gelu_tanh(gate.forward(x.clone())?) * self.up.forward(x)?
+    pub fn forward(&mut self, x: Tensor<B, 3>, ops: &dyn QuantKernels<B>) -> Result<Tensor<B, 3>> {
+        let act = match self.kind {
+            MlpKind::Relu => None,
+            MlpKind::SwiGlu => Some(GateActivation::Silu),
+            MlpKind::GeGluTanh => Some(GateActivation::GeluTanh),
+        };
+        let inner = match (act, &mut self.gate) {
+            (None, _) => relu(self.up.forward(x)?),
+            (Some(act), Some(gate)) => {
+                let g = gate.forward(x.clone())?;
+                let [b, t, d] = g.dims();
+                let u = self.up.forward(x)?.reshape([b * t, d]);
+                ops.gated(g.reshape([b * t, d]), u, act)?.reshape([b, t, d])
             }
-            (kind, None) => {
+            (Some(_), None) => {
                 return Err(crate::ModelError::Invalid(format!(
-                    "{kind:?} MLP built without a gate projection"
+                    "{:?} MLP built without a gate projection",
+                    self.kind
                 )))
             }
         };

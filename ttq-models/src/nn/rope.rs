@@ -1,6 +1,8 @@
 //! Rotary position embeddings, rotate-half convention (Hugging Face's Llama, Qwen, Gemma).
 
+use crate::error::Result;
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+use ttq_core::QuantKernels;
 
 /// Frequencies of one RoPE base.
 #[derive(Debug, Clone)]
@@ -8,11 +10,11 @@ pub struct Rope {
     inv_freq: Vec<f64>,
 }
 
-/// `cos` and `sin` tables for a run of positions, each `[1, 1, tokens, head_dim]`.
+/// `cos` and `sin` tables for a run of positions, each `[tokens, head_dim]`.
 #[derive(Debug, Clone)]
 pub struct RopeTables<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    cos: Tensor<B, 2>,
+    sin: Tensor<B, 2>,
 }
 
 impl Rope {
@@ -45,7 +47,7 @@ impl Rope {
                 }
             }
         }
-        let make = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [1, 1, tokens, dim]), device);
+        let make = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [tokens, dim]), device);
         RopeTables {
             cos: make(cos),
             sin: make(sin),
@@ -54,16 +56,11 @@ impl Rope {
 }
 
 impl<B: Backend> RopeTables<B> {
-    /// Rotates `x` by its positions.
+    /// Rotates `x` by its positions with `ops`' fused [`QuantKernels::rope`].
     ///
     /// # Shapes
-    /// - `x`: `[batch, heads, tokens, head_dim]`
-    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, h, t, d] = x.dims();
-        let half = d / 2;
-        let x1 = x.clone().slice([0..b, 0..h, 0..t, 0..half]);
-        let x2 = x.clone().slice([0..b, 0..h, 0..t, half..d]);
-        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+    /// - `x`: `[batch, tokens, heads, head_dim]`
+    pub fn apply(&self, x: Tensor<B, 4>, ops: &dyn QuantKernels<B>) -> Result<Tensor<B, 4>> {
+        Ok(ops.rope(x, self.cos.clone(), self.sin.clone())?)
     }
 }
