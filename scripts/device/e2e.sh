@@ -7,6 +7,20 @@
 #   e2e.sh decode  BIN OUT GEMMA  the tests, `ttq bench decode` (Qwen3-8B shape with random
 #                                 weights, f16; Gemma 3 270M, f32) and `ttq generate`
 #   e2e.sh bench   BIN OUT GEMMA  `ttq bench decode` again and the remaining property tests
+#   e2e.sh fused   BIN OUT        the tests with the fused decoder ops, the f16 dense-path
+#                                 diagnosis, `bench decode` fused against unfused (Qwen3-8B
+#                                 and Gemma 3 270M shapes, random weights), launch counts
+#   e2e.sh fold    BIN OUT        the whole suite with the f16 dense path as the default
+#                                 (input scale folded into the dequantized weight), the
+#                                 kernel table's prefill columns, decode A/B again, torch
+#   e2e.sh s6      BIN OUT        session 6: the f16 dense-path diagnosis, the whole suite,
+#                                 `bench kernels` (host- and device-timed) with a GEMV tile
+#                                 sweep, and the torch peers
+#   e2e.sh s6b     BIN OUT        session 6: `bench decode` fused / unfused on the Qwen3-8B
+#                                 shape and torch's decode
+#   e2e.sh s6pf    BIN OUT        session 6: which Burn f16 op fails after f32 work, the GEMV
+#                                 tile tests with prefetching, and a device-timed tile sweep
+# The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
 # writes its own file under OUT; a failing step does not stop the others.
@@ -113,6 +127,83 @@ case $part in
       --dtype f16 --methods fp --prompt-tokens 64 --new-tokens 4 --runs 1
     step tests_rest 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
       matmul_matches quantize_and stats_match
+    ;;
+  fused)
+    # Session 5: fused RMSNorm / RoPE / masked softmax / gated activation.
+    step tests 220 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step diag_f16_dense 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      --include-ignored dense_dequant_f16_steps_after_f32_work
+    for ops in fused unfused; do
+      flag=""; [ $ops = unfused ] && flag="--unfused-ops"
+      step "decode_qwen3_8b_f16_$ops" 100 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
+      step "decode_gemma_f32_$ops" 50 "$bin/ttq" bench decode --random-weights gemma3-270m \
+        --backend cuda --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 64 --runs 3 $flag --json "$out/decode_gemma_f32_$ops.json"
+    done
+    # Every launch of a short TTQ decode (prefill 16 tokens, 4 new), fused ops.
+    CUBECL_DEBUG_LOG="$out/profile_decode.log" CUBECL_DEBUG_OPTION=profile \
+      step profile_decode 40 "$bin/ttq" bench decode --random-weights gemma3-270m \
+      --backend cuda --dtype f32 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
+      --new-tokens 4 --runs 1
+    gzip -f "$out/profile_decode.log"
+    step torch_decode_qwen3_8b 60 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    ;;
+  fold)
+    step diag_f16_dense 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      --include-ignored dense_dequant_f16_steps_after_f32_work
+    step tests 240 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step bench_kernels 100 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --tokens 1,2048 --reps 5
+    for ops in fused unfused; do
+      flag=""; [ $ops = unfused ] && flag="--unfused-ops"
+      step "decode_qwen3_8b_f16_$ops" 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
+    done
+    CUBECL_DEBUG_LOG="$out/profile_decode.log" CUBECL_DEBUG_OPTION=profile \
+      step profile_decode 40 "$bin/ttq" bench decode --random-weights gemma3-270m \
+      --backend cuda --dtype f32 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
+      --new-tokens 4 --runs 1
+    gzip -f "$out/profile_decode.log"
+    CUBECL_DEBUG_LOG="$out/profile_decode_qwen3_8b.log" CUBECL_DEBUG_OPTION=profile \
+      step profile_decode_qwen3_8b 40 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
+      --new-tokens 4 --runs 1
+    gzip -f "$out/profile_decode_qwen3_8b.log"
+    step torch_decode_qwen3_8b 60 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    ;;
+  s6)
+    step diag_f16_dense 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      --include-ignored dense_dequant_f16_steps_after_f32_work
+    step tests 230 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step bench_kernels 140 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    step bench_tiles 60 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
+      --shapes 4096x14336,14336x4096 --tokens 1 --reps 9 \
+      --gemv-tiles 8:4:2,8:8:2,8:16:1,4:8:2,4:16:2,2:16:2,16:8:2,16:4:2
+    ;;
+  s6pf)
+    step diag_burn_f16 60 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      --include-ignored burn_f16_ops_after_f32_work
+    step tests_gemv 120 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_tiles gemv_token_counts matmul_matches_f16
+    step bench_tiles 150 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
+      --shapes 4096x14336,14336x4096,4096x4096 --tokens 1,4,16 --reps 15 \
+      --gemv-tiles 8:4:2:pf,8:16:1,8:16:1:pf,4:8:2:pf,16:8:2:pf,8:8:2:pf,4:4:2:pf
+    ;;
+  s6b)
+    for ops in fused unfused; do
+      flag=""; [ $ops = unfused ] && flag="--unfused-ops"
+      step "decode_qwen3_8b_f16_$ops" 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
+    done
+    step torch_decode_qwen3_8b 70 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -79,10 +79,14 @@ fn assert_each_fails(base: &[&str], cases: &[(&[&str], &str)]) {
 #[test]
 fn impossible_runtime_combinations_are_clear_errors() {
     let config = fixture_config();
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--kernels", "cubecl"],
             "--kernels cubecl needs --backend cuda",
+        ),
+        (
+            &["--unfused-ops"],
+            "--unfused-ops only applies to the CubeCL kernels",
         ),
         (&["--dtype", "f16"], "--dtype f16 needs --backend cuda"),
         (&["--methods", "awq:w4"], "needs calibration data"),

@@ -10,7 +10,7 @@ use crate::hf_config::parse_config_text;
 use std::path::Path;
 
 /// Preset names, for help texts and errors.
-pub const PRESETS: [&str; 3] = ["qwen3-8b", "qwen3-0.6b", "llama3-8b"];
+pub const PRESETS: [&str; 4] = ["qwen3-8b", "qwen3-0.6b", "llama3-8b", "gemma3-270m"];
 
 /// Qwen3-8B: 36 layers, width 4096, 32 query / 8 KV heads of 128, MLP 12288, vocab 151936.
 const QWEN3_8B: &str = r#"{
@@ -39,6 +39,19 @@ const LLAMA3_8B: &str = r#"{
   "hidden_act": "silu", "bos_token_id": 128000, "eos_token_id": 128001
 }"#;
 
+/// Gemma 3 270M: 18 layers (every 6th global), width 640, 4 query / 1 KV head of 256, MLP
+/// 2048, vocab 262144, 512-token sliding window; the values of the GGUF in `../shared`'s
+/// DESIGN.md (context 32768, RMS eps 1e-6, global RoPE base 1e6, local 1e4).
+const GEMMA3_270M: &str = r#"{
+  "model_type": "gemma3_text", "hidden_size": 640, "intermediate_size": 2048,
+  "num_hidden_layers": 18, "num_attention_heads": 4, "num_key_value_heads": 1,
+  "head_dim": 256, "vocab_size": 262144, "max_position_embeddings": 32768,
+  "rms_norm_eps": 1e-6, "rope_theta": 1000000, "rope_local_base_freq": 10000,
+  "sliding_window": 512, "sliding_window_pattern": 6, "query_pre_attn_scalar": 256,
+  "hidden_activation": "gelu_pytorch_tanh", "tie_word_embeddings": true,
+  "bos_token_id": 2, "eos_token_id": 1
+}"#;
+
 /// The configuration of preset `name` (one of [`PRESETS`]), or of the Hugging Face
 /// `config.json` at path `name` when no preset has that name.
 pub fn config_by_name(name: &str) -> Result<ModelConfig> {
@@ -46,6 +59,7 @@ pub fn config_by_name(name: &str) -> Result<ModelConfig> {
         "qwen3-8b" => QWEN3_8B,
         "qwen3-0.6b" => QWEN3_0_6B,
         "llama3-8b" => LLAMA3_8B,
+        "gemma3-270m" => GEMMA3_270M,
         path if Path::new(path).is_file() => {
             return crate::hf_config::parse_config(Path::new(path))
         }
@@ -75,6 +89,29 @@ mod tests {
         assert_eq!((c.heads, c.kv_heads, c.head_dim), (32, 8, 128));
         assert_eq!((c.q_dim(), c.kv_dim()), (4096, 1024));
         assert!(c.qk_norm && !c.tie_embeddings);
+    }
+
+    /// Against the facts of `../shared/DESIGN.md` about the Gemma 3 270M GGUF.
+    #[test]
+    fn gemma3_270m_has_the_published_shape() {
+        let c = config_by_name("gemma3-270m").unwrap();
+        assert_eq!(c.family, Family::Gemma3);
+        assert_eq!(
+            (c.hidden, c.layers, c.intermediate, c.vocab),
+            (640, 18, 2048, 262_144)
+        );
+        assert_eq!((c.heads, c.kv_heads, c.head_dim), (4, 1, 256));
+        let globals: Vec<usize> = (0..c.layers)
+            .filter(|&i| c.layer_attention[i] == crate::config::LayerAttention::Global)
+            .collect();
+        assert_eq!(globals, vec![5, 11, 17]);
+        assert!(c.layer_attention.iter().all(|a| matches!(
+            a,
+            crate::config::LayerAttention::Global
+                | crate::config::LayerAttention::Local { window: 512 }
+        )));
+        assert_eq!((c.rope_theta, c.rope_local_theta), (1e6, Some(1e4)));
+        assert!(c.qk_norm && c.tie_embeddings);
     }
 
     #[test]

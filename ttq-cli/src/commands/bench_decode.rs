@@ -26,7 +26,7 @@ pub struct BenchDecodeArgs {
     #[arg(long, conflicts_with = "random_weights")]
     pub model: Option<PathBuf>,
     /// Random weights of an architecture instead of a checkpoint: a preset (qwen3-8b,
-    /// qwen3-0.6b, llama3-8b) or a Hugging Face config.json.
+    /// qwen3-0.6b, llama3-8b, gemma3-270m) or a Hugging Face config.json.
     #[arg(long)]
     pub random_weights: Option<String>,
     #[command(flatten)]

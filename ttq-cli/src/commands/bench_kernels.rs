@@ -8,6 +8,16 @@
 //! weights come from device memory as they would in a model. Inputs are random, never zero.
 //! The copy bandwidth that the percentages refer to is measured in the same run: an
 //! element-wise copy (`y = x · 1`) of 512 MiB, counting bytes read plus bytes written.
+//!
+//! Each measurement is taken twice. *Host-timed* (`…_us`): as above, so a kernel shorter
+//! than its launch (12-17 µs of host time through Burn/CubeCL) is reported at its launch
+//! cost. *Device-timed* (`…_dev_us`): each batch is queued behind a filler (element-wise
+//! copies that keep the device busy for about twice as long as the host takes to queue the
+//! batch), and the filler's time, measured alone in the same repetition, is subtracted;
+//! the device then runs the batch's kernels back to back, as it would under a CUDA graph,
+//! so the time is the kernels' own (comparable with torch's CUDA-event timings). Where the
+//! host still needed longer to queue the batch than the filler ran, the row says so
+//! (`…_hidden: false`) and the device time is an upper bound.
 
 use super::common::CliError;
 use clap::Args;
@@ -37,22 +47,30 @@ pub struct BenchKernelsArgs {
     pub json: Option<PathBuf>,
     /// Extra fused-GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
     /// planes per cube, word runs per lane and step), comma-separated; a `:cvt` suffix
-    /// decodes codes with the integer-to-float conversion instead of the mantissa trick.
+    /// decodes codes with the integer-to-float conversion instead of the mantissa trick, a
+    /// `:pf` suffix loads each step's words one step ahead.
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
 
-/// Parses `"8:4:2"` (or `"8:4:2:cvt"`) into a GEMV tile `[R, P, U]` and whether codes are
-/// decoded by conversion.
+/// Parses `"8:4:2"` (or `"8:4:2:cvt"`, `"8:4:2:pf"`, `"8:4:2:cvt:pf"`) into a GEMV tile
+/// `[R, P, U]`, whether codes are decoded by conversion and whether words are prefetched.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn parse_tile(text: &str) -> Result<([u32; 3], bool), CliError> {
+fn parse_tile(text: &str) -> Result<([u32; 3], bool, bool), CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let (r, p, u, convert) = match parts.as_slice() {
-        [r, p, u] => (r, p, u, false),
-        [r, p, u, "cvt"] => (r, p, u, true),
-        _ => return Err(format!("GEMV tile `{text}` is not of the form R:P:U[:cvt]").into()),
+    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:cvt][:pf]");
+    let [r, p, u, flags @ ..] = parts.as_slice() else {
+        return Err(bad().into());
     };
-    Ok(([r.parse()?, p.parse()?, u.parse()?], convert))
+    let (mut convert, mut prefetch) = (false, false);
+    for flag in flags {
+        match *flag {
+            "cvt" if !convert => convert = true,
+            "pf" if !prefetch => prefetch = true,
+            _ => return Err(bad().into()),
+        }
+    }
+    Ok(([r.parse()?, p.parse()?, u.parse()?], convert, prefetch))
 }
 
 /// Parses `"4096x14336"` into `(4096, 14336)`.
@@ -141,6 +159,75 @@ mod imp {
         }
     }
 
+    impl Timer<'_> {
+        /// Median device seconds per call of `f(i)`, launch overhead hidden (see the module
+        /// docs), and whether the host queued the median batch before the filler ended. A
+        /// first, untimed batch measures how long the host takes to queue one, which sizes
+        /// the filler (twice that).
+        fn time_device(&self, filler: &Filler, mut f: impl FnMut(usize)) -> (f64, bool) {
+            let mut calls = 0usize;
+            sync(self.device);
+            let queue_start = Instant::now();
+            for _ in 0..self.batch {
+                f(calls);
+                calls += 1;
+            }
+            let t_queue = queue_start.elapsed().as_secs_f64();
+            sync(self.device);
+            let copies = filler.copies_for(2.0 * t_queue);
+            let mut samples = Vec::with_capacity(self.reps);
+            for _ in 0..self.reps {
+                let start = Instant::now();
+                filler.run(copies);
+                sync(self.device);
+                let t_fill = start.elapsed().as_secs_f64();
+                let start = Instant::now();
+                filler.run(copies);
+                let queue_start = Instant::now();
+                for _ in 0..self.batch {
+                    f(calls);
+                    calls += 1;
+                }
+                let t_queue = queue_start.elapsed().as_secs_f64();
+                sync(self.device);
+                let t_all = start.elapsed().as_secs_f64();
+                let per_call = (t_all - t_fill).max(0.0) / self.batch as f64;
+                samples.push((per_call, t_queue < t_fill));
+            }
+            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
+            samples[samples.len() / 2]
+        }
+    }
+
+    /// Device work of a known kind to queue before a device-timed batch: element-wise
+    /// copies of a 128 MiB tensor.
+    struct Filler {
+        src: Tensor<B, 1>,
+        /// Host-timed seconds of one copy (device-bound at this size).
+        copy_s: f64,
+    }
+
+    impl Filler {
+        fn new(timer: &Timer<'_>, device: &Device) -> Self {
+            let src: Tensor<B, 1> = uniform([64 << 20], -1.0, 1.0, device);
+            let copy_s = timer.time(|_| {
+                let _ = src.clone().mul_scalar(1.0);
+            });
+            Filler { src, copy_s }
+        }
+
+        /// Copies that keep the device busy for at least `seconds` (1 to 400).
+        fn copies_for(&self, seconds: f64) -> usize {
+            ((seconds / self.copy_s).ceil() as usize).clamp(1, 400)
+        }
+
+        fn run(&self, copies: usize) {
+            for _ in 0..copies {
+                let _ = self.src.clone().mul_scalar(1.0);
+            }
+        }
+    }
+
     fn sync(device: &Device) {
         if let Err(e) = B::sync(device) {
             eprintln!("warning: device sync failed: {e:?}");
@@ -182,11 +269,12 @@ mod imp {
             let _ = tiny.clone().mul_scalar(1.0);
         });
         eprintln!("one tiny launch: {:.1} µs", t_launch * 1e6);
+        let filler = Filler::new(&timer, &device);
 
         let mut matmul_rows = Vec::new();
         let mut shape_rows = Vec::new();
         let mut tile_rows = Vec::new();
-        let tiles: Vec<([u32; 3], bool)> = args
+        let tiles: Vec<([u32; 3], bool, bool)> = args
             .gemv_tiles
             .iter()
             .map(|t| parse_tile(t))
@@ -214,9 +302,11 @@ mod imp {
             let ws: Vec<Tensor<B, 2>> = (0..copies_for(dense_bytes))
                 .map(|_| uniform([rows, cols], -1.0, 1.0, &device))
                 .collect();
-            let t_quant = timer.time(|i| {
+            let quantize_call = |i: usize| {
                 let _ = kernels.quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec);
-            });
+            };
+            let t_quant = timer.time(quantize_call);
+            let (t_quant_dev, quant_hidden) = timer.time_device(&filler, quantize_call);
             let generic = CudaKernels {
                 quantize_variant: QuantizeVariant::Generic,
                 ..kernels
@@ -231,12 +321,16 @@ mod imp {
             let mut t_dense_2048 = None;
             for &m in &args.tokens {
                 let x: Tensor<B, 2> = uniform([m, cols], -1.0, 1.0, &device);
-                let t_ours = timer.time(|i| {
+                let ours_call = |i: usize| {
                     let _ = kernels.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
-                });
-                let t_dense = timer.time(|i| {
+                };
+                let dense_call = |i: usize| {
                     let _ = x.clone().matmul(dense[i % nd].clone());
-                });
+                };
+                let t_ours = timer.time(ours_call);
+                let (t_ours_dev, ours_hidden) = timer.time_device(&filler, ours_call);
+                let t_dense = timer.time(dense_call);
+                let (t_dense_dev, _) = timer.time_device(&filler, dense_call);
                 // The other variant of the path, on the same card, for the design notes: the
                 // padded GEMV up to 16 tokens, the cmma kernel above.
                 let other = if m <= kernels.gemv_max_tokens {
@@ -256,34 +350,43 @@ mod imp {
                     }) * 1e6,
                 );
                 if m <= kernels.gemv_max_tokens {
-                    for &([r, p, u], convert) in &tiles {
+                    for &([r, p, u], convert, prefetch) in &tiles {
                         let tiled = CudaKernels {
                             gemv_tile: GemvTile {
                                 rows: Some(r),
                                 planes: Some(p),
                                 unroll: Some(u),
                                 convert,
+                                prefetch,
                             },
                             ..kernels
                         };
-                        let t = timer.time(|i| {
+                        let call = |i: usize| {
                             let _ = tiled.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
-                        });
+                        };
+                        let t = timer.time(call);
+                        let (t_dev, hidden) = timer.time_device(&filler, call);
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
                         // As run: `resolve` clamps large tiles at many tokens.
                         let (rr, pr, ur) = tiled.gemv_tile.resolve(m, spec.bits());
-                        let label = format!("{rr}:{pr}:{ur}{}", if convert { ":cvt" } else { "" });
+                        let label = format!(
+                            "{rr}:{pr}:{ur}{}{}",
+                            if convert { ":cvt" } else { "" },
+                            if prefetch { ":pf" } else { "" }
+                        );
                         tile_rows.push(json!({
                             "shape": format!("{rows}x{cols}"), "m": m,
                             "tile": label,
                             "us": t * 1e6,
                             "pct_copy_bw": 100.0 * bytes as f64 / t / 1e9 / copy_gbs,
+                            "dev_us": t_dev * 1e6, "dev_hidden": hidden,
+                            "dev_pct_copy_bw": 100.0 * bytes as f64 / t_dev / 1e9 / copy_gbs,
                         }));
                     }
                 }
                 if m == 2048 {
                     t_gemm_ours_2048 = Some(t_ours);
-                    t_dense_2048 = Some(t_dense);
+                    t_dense_2048 = Some((t_dense, t_dense_dev));
                 }
                 let bytes = qbytes + m * cols * 2 + m * rows * 2;
                 let flops = 2.0 * (m * rows * cols) as f64;
@@ -294,36 +397,50 @@ mod imp {
                     "ours_tflops": flops / t_ours / 1e12,
                     "pct_copy_bw": 100.0 * gbs / copy_gbs,
                     "fp16_us": t_dense * 1e6, "speedup": t_dense / t_ours,
+                    "ours_dev_us": t_ours_dev * 1e6, "ours_dev_hidden": ours_hidden,
+                    "ours_dev_gbs": bytes as f64 / t_ours_dev / 1e9,
+                    "ours_dev_tflops": flops / t_ours_dev / 1e12,
+                    "dev_pct_copy_bw": 100.0 * bytes as f64 / t_ours_dev / 1e9 / copy_gbs,
+                    "fp16_dev_us": t_dense_dev * 1e6, "dev_speedup": t_dense_dev / t_ours_dev,
                     "other_variant_us": t_padded,
                 }));
             }
 
             // Statistics at 2048 tokens, and TTQ's whole prefill step for the layer.
             let x: Tensor<B, 2> = uniform([2048, cols], -1.0, 1.0, &device);
-            let t_stats = timer.time(|_| {
+            let stats_call = |_: usize| {
                 let _ = kernels.channel_stats(x.clone());
-            });
+            };
+            let t_stats = timer.time(stats_call);
+            let (t_stats_dev, _) = timer.time_device(&filler, stats_call);
             // The step with `dense` doing the matmul: the default, and the cmma GEMM.
+            // Host-timed and device-timed seconds per step.
             let time_prefill = |dense: &CudaKernels| {
-                timer.time(|i| {
+                let call = |i: usize| {
                     let stats = kernels.channel_stats(x.clone());
                     let d = cfg.scale(&stats);
                     let q = kernels
                         .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
                         .expect("shapes are consistent");
                     let _ = dense.matmul(x.clone(), &q, Some(d.recip()));
-                })
+                };
+                let t = timer.time(call);
+                (t, timer.time_device(&filler, call).0)
             };
-            let t_prefill = time_prefill(&kernels);
-            let t_prefill_cmma = time_prefill(&CudaKernels {
+            let (t_prefill, t_prefill_dev) = time_prefill(&kernels);
+            let (t_prefill_cmma, _) = time_prefill(&CudaKernels {
                 dense_variant: DenseVariant::Cmma,
                 ..kernels
             });
-            let t_dense = match t_dense_2048 {
+            let (t_dense, t_dense_dev) = match t_dense_2048 {
                 Some(t) => t,
-                None => timer.time(|i| {
-                    let _ = x.clone().matmul(dense[i % nd].clone());
-                }),
+                None => {
+                    let call = |i: usize| {
+                        let _ = x.clone().matmul(dense[i % nd].clone());
+                    };
+                    let t = timer.time(call);
+                    (t, timer.time_device(&filler, call).0)
+                }
             };
             shape_rows.push(json!({
                 "shape": format!("{rows}x{cols}"),
@@ -337,6 +454,12 @@ mod imp {
                 "prefill_us_m2048": t_prefill * 1e6,
                 "fp16_gemm_us_m2048": t_dense * 1e6,
                 "prefill_over_fp16": t_prefill / t_dense,
+                "quantize_dev_us": t_quant_dev * 1e6, "quantize_dev_hidden": quant_hidden,
+                "quantize_dev_pct_copy_bw": 100.0 * quant_bytes as f64 / t_quant_dev / 1e9 / copy_gbs,
+                "stats_dev_us_m2048": t_stats_dev * 1e6,
+                "prefill_dev_us_m2048": t_prefill_dev * 1e6,
+                "fp16_gemm_dev_us_m2048": t_dense_dev * 1e6,
+                "prefill_dev_over_fp16": t_prefill_dev / t_dense_dev,
             }));
         }
 
@@ -346,16 +469,21 @@ mod imp {
         );
         print_tables(copy_gbs, &matmul_rows, &shape_rows);
         if !tile_rows.is_empty() {
-            println!("\n| shape | m | GEMV tile R:P:U | µs | % copy BW |");
-            println!("| --- | ---: | --- | ---: | ---: |");
+            println!(
+                "\n| shape | m | GEMV tile R:P:U | host µs | % copy BW | dev µs | dev % copy BW |"
+            );
+            println!("| --- | ---: | --- | ---: | ---: | ---: | ---: |");
             for r in &tile_rows {
                 println!(
-                    "| {} | {} | {} | {:.1} | {:.0}% |",
+                    "| {} | {} | {} | {:.1} | {:.0}% | {:.1}{} | {:.0}% |",
                     r["shape"].as_str().unwrap_or("?"),
                     r["m"],
                     r["tile"].as_str().unwrap_or("?"),
                     f(r, "us"),
-                    f(r, "pct_copy_bw")
+                    f(r, "pct_copy_bw"),
+                    f(r, "dev_us"),
+                    mark(r, "dev_hidden"),
+                    f(r, "dev_pct_copy_bw")
                 );
             }
         }
@@ -374,44 +502,80 @@ mod imp {
         v[key].as_f64().unwrap_or(f64::NAN)
     }
 
+    /// `*` after a device time whose batch the host could not queue within the filler.
+    fn mark(v: &serde_json::Value, key: &str) -> &'static str {
+        if v[key].as_bool() == Some(false) {
+            "*"
+        } else {
+            ""
+        }
+    }
+
     fn print_tables(copy_gbs: f64, matmul: &[serde_json::Value], shapes: &[serde_json::Value]) {
-        println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s\n");
-        println!("| shape (d_out x d_in) | m | W4 g128 µs | GB/s | TFLOP/s | % copy BW | Burn fp16 µs | speedup | other variant µs (m ≤ 16: padded GEMV; else the cmma GEMM) |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s");
+        println!("host: host-timed (launch cost included); dev: device-timed, launches hidden (* = not fully hidden: an upper bound)\n");
+        println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | other variant host µs (m ≤ 16: padded GEMV; else the cmma GEMM) |");
+        println!(
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
         for r in matmul {
             println!(
-                "| {} | {} | {:.1} | {:.0} | {:.2} | {:.0}% | {:.1} | {:.2}x | {} |",
+                "| {} | {} | {:.1} | {:.1}{} | {:.0} | {:.2} | {:.0}% | {:.1} | {:.1} | {:.2}x | {:.2}x | {} |",
                 r["shape"].as_str().unwrap_or("?"),
                 r["m"],
                 f(r, "ours_us"),
-                f(r, "ours_gbs"),
-                f(r, "ours_tflops"),
-                f(r, "pct_copy_bw"),
+                f(r, "ours_dev_us"),
+                mark(r, "ours_dev_hidden"),
+                f(r, "ours_dev_gbs"),
+                f(r, "ours_dev_tflops"),
+                f(r, "dev_pct_copy_bw"),
                 f(r, "fp16_us"),
+                f(r, "fp16_dev_us"),
                 f(r, "speedup"),
+                f(r, "dev_speedup"),
                 r["other_variant_us"]
                     .as_f64()
                     .map_or("-".to_string(), |t| format!("{t:.1}")),
             );
         }
         println!();
-        println!("| shape | quantize-pack µs | GB/s | % copy BW | generic quantize µs | stats µs (m=2048) | TTQ prefill µs (m=2048: stats + D + quantize + GEMM) | fp16 GEMM µs | prefill / fp16 | same with the cmma GEMM µs | ratio |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev | prefill with the cmma GEMM host µs | ratio |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in shapes {
             println!(
-                "| {} | {:.1} | {:.0} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+                "| {} | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.1} | {:.2}x |",
                 r["shape"].as_str().unwrap_or("?"),
                 f(r, "quantize_us"),
-                f(r, "quantize_gbs"),
-                f(r, "quantize_pct_copy_bw"),
+                f(r, "quantize_dev_us"),
+                mark(r, "quantize_dev_hidden"),
+                f(r, "quantize_dev_pct_copy_bw"),
                 f(r, "quantize_generic_us"),
                 f(r, "stats_us_m2048"),
+                f(r, "stats_dev_us_m2048"),
                 f(r, "prefill_us_m2048"),
+                f(r, "prefill_dev_us_m2048"),
                 f(r, "fp16_gemm_us_m2048"),
+                f(r, "fp16_gemm_dev_us_m2048"),
                 f(r, "prefill_over_fp16"),
+                f(r, "prefill_dev_over_fp16"),
                 f(r, "prefill_cmma_us_m2048"),
                 f(r, "prefill_cmma_over_fp16"),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_tile;
+
+    #[test]
+    fn tiles_parse_with_their_flags() {
+        assert_eq!(parse_tile("8:4:2").unwrap(), ([8, 4, 2], false, false));
+        assert_eq!(parse_tile("16:8:1:pf").unwrap(), ([16, 8, 1], false, true));
+        assert_eq!(parse_tile("4:4:2:cvt:pf").unwrap(), ([4, 4, 2], true, true));
+        for bad in ["8:4", "8:4:2:pf:pf", "8:4:2:fast", "a:4:2"] {
+            assert!(parse_tile(bad).is_err(), "{bad}");
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct RuntimeArgs {
     /// Kernels for statistics, quantization and quantized matmuls.
     #[arg(long, value_enum, default_value_t = KernelChoice::Auto)]
     pub kernels: KernelChoice,
+    /// With `--kernels cubecl`: run the norms, RoPE, attention softmax and gated
+    /// activations as Burn ops instead of ttq's fused kernels (for A/B timings).
+    #[arg(long)]
+    pub unfused_ops: bool,
 }
 
 impl RuntimeArgs {
@@ -73,8 +77,9 @@ impl RuntimeArgs {
             "{} {} {}",
             format!("{:?}", self.backend).to_lowercase(),
             format!("{:?}", self.dtype).to_lowercase(),
-            match self.resolved_kernels() {
-                KernelChoice::Cubecl => "cubecl",
+            match (self.resolved_kernels(), self.unfused_ops) {
+                (KernelChoice::Cubecl, false) => "cubecl",
+                (KernelChoice::Cubecl, true) => "cubecl-unfused-ops",
                 _ => "tensor-ops",
             }
         )
@@ -92,27 +97,34 @@ impl RuntimeArgs {
 
 /// A backend the command line can run on, with the kernels it has.
 pub trait CliBackend: Backend {
-    /// ttq's CubeCL kernels for this backend, if it has them.
-    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>>;
+    /// ttq's CubeCL kernels for this backend, if it has them; `fused_ops` as
+    /// `CudaKernels::fused_decoder_ops`.
+    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>>;
 }
 
 impl CliBackend for burn::backend::NdArray<f32> {
-    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+    fn cubecl_kernels(_fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
         None
     }
 }
 
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<f32> {
-    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(ttq_kernels::CudaKernels::default()))
+    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(ttq_kernels::CudaKernels {
+            fused_decoder_ops: fused_ops,
+            ..Default::default()
+        }))
     }
 }
 
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<burn::tensor::f16> {
-    fn cubecl_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(ttq_kernels::CudaKernels::default()))
+    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(ttq_kernels::CudaKernels {
+            fused_decoder_ops: fused_ops,
+            ..Default::default()
+        }))
     }
 }
 
@@ -124,12 +136,19 @@ pub fn use_kernels<B: CliBackend>(
 ) -> Result<&'static str, CliError> {
     match runtime.resolved_kernels() {
         KernelChoice::Cubecl => {
-            let kernels = B::cubecl_kernels().ok_or(
+            let kernels = B::cubecl_kernels(!runtime.unfused_ops).ok_or(
                 "--kernels cubecl needs --backend cuda (and a build with `--features cuda`)",
             )?;
-            let name = kernels.name();
+            let name = if runtime.unfused_ops {
+                "cubecl-unfused-ops"
+            } else {
+                kernels.name()
+            };
             model.set_kernels(kernels)?;
             Ok(name)
+        }
+        _ if runtime.unfused_ops => {
+            Err("--unfused-ops only applies to the CubeCL kernels (--backend cuda)".into())
         }
         _ => Ok("tensor-ops"),
     }

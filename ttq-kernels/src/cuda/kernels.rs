@@ -628,6 +628,7 @@ pub fn gemv_fused_kernel<F: Float>(
     #[comptime] unroll: u32,
     #[comptime] planes: u32,
     #[comptime] magic: bool,
+    #[comptime] prefetch: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
@@ -653,9 +654,12 @@ pub fn gemv_fused_kernel<F: Float>(
     let mut xv = Array::<f32>::new(comptime!((m * cpw) as usize));
     let mut xsum = Array::<f32>::new(comptime!(m as usize));
 
+    let step = comptime!(PLANE * unroll * planes);
     let mut base = plane * comptime!(PLANE * unroll);
-    while base < words_per_row {
-        // All loads of the step first.
+    // With `prefetch`, the words of the next step are loaded into `next` before the current
+    // step's products, so that the loads stay in flight while the lane computes.
+    let mut next = Array::<u32>::new(nwords);
+    if prefetch {
         #[unroll]
         for u in 0..unroll {
             let wi = u32::min(base + u * PLANE + lane, words_per_row - 1);
@@ -663,6 +667,28 @@ pub fn gemv_fused_kernel<F: Float>(
             for r in 0..rows_per_cube {
                 let row = u32::min(row0 + r, rows - 1);
                 words[(u * rows_per_cube + r) as usize] = packed[row as usize * wpr + wi as usize];
+            }
+        }
+    }
+    while base < words_per_row {
+        // All loads of the step (or, with `prefetch`, of the next one) first; indices past
+        // the row are clamped to its last word, whose value is then not used.
+        let mut start = base;
+        if prefetch {
+            start = base + step;
+        }
+        #[unroll]
+        for u in 0..unroll {
+            let wi = u32::min(start + u * PLANE + lane, words_per_row - 1);
+            #[unroll]
+            for r in 0..rows_per_cube {
+                let row = u32::min(row0 + r, rows - 1);
+                let word = packed[row as usize * wpr + wi as usize];
+                if prefetch {
+                    next[(u * rows_per_cube + r) as usize] = word;
+                } else {
+                    words[(u * rows_per_cube + r) as usize] = word;
+                }
             }
         }
         #[unroll]
@@ -743,7 +769,13 @@ pub fn gemv_fused_kernel<F: Float>(
                 }
             }
         }
-        base += comptime!(PLANE * unroll * planes);
+        if prefetch {
+            #[unroll]
+            for i in 0..nwords {
+                words[i] = next[i];
+            }
+        }
+        base += step;
     }
 
     // Lanes, then planes.
@@ -774,7 +806,9 @@ pub fn gemv_fused_kernel<F: Float>(
 }
 
 /// Dequantizes into the transposed, contiguous layout `out[c, row]` (`[cols, rows]`), the
-/// right-hand operand of `x · Wᵀ` as a dense matmul wants it.
+/// right-hand operand of `x · Wᵀ` as a dense matmul wants it, with each column `c`
+/// multiplied by `col_scale[c]` when `scaled` (the TTQ input scale `D⁻¹` folded into the
+/// weight: `(x ⊙ s) · Wᵀ = x · (W · diag(s))ᵀ`, which saves the activation pass).
 ///
 /// A cube of `32 × 8` threads covers 32 rows × 8 words: thread `(tx, ty)` loads word `ty`
 /// of row `tx` (the 8 threads of a row share one 32-byte sector) and writes its `32 / bits`
@@ -787,6 +821,7 @@ pub fn dequantize_t_kernel<F: Float>(
     packed: &Tensor<u32>,
     scales: &Tensor<f32>,
     zeros: &Tensor<f32>,
+    col_scale: &Tensor<F>,
     out: &mut Tensor<F>,
     rows: u32,
     cols: u32,
@@ -794,6 +829,7 @@ pub fn dequantize_t_kernel<F: Float>(
     groups: u32,
     words_per_row: u32,
     #[comptime] bits: u32,
+    #[comptime] scaled: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
@@ -809,7 +845,10 @@ pub fn dequantize_t_kernel<F: Float>(
                 if c < cols {
                     let p = row as usize * groups as usize + (c >> group_shift) as usize;
                     let code = (word >> (k * bits)) & mask;
-                    let v = (f32::cast_from(code) - zeros[p]) * scales[p];
+                    let mut v = (f32::cast_from(code) - zeros[p]) * scales[p];
+                    if scaled {
+                        v *= f32::cast_from(col_scale[c as usize]);
+                    }
                     out[c as usize * rows as usize + row as usize] = F::cast_from(v);
                 }
             }

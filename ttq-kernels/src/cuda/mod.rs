@@ -68,6 +68,9 @@ pub struct GemvTile {
     /// Decode codes with the integer-to-float conversion instead of the default 2²³
     /// mantissa trick (kept to measure one against the other).
     pub convert: bool,
+    /// Load the next step's words before the current step's products (software
+    /// pipelining: loads stay in flight while the lane computes).
+    pub prefetch: bool,
 }
 
 impl GemvTile {
@@ -114,9 +117,10 @@ pub enum GemvVariant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DenseVariant {
     /// [`DenseVariant::Cmma`] on an f16 backend whose device has f16 cmma,
-    /// [`DenseVariant::DequantMatmul`] otherwise. (`DequantMatmul` is 1.3-4.2× faster at
-    /// 2048 tokens, but on f16 it gave wrong results in some test runs and not in others:
-    /// docs/kernels.md, run 6, call 7.)
+    /// [`DenseVariant::DequantMatmul`] otherwise. `DequantMatmul` is 1.3-4.2× faster at 2048
+    /// tokens, but on f16 Burn's own product, sum and matmul over its correct operands gave
+    /// wrong results once f32 work had run in the same process (docs/kernels.md, run 6
+    /// calls 7-12 and run 8), so f16 does not take it by default.
     #[default]
     Auto,
     /// [`kernels::gemm_cmma_kernel`] (dequantization fused into a tensor-core GEMM; f16
@@ -154,6 +158,9 @@ pub struct CudaKernels {
     pub dense_variant: DenseVariant,
     /// Which quantize-pack kernel runs.
     pub quantize_variant: QuantizeVariant,
+    /// Whether `rms_norm`, `rope`, `masked_softmax` and `gated` run as the fused kernels of
+    /// [`decoder_ops`] (the default) or as the trait's Burn ops (for A/B timings).
+    pub fused_decoder_ops: bool,
 }
 
 impl Default for CudaKernels {
@@ -164,6 +171,7 @@ impl Default for CudaKernels {
             gemv_tile: GemvTile::default(),
             dense_variant: DenseVariant::Auto,
             quantize_variant: QuantizeVariant::Auto,
+            fused_decoder_ops: true,
         }
     }
 }
@@ -185,7 +193,7 @@ impl CudaKernels {
         if rows == 0 || cols == 0 {
             return Ok(TensorOpsKernels.dequantize(q).transpose());
         }
-        Ok(wrap_float(dequantize_t_prim::<R, F>(q, &dims, F::dtype())))
+        Ok(wrap_float(dequantize_t_prim::<R, F>(q, &dims, None)))
     }
 }
 
@@ -470,13 +478,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             }
             return gemm_cmma::<R, F>(x, q, input_scale, &dims);
         }
-        // Dequantize into F, already transposed to `[cols, rows]` and contiguous, and let
-        // Burn's matmul do the rest.
-        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, F::dtype()));
-        let x = match input_scale {
-            Some(s) => x * s.unsqueeze_dim(0),
-            None => x,
-        };
+        // Dequantize into F, already transposed to `[cols, rows]` and contiguous, with the
+        // input scale folded into the weight's columns, and let Burn's matmul do the rest.
+        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, input_scale));
         if (dims.rows as usize) < DENSE_MIN_ROWS {
             // Burn's matmul gave wrong, varying results for a `[cols, 1]` right-hand side
             // in the property tests (f16 and f32, run 6: `17x1x576 element 0: -30288 vs
@@ -495,6 +499,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         weight: Tensor<Cb<R, F>, 1>,
         eps: f64,
     ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        if !self.fused_decoder_ops {
+            return ttq_core::ops::rms_norm(x, weight, eps);
+        }
         decoder_ops::rms_norm(x, weight, eps)
     }
 
@@ -504,6 +511,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         cos: Tensor<Cb<R, F>, 2>,
         sin: Tensor<Cb<R, F>, 2>,
     ) -> Result<Tensor<Cb<R, F>, 4>, QuantError> {
+        if !self.fused_decoder_ops {
+            return ttq_core::ops::rope(x, cos, sin);
+        }
         decoder_ops::rope(x, cos, sin)
     }
 
@@ -513,6 +523,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         scale: f64,
         mask: Option<Tensor<Cb<R, F>, 2>>,
     ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        if !self.fused_decoder_ops {
+            return ttq_core::ops::masked_softmax(scores, scale, mask);
+        }
         decoder_ops::masked_softmax(scores, scale, mask)
     }
 
@@ -522,6 +535,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         up: Tensor<Cb<R, F>, 2>,
         act: GateActivation,
     ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        if !self.fused_decoder_ops {
+            return ttq_core::ops::gated(gate, up, act);
+        }
         decoder_ops::gated(gate, up, act)
     }
 }
@@ -663,16 +679,29 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
     out
 }
 
-/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of `dtype`.
+/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of `F`, each
+/// column multiplied by `col_scale` when given (`[cols]`, checked by the caller).
 fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
     q: &QuantizedWeight<Cb<R, F>>,
     dims: &WeightDims,
-    dtype: DType,
+    col_scale: Option<Tensor<Cb<R, F>, 1>>,
 ) -> CubeTensor<R> {
     let (packed, scales, zeros) = weight_prims(q);
-    let out = empty(&packed, vec![dims.cols as usize, dims.rows as usize], dtype);
+    let out = empty(
+        &packed,
+        vec![dims.cols as usize, dims.rows as usize],
+        F::dtype(),
+    );
+    let scaled = col_scale.is_some();
+    // Without a scale the kernel does not read `col_scale`; a one-element tensor fills
+    // the slot.
+    let col_scale = match col_scale {
+        Some(s) => float_prim(s, F::dtype()),
+        None => empty(&packed, vec![1], F::dtype()),
+    };
     let words_per_cube = 8u32;
-    // SAFETY: shapes were checked by the caller; the kernel guards every index.
+    // SAFETY: shapes were checked by the caller; the kernel guards every index, and reads
+    // `col_scale` (of `cols` entries) only when `scaled`.
     unsafe {
         kernels::dequantize_t_kernel::launch_unchecked::<R>(
             &packed.client,
@@ -691,6 +720,7 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
             packed.clone().into_tensor_arg(),
             scales.into_tensor_arg(),
             zeros.into_tensor_arg(),
+            col_scale.into_tensor_arg(),
             out.clone().into_tensor_arg(),
             dims.rows,
             dims.cols,
@@ -698,7 +728,8 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
             dims.groups,
             dims.words_per_row,
             dims.bits,
-            dtype.into(),
+            scaled,
+            F::dtype().into(),
         );
     }
     out
@@ -828,6 +859,7 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
             unroll,
             planes,
             !tile.convert,
+            tile.prefetch,
             F::dtype().into(),
         );
     }
