@@ -18,6 +18,8 @@
 #                                 sweep, and the torch peers
 #   e2e.sh s6b     BIN OUT        session 6: `bench decode` fused / unfused on the Qwen3-8B
 #                                 shape and torch's decode
+#   e2e.sh s6final BIN OUT        session 6, last call: the Burn f16-after-f32 diagnosis,
+#                                 the whole suite, `bench kernels`, decode A/B and torch
 #   e2e.sh s6pf    BIN OUT        session 6: which Burn f16 op fails after f32 work, the GEMV
 #                                 tile tests with prefetching, and a device-timed tile sweep
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
@@ -185,6 +187,21 @@ case $part in
     step bench_tiles 60 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
       --shapes 4096x14336,14336x4096 --tokens 1 --reps 9 \
       --gemv-tiles 8:4:2,8:8:2,8:16:1,4:8:2,4:16:2,2:16:2,16:8:2,16:4:2
+    ;;
+  s6final)
+    step diag_burn_f16 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      --include-ignored burn_f16_ops_after_f32_work
+    step tests 230 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    step bench_kernels 100 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    step decode_qwen3_8b_f16_fused 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --json "$out/decode_qwen3_8b_f16_fused.json"
+    step torch_decode_qwen3_8b 70 python3 "$here/torch_decode.py" --preset qwen3-8b \
+      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    step decode_qwen3_8b_f16_unfused 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --unfused-ops --json "$out/decode_qwen3_8b_f16_unfused.json"
     ;;
   s6pf)
     step diag_burn_f16 60 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
