@@ -147,19 +147,14 @@ mod imp {
             let mut samples = Vec::with_capacity(self.reps);
             for _ in 0..self.reps {
                 let start = Instant::now();
-                for _ in 0..self.batch {
-                    f(calls);
-                    calls += 1;
-                }
+                self.queue_batch(&mut f, &mut calls);
                 sync(self.device);
                 samples.push(start.elapsed().as_secs_f64() / self.batch as f64);
             }
             samples.sort_by(f64::total_cmp);
             samples[samples.len() / 2]
         }
-    }
 
-    impl Timer<'_> {
         /// Median device seconds per call of `f(i)`, launch overhead hidden (see the module
         /// docs), and whether the host queued the median batch before the filler ended. A
         /// first, untimed batch measures how long the host takes to queue one, which sizes
@@ -167,12 +162,7 @@ mod imp {
         fn time_device(&self, filler: &Filler, mut f: impl FnMut(usize)) -> (f64, bool) {
             let mut calls = 0usize;
             sync(self.device);
-            let queue_start = Instant::now();
-            for _ in 0..self.batch {
-                f(calls);
-                calls += 1;
-            }
-            let t_queue = queue_start.elapsed().as_secs_f64();
+            let t_queue = self.queue_batch(&mut f, &mut calls);
             sync(self.device);
             let copies = filler.copies_for(2.0 * t_queue);
             let mut samples = Vec::with_capacity(self.reps);
@@ -183,12 +173,7 @@ mod imp {
                 let t_fill = start.elapsed().as_secs_f64();
                 let start = Instant::now();
                 filler.run(copies);
-                let queue_start = Instant::now();
-                for _ in 0..self.batch {
-                    f(calls);
-                    calls += 1;
-                }
-                let t_queue = queue_start.elapsed().as_secs_f64();
+                let t_queue = self.queue_batch(&mut f, &mut calls);
                 sync(self.device);
                 let t_all = start.elapsed().as_secs_f64();
                 let per_call = (t_all - t_fill).max(0.0) / self.batch as f64;
@@ -196,6 +181,17 @@ mod imp {
             }
             samples.sort_by(|a, b| a.0.total_cmp(&b.0));
             samples[samples.len() / 2]
+        }
+
+        /// Queues one batch of `f` (counting calls in `calls`) without waiting for the
+        /// device; returns the host seconds that took.
+        fn queue_batch(&self, f: &mut impl FnMut(usize), calls: &mut usize) -> f64 {
+            let start = Instant::now();
+            for _ in 0..self.batch {
+                f(*calls);
+                *calls += 1;
+            }
+            start.elapsed().as_secs_f64()
         }
     }
 
