@@ -25,7 +25,7 @@
 #![cfg(feature = "cuda")]
 
 mod common;
-use burn::tensor::{f16, Element, Tensor, TensorData};
+use burn::tensor::{f16, DType, Element, Tensor, TensorData};
 use burn_cubecl::FloatElement;
 use common::random;
 use proptest::prelude::*;
@@ -50,13 +50,23 @@ fn positive(seed: u64, n: usize) -> Vec<f32> {
     (0..n).map(|_| r.random_range(0.05f32..20.0)).collect()
 }
 
+/// A tensor of `F` made from host values. The dtype is given explicitly: Burn 0.21 makes a
+/// tensor in the device's default float dtype otherwise, which the first tensor made on the
+/// device fixes for the whole process whatever the backend type, so after an f32 test an
+/// "f16" tensor would be f32 (docs/kernels.md, run 8).
 fn t2<F: FloatElement + Element>(v: Vec<f32>, shape: [usize; 2]) -> Tensor<CudaBackend<F>, 2> {
-    Tensor::from_data(TensorData::new(v, shape).convert::<F>(), &device())
+    Tensor::from_data(
+        TensorData::new(v, shape).convert::<F>(),
+        (&device(), F::dtype()),
+    )
 }
 
 fn t1<F: FloatElement + Element>(v: Vec<f32>) -> Tensor<CudaBackend<F>, 1> {
     let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]).convert::<F>(), &device())
+    Tensor::from_data(
+        TensorData::new(v, [n]).convert::<F>(),
+        (&device(), F::dtype()),
+    )
 }
 
 /// Fills the memory pool with NaN buffers of about `bytes` and frees them, so that the
@@ -65,7 +75,7 @@ fn poison(bytes: usize) {
     let n = (bytes / 4).max(1);
     let mut keep = Vec::new();
     for k in [n, n / 2 + 1, n / 4 + 1, n / 16 + 1, 64, 16] {
-        let t: Tensor<CudaBackend<f32>, 1> = Tensor::full([k], f32::NAN, &device());
+        let t: Tensor<CudaBackend<f32>, 1> = Tensor::full([k], f32::NAN, (&device(), DType::F32));
         keep.push(t);
     }
     let _ = <CudaBackend<f32> as burn::tensor::backend::Backend>::sync(&device());
@@ -443,11 +453,15 @@ fn dense_cmma_ragged_tiles() {
 /// run alone in call 6. Reproduced in calls 9-12: it fails whenever f32 work ran earlier in
 /// the process (`bad_shapes_are_errors dense_dequant_matmul_f16`). Session 5 folded the
 /// input scale into the dequantized weight (no Burn f16 broadcast product); it still
-/// failed (run 8), and `dense_dequant_f16_steps_after_f32_work` showed every operand right
-/// and Burn's f16 product + sum over them wrong. The test starts with the f32 work that
-/// breaks it. `Auto` uses the cmma kernel on f16. Run with `--include-ignored`.
+/// failed (run 8). The cause (run 8, found after its last GPU call): Burn 0.21 makes
+/// tensors in the device's default float dtype, fixed by the first tensor made on the
+/// device, so after f32 work the "f16" `x` of this test was an f32 tensor, while the
+/// dequantized weight was f16, and Burn's product of the two was garbage. Since then the
+/// test helpers give every tensor its dtype and the path dequantizes into `x`'s dtype, so
+/// this test is expected to pass; it stays ignored, and `Auto` keeps the cmma kernel on
+/// f16, until a GPU run confirms it. Run with `--include-ignored`.
 #[test]
-#[ignore = "Burn's f16 ops go wrong after f32 work in the process (docs/kernels.md, run 8); Auto avoids the path"]
+#[ignore = "expected to pass since run 8's dtype fixes, not yet run on a GPU (docs/kernels.md, run 8); Auto avoids the path"]
 fn dense_dequant_matmul_f16() {
     f32_warm_up();
     let kernels = CudaKernels {
@@ -553,11 +567,13 @@ fn f32_warm_up() {
     let _ = to_f32_vec(y.expect("valid shapes"));
 }
 
-/// Each step of the f16 `DequantMatmul` path on its own, after the f32 warm-up that makes
+/// Each step of the f16 `DequantMatmul` path on its own, after the f32 warm-up that made
 /// the whole path fail (`dense_dequant_matmul_f16`'s first case, same seeds): which step
-/// gives the wrong value. Ignored like that test; run with `--include-ignored`.
+/// gives the wrong value. In run 8 step 3 (Burn's product over right operands) failed:
+/// the "f16" `x` was f32 (the device's default dtype, see [`t2`]). Ignored like that test
+/// until a GPU run confirms the dtype fixes; run with `--include-ignored`.
 #[test]
-#[ignore = "diagnoses the state-dependent f16 fault of the DequantMatmul path (run 6)"]
+#[ignore = "diagnosis of the f16 DequantMatmul fault; expected to pass since run 8's dtype fixes, not yet run"]
 fn dense_dequant_f16_steps_after_f32_work() {
     f32_warm_up();
     let kernels = CudaKernels::default();
@@ -853,16 +869,15 @@ fn masked_softmax_matches_reference() {
     }
 }
 
-/// Pure-Burn operations (and our transposed dequantization as a matmul operand) in f16,
-/// checked against the host: where the f16 fault of the dequantize path comes from (run 8
-/// of docs/kernels.md: its operands are right, and Burn's f16 product and sum over them
-/// are wrong once f32 work ran first). Run 8 call 2 ran these checks in f16 first, then
-/// after f32 work, and every one passed, so an op is right once its f16 kernel compiled
-/// before any f32 work. This test runs the same ops in f32 first, then in f16 (in a fresh
-/// process: run it alone): if the f16 checks now fail, an f16 kernel compiled after its
-/// f32 twin is wrong. Prints every check; ignored like the tests it diagnoses.
+/// Burn operations (and our transposed dequantization as a matmul operand) in f32 and then
+/// in f16 in one process, checked against the host. In run 8 (call 3) the f16 checks that
+/// combine Burn-made tensors with our dequantized weight failed: the tests then made their
+/// tensors in the device's default dtype, f32 after the first half, while our weight was
+/// f16 (docs/kernels.md, run 8, "The cause of the f16 fault"). With [`t2`] naming dtypes
+/// every check should pass; ignored until a GPU run confirms it. Prints every check; run
+/// it alone (a fresh process).
 #[test]
-#[ignore = "diagnoses the state-dependent f16 fault of Burn ops after f32 work"]
+#[ignore = "diagnosis of the f16 DequantMatmul fault; expected to pass since run 8's dtype fixes, not yet run"]
 fn burn_f16_ops_after_f32_work() {
     let mut failures = Vec::new();
     op_checks::<f32>("f32, first", &mut failures);
@@ -904,7 +919,7 @@ fn op_checks<F: FloatElement + Element>(when: &str, failures: &mut Vec<String>) 
     // (b) sum over k of a tensor made on the host.
     let p = Tensor::<CudaBackend<F>, 3>::from_data(
         TensorData::new(prod_h.clone(), [m, k, 1]).convert::<F>(),
-        &device(),
+        (&device(), F::dtype()),
     );
     let sum_want: Vec<f32> = (0..m)
         .map(|i| prod_h[i * k..(i + 1) * k].iter().sum())

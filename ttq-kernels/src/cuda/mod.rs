@@ -118,9 +118,11 @@ pub enum GemvVariant {
 pub enum DenseVariant {
     /// [`DenseVariant::Cmma`] on an f16 backend whose device has f16 cmma,
     /// [`DenseVariant::DequantMatmul`] otherwise. `DequantMatmul` is 1.3-4.2× faster at 2048
-    /// tokens, but on f16 Burn's own product, sum and matmul over its correct operands gave
-    /// wrong results once f32 work had run in the same process (docs/kernels.md, run 6
-    /// calls 7-12 and run 8), so f16 does not take it by default.
+    /// tokens; on f16 it failed the GPU tests whenever f32 work had run earlier in the
+    /// process (docs/kernels.md, run 6 calls 7-12 and run 8), because Burn then made the
+    /// tests' "f16" activations in f32 (the device's default dtype) while the weight was
+    /// dequantized in f16. It now dequantizes in the activations' dtype; until a GPU run
+    /// confirms the f16 tests, f16 does not take it by default.
     #[default]
     Auto,
     /// [`kernels::gemm_cmma_kernel`] (dequantization fused into a tensor-core GEMM; f16
@@ -193,7 +195,12 @@ impl CudaKernels {
         if rows == 0 || cols == 0 {
             return Ok(TensorOpsKernels.dequantize(q).transpose());
         }
-        Ok(wrap_float(dequantize_t_prim::<R, F>(q, &dims, None)))
+        Ok(wrap_float(dequantize_t_prim::<R, F>(
+            q,
+            &dims,
+            None,
+            F::dtype(),
+        )))
     }
 }
 
@@ -478,9 +485,15 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             }
             return gemm_cmma::<R, F>(x, q, input_scale, &dims);
         }
-        // Dequantize into F, already transposed to `[cols, rows]` and contiguous, with the
-        // input scale folded into the weight's columns, and let Burn's matmul do the rest.
-        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, input_scale));
+        // Dequantize, already transposed to `[cols, rows]` and contiguous, with the input
+        // scale folded into the weight's columns, and let Burn's matmul do the rest. The
+        // weight takes `x`'s own dtype, not `F`'s: Burn 0.21 makes tensors in the device's
+        // default float dtype, which the first tensor made on the device fixes whatever
+        // the backend type, so `x` is not `F` in a process that used the device through
+        // another backend type first (the GPU tests do), and Burn's product needs both
+        // operands in one dtype (docs/kernels.md, run 8).
+        let dtype = x.dtype();
+        let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, &dims, input_scale, dtype));
         if (dims.rows as usize) < DENSE_MIN_ROWS {
             // Burn's matmul gave wrong, varying results for a `[cols, 1]` right-hand side
             // in the property tests (f16 and f32, run 6: `17x1x576 element 0: -30288 vs
@@ -679,25 +692,23 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
     out
 }
 
-/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of `F`, each
-/// column multiplied by `col_scale` when given (`[cols]`, checked by the caller).
+/// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of float
+/// `dtype`, each column multiplied by `col_scale` when given (`[cols]`, checked by the
+/// caller).
 fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
     q: &QuantizedWeight<Cb<R, F>>,
     dims: &WeightDims,
     col_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dtype: DType,
 ) -> CubeTensor<R> {
     let (packed, scales, zeros) = weight_prims(q);
-    let out = empty(
-        &packed,
-        vec![dims.cols as usize, dims.rows as usize],
-        F::dtype(),
-    );
+    let out = empty(&packed, vec![dims.cols as usize, dims.rows as usize], dtype);
     let scaled = col_scale.is_some();
     // Without a scale the kernel does not read `col_scale`; a one-element tensor fills
     // the slot.
     let col_scale = match col_scale {
-        Some(s) => float_prim(s, F::dtype()),
-        None => empty(&packed, vec![1], F::dtype()),
+        Some(s) => float_prim(s, dtype),
+        None => empty(&packed, vec![1], dtype),
     };
     let words_per_cube = 8u32;
     // SAFETY: shapes were checked by the caller; the kernel guards every index, and reads
@@ -729,7 +740,7 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
             dims.words_per_row,
             dims.bits,
             scaled,
-            F::dtype().into(),
+            dtype.into(),
         );
     }
     out
