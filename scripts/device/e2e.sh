@@ -20,6 +20,8 @@
 #                                 shape and torch's decode
 #   e2e.sh s6final BIN OUT        session 6, last call: the Burn f16-after-f32 diagnosis,
 #                                 the whole suite, `bench kernels`, decode A/B and torch
+#   e2e.sh next    BIN OUT        for the next session: every test, the ignored f16
+#                                 DequantMatmul test and diagnoses included, then the bench
 #   e2e.sh s6pf    BIN OUT        session 6: which Burn f16 op fails after f32 work, the GEMV
 #                                 tile tests with prefetching, and a device-timed tile sweep
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
@@ -187,6 +189,10 @@ case $part in
     step bench_tiles 60 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
       --shapes 4096x14336,14336x4096 --tokens 1 --reps 9 \
       --gemv-tiles 8:4:2,8:8:2,8:16:1,4:8:2,4:16:2,2:16:2,16:8:2,16:4:2
+    ;;
+  next)
+    step tests_all 300 "$bin/cuda_vs_reference" --test-threads 1 --nocapture --include-ignored
+    step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     ;;
   s6final)
     step diag_burn_f16 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
