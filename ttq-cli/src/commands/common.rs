@@ -108,23 +108,26 @@ impl CliBackend for burn::backend::NdArray<f32> {
     }
 }
 
+/// The default `CudaKernels` with the fused decoder ops on or off.
+#[cfg(feature = "cuda")]
+fn cuda_kernels(fused_ops: bool) -> ttq_kernels::CudaKernels {
+    ttq_kernels::CudaKernels {
+        fused_decoder_ops: fused_ops,
+        ..Default::default()
+    }
+}
+
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<f32> {
     fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(ttq_kernels::CudaKernels {
-            fused_decoder_ops: fused_ops,
-            ..Default::default()
-        }))
+        Some(Arc::new(cuda_kernels(fused_ops)))
     }
 }
 
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<burn::tensor::f16> {
     fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(ttq_kernels::CudaKernels {
-            fused_decoder_ops: fused_ops,
-            ..Default::default()
-        }))
+        Some(Arc::new(cuda_kernels(fused_ops)))
     }
 }
 
@@ -139,11 +142,7 @@ pub fn use_kernels<B: CliBackend>(
             let kernels = B::cubecl_kernels(!runtime.unfused_ops).ok_or(
                 "--kernels cubecl needs --backend cuda (and a build with `--features cuda`)",
             )?;
-            let name = if runtime.unfused_ops {
-                "cubecl-unfused-ops"
-            } else {
-                kernels.name()
-            };
+            let name = kernels.name();
             model.set_kernels(kernels)?;
             Ok(name)
         }

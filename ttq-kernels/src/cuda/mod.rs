@@ -298,7 +298,11 @@ impl WeightDims {
 
 impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
     fn name(&self) -> &'static str {
-        "cubecl"
+        if self.fused_decoder_ops {
+            "cubecl"
+        } else {
+            "cubecl-unfused-ops"
+        }
     }
 
     fn channel_stats(&self, x: Tensor<Cb<R, F>, 2>) -> ChannelStats<Cb<R, F>> {
