@@ -38,6 +38,20 @@ step() { # name limit_s command...
   timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.log"
   echo "$name: exit $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
 }
+# `ttq bench decode` on the Qwen3-8B shape (random weights, f16, prompt 512, 32 new tokens,
+# median of 3) with the fused decoder ops or without them (`unfused`), within LIMIT s.
+decode_qwen3() { # fused|unfused LIMIT
+  local ops=$1 flag=""
+  [ "$ops" = unfused ] && flag="--unfused-ops"
+  step "decode_qwen3_8b_f16_$ops" "$2" "$bin/ttq" bench decode --random-weights qwen3-8b \
+    --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+    --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
+}
+# PyTorch's fp16 eager decode on the same shape and settings, within LIMIT s.
+torch_decode_qwen3() { # LIMIT
+  step torch_decode_qwen3_8b "$1" python3 "$here/torch_decode.py" --preset qwen3-8b \
+    --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+}
 nvidia-smi -L | tee "$out/card.txt"
 case $part in
   kernels)
@@ -139,9 +153,7 @@ case $part in
       --include-ignored dense_dequant_f16_steps_after_f32_work
     for ops in fused unfused; do
       flag=""; [ $ops = unfused ] && flag="--unfused-ops"
-      step "decode_qwen3_8b_f16_$ops" 100 "$bin/ttq" bench decode --random-weights qwen3-8b \
-        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
+      decode_qwen3 $ops 100
       step "decode_gemma_f32_$ops" 50 "$bin/ttq" bench decode --random-weights gemma3-270m \
         --backend cuda --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
         --new-tokens 64 --runs 3 $flag --json "$out/decode_gemma_f32_$ops.json"
@@ -152,8 +164,7 @@ case $part in
       --backend cuda --dtype f32 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
       --new-tokens 4 --runs 1
     gzip -f "$out/profile_decode.log"
-    step torch_decode_qwen3_8b 60 python3 "$here/torch_decode.py" --preset qwen3-8b \
-      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    torch_decode_qwen3 60
     ;;
   fold)
     step diag_f16_dense 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
@@ -161,12 +172,7 @@ case $part in
     step tests 240 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
     step bench_kernels 100 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
       --tokens 1,2048 --reps 5
-    for ops in fused unfused; do
-      flag=""; [ $ops = unfused ] && flag="--unfused-ops"
-      step "decode_qwen3_8b_f16_$ops" 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
-        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
-    done
+    for ops in fused unfused; do decode_qwen3 $ops 80; done
     CUBECL_DEBUG_LOG="$out/profile_decode.log" CUBECL_DEBUG_OPTION=profile \
       step profile_decode 40 "$bin/ttq" bench decode --random-weights gemma3-270m \
       --backend cuda --dtype f32 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
@@ -177,8 +183,7 @@ case $part in
       --backend cuda --dtype f16 --methods ttq:w4:g128:a0.25 --prompt-tokens 16 \
       --new-tokens 4 --runs 1
     gzip -f "$out/profile_decode_qwen3_8b.log"
-    step torch_decode_qwen3_8b 60 python3 "$here/torch_decode.py" --preset qwen3-8b \
-      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    torch_decode_qwen3 60
     ;;
   s6)
     step diag_f16_dense 40 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
@@ -200,14 +205,9 @@ case $part in
     step tests 230 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
     step bench_kernels 100 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
-    step decode_qwen3_8b_f16_fused 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --json "$out/decode_qwen3_8b_f16_fused.json"
-    step torch_decode_qwen3_8b 70 python3 "$here/torch_decode.py" --preset qwen3-8b \
-      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
-    step decode_qwen3_8b_f16_unfused 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --unfused-ops --json "$out/decode_qwen3_8b_f16_unfused.json"
+    decode_qwen3 fused 90
+    torch_decode_qwen3 70
+    decode_qwen3 unfused 90
     ;;
   s6pf)
     step diag_burn_f16 60 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
@@ -219,14 +219,8 @@ case $part in
       --gemv-tiles 8:4:2:pf,8:16:1,8:16:1:pf,4:8:2:pf,16:8:2:pf,8:8:2:pf,4:4:2:pf
     ;;
   s6b)
-    for ops in fused unfused; do
-      flag=""; [ $ops = unfused ] && flag="--unfused-ops"
-      step "decode_qwen3_8b_f16_$ops" 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
-        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-        --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
-    done
-    step torch_decode_qwen3_8b 70 python3 "$here/torch_decode.py" --preset qwen3-8b \
-      --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
+    for ops in fused unfused; do decode_qwen3 $ops 90; done
+    torch_decode_qwen3 70
     ;;
   *) echo "unknown part $part"; exit 2 ;;
 esac

@@ -555,8 +555,20 @@ fn bad_shapes_are_errors() {
     assert!(k.matmul(x, &q, None).is_ok());
 }
 
-/// The f32 work that `bad_shapes_are_errors` does, which makes the f16 dequantize + Burn
-/// matmul path go wrong later in the same process (docs/kernels.md, run 6, calls 9-12).
+/// `x · w` on the host, row-major `x` `[m, k]` and `w` `[k, n]`, summed in f32.
+fn host_matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
+    let mut y = vec![0f32; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            y[i * n + j] = (0..k).map(|c| x[i * k + c] * w[c * n + j]).sum();
+        }
+    }
+    y
+}
+
+/// The f32 work that `bad_shapes_are_errors` does, which made the f16 dequantize + Burn
+/// matmul path go wrong later in the same process while the tests made their tensors in the
+/// device's default dtype (docs/kernels.md, run 6 calls 9-12 and run 8).
 fn f32_warm_up() {
     let k = CudaKernels::default();
     let spec = QuantSpec::asymmetric(4, 32).unwrap();
@@ -615,14 +627,7 @@ fn dense_dequant_f16_steps_after_f32_work() {
     // 3. The element-wise product and sum over the device's own operands.
     let prod = xs.unsqueeze_dim::<3>(2) * wt.unsqueeze_dim::<3>(0);
     let y3 = to_f32_vec(prod.sum_dim(1).reshape([tokens, rows]));
-    let mut y3_want = vec![0f32; tokens * rows];
-    for t in 0..tokens {
-        for r in 0..rows {
-            y3_want[t * rows + r] = (0..cols)
-                .map(|c| xs_h[t * cols + c] * wt_h[c * rows + r])
-                .sum();
-        }
-    }
+    let y3_want = host_matmul(&xs_h, &wt_h, tokens, cols, rows);
     if let Err(e) = close("step 3 burn f16 product + sum", &y3, &y3_want, 1e-2) {
         failures.push(e.to_string());
     }
@@ -897,15 +902,6 @@ fn op_checks<F: FloatElement + Element>(when: &str, failures: &mut Vec<String>) 
             }
         };
         println!("{when}: {what}: {verdict}");
-    };
-    let host_matmul = |x: &[f32], w: &[f32], m: usize, k: usize, n: usize| {
-        let mut y = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                y[i * n + j] = (0..k).map(|c| x[i * k + c] * w[c * n + j]).sum();
-            }
-        }
-        y
     };
     let (m, k) = (17, 576);
     let x = t2::<F>(random(32, m * k, 13), [m, k]);
