@@ -24,6 +24,10 @@
 #                                 DequantMatmul test and diagnoses included, then the bench
 #   e2e.sh s6pf    BIN OUT        session 6: which Burn f16 op fails after f32 work, the GEMV
 #                                 tile tests with prefetching, and a device-timed tile sweep
+#   e2e.sh s7      BIN OUT        session 7: the vectorized GEMV's and the quantizer's tests,
+#                                 `bench kernels` with a vector-GEMV tile sweep, the torch
+#                                 peers, decode on the Qwen3-8B shape
+#   e2e.sh s7all   BIN OUT        session 7: the whole suite
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -217,6 +221,19 @@ case $part in
     step bench_tiles 150 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
       --shapes 4096x14336,14336x4096,4096x4096 --tokens 1,4,16 --reps 15 \
       --gemv-tiles 8:4:2:pf,8:16:1,8:16:1:pf,4:8:2:pf,16:8:2:pf,8:8:2:pf,4:4:2:pf
+    ;;
+  s7)
+    step tests_vec 150 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_vector_layouts quantize_and_dequantize_match_f16 large_layer dense_dequant_matmul_f16
+    step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    step bench_tiles 80 "$bin/ttq" bench kernels --json "$out/bench_tiles.json" \
+      --shapes 4096x14336,14336x4096,4096x4096 --tokens 1,4 --reps 9 \
+      --gemv-tiles 8:4:1,4:4:2,8:8:1,4:8:1,16:4:1,2:4:4,8:4:2:fused
+    step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    decode_qwen3 fused 90
+    ;;
+  s7all)
+    step tests_all 400 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

@@ -251,9 +251,16 @@ fn check_matmul<F: FloatElement + Element>(
     let mut variants = vec![(CudaKernels::default(), rel)];
     if seed % 2 == 1 {
         if tokens <= DEFAULT_GEMV_MAX_TOKENS {
+            // The default is the vectorized GEMV where the layout allows it: alternate the
+            // two scalar kernels.
+            let gemv_variant = if seed % 4 == 1 {
+                GemvVariant::Fused
+            } else {
+                GemvVariant::Padded
+            };
             variants.push((
                 CudaKernels {
-                    gemv_variant: GemvVariant::Padded,
+                    gemv_variant,
                     ..CudaKernels::default()
                 },
                 rel,
@@ -416,6 +423,126 @@ fn gemv_tiles() {
     }
 }
 
+/// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
+/// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
+/// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and
+/// `Auto` on operands that do not start on a 16-byte boundary (it must fall back).
+#[test]
+fn gemv_vector_layouts() {
+    let device = device();
+    let rows = 37;
+    for (bits, group) in [
+        (4, GroupSize::Size(128)),
+        (4, GroupSize::Size(32)),
+        (2, GroupSize::Size(64)),
+        (8, GroupSize::Size(32)),
+        (4, GroupSize::Row),
+    ] {
+        let spec = QuantSpec::new(bits, group, QuantScheme::Asymmetric).unwrap();
+        // 19 lines of four words: not a multiple of 128 columns, so g128 has a short
+        // last group.
+        let cols = 19 * 4 * 32 / bits as usize;
+        assert!(ttq_kernels::cuda::gemv_vector_fits_layout(
+            bits,
+            cols,
+            spec.group_len(cols),
+            spec.groups_per_row(cols)
+        ));
+        let w = random(31 + bits as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        for tokens in [1, 5, 16] {
+            let xh = random(32 + tokens as u64, tokens * cols, 13);
+            let sh = positive(33, cols);
+            let want = reference::matmul(&xh, tokens, &hq, Some(&sh));
+            for (r, p, u) in [(0, 0, 0), (3, 2, 1), (4, 1, 2)] {
+                let tile = if r == 0 {
+                    GemvTile::default()
+                } else {
+                    GemvTile {
+                        rows: Some(r),
+                        planes: Some(p),
+                        unroll: Some(u),
+                        ..GemvTile::default()
+                    }
+                };
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Vector,
+                    gemv_tile: tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!("vector GEMV {spec} {rows}x{cols} m={tokens} tile {r}:{p}:{u}");
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let q32 = from_host::<CudaBackend<f32>>(hq.clone(), &device);
+                let y = kernels
+                    .matmul(
+                        t2::<f32>(xh.clone(), [tokens, cols]),
+                        &q32,
+                        Some(t1(sh.clone())),
+                    )
+                    .expect("valid shapes");
+                close(&format!("{what} f32"), &to_f32_vec(y), &want, 1e-4)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+                let x16 = t2::<f16>(xh.clone(), [tokens, cols]);
+                let s16 = t1::<f16>(sh.clone());
+                // The reference on the f16-rounded operands, as the kernel sees them.
+                let want16 = reference::matmul(
+                    &to_f32_vec(x16.clone()),
+                    tokens,
+                    &hq,
+                    Some(&to_f32_vec(s16.clone())),
+                );
+                let y = kernels.matmul(x16, &q16, Some(s16)).expect("valid shapes");
+                close(&format!("{what} f16"), &to_f32_vec(y), &want16, 1e-2)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    // An input scale that starts 4 bytes into its buffer: `Auto` must not vector-load it.
+    let spec = QuantSpec::asymmetric(4, 128).unwrap();
+    let cols = 608;
+    let w = random(41, rows * cols, 0);
+    let hq = reference::quantize(&w, rows, cols, None, &spec);
+    let q = from_host::<CudaBackend<f32>>(hq.clone(), &device);
+    let xh = random(42, cols, 13);
+    let s_wide = positive(43, cols + 1);
+    let s = t1::<f32>(s_wide.clone()).slice([1..cols + 1]);
+    let want = reference::matmul(&xh, 1, &hq, Some(&s_wide[1..]));
+    poison(rows * 4 + cols * 4);
+    let y = CudaKernels::default()
+        .matmul(t2::<f32>(xh, [1, cols]), &q, Some(s))
+        .expect("valid shapes");
+    close("vector GEMV, unaligned scale", &to_f32_vec(y), &want, 1e-4)
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // Layouts it cannot serve are an error when forced, and fall back under `Auto`.
+    let spec = QuantSpec::asymmetric(3, 64).unwrap();
+    let cols = 640;
+    let hq = reference::quantize(&random(44, rows * cols, 0), rows, cols, None, &spec);
+    let q = from_host::<CudaBackend<f32>>(hq.clone(), &device);
+    let xh = random(45, cols, 13);
+    let forced = CudaKernels {
+        gemv_variant: GemvVariant::Vector,
+        ..CudaKernels::default()
+    };
+    let err = forced
+        .matmul(t2::<f32>(xh.clone(), [1, cols]), &q, None)
+        .expect_err("3-bit codes do not fill whole words");
+    assert!(err.to_string().contains("GemvVariant::Vector"), "{err}");
+    let y = CudaKernels::default()
+        .matmul(t2::<f32>(xh.clone(), [1, cols]), &q, None)
+        .expect("Auto falls back");
+    close(
+        "Auto on 3 bits",
+        &to_f32_vec(y),
+        &reference::matmul(&xh, 1, &hq, None),
+        1e-4,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// A layer of real size through both matmul paths and the quantizer.
 #[test]
 fn large_layer() {
@@ -458,10 +585,8 @@ fn dense_cmma_ragged_tiles() {
 /// device, so after f32 work the "f16" `x` of this test was an f32 tensor, while the
 /// dequantized weight was f16, and Burn's product of the two was garbage. Since then the
 /// test helpers give every tensor its dtype and the path dequantizes into `x`'s dtype, so
-/// this test is expected to pass; it stays ignored, and `Auto` keeps the cmma kernel on
-/// f16, until a GPU run confirms it. Run with `--include-ignored`.
+/// this test passes (session 7, call 1), and `Auto` takes the path on f16 too.
 #[test]
-#[ignore = "expected to pass since run 8's dtype fixes, not yet run on a GPU (docs/kernels.md, run 8); Auto avoids the path"]
 fn dense_dequant_matmul_f16() {
     f32_warm_up();
     let kernels = CudaKernels {
@@ -582,10 +707,9 @@ fn f32_warm_up() {
 /// Each step of the f16 `DequantMatmul` path on its own, after the f32 warm-up that made
 /// the whole path fail (`dense_dequant_matmul_f16`'s first case, same seeds): which step
 /// gives the wrong value. In run 8 step 3 (Burn's product over right operands) failed:
-/// the "f16" `x` was f32 (the device's default dtype, see [`t2`]). Ignored like that test
-/// until a GPU run confirms the dtype fixes; run with `--include-ignored`.
+/// the "f16" `x` was f32 (the device's default dtype, see [`t2`]). Passes since the dtype
+/// fixes (session 7, call 1).
 #[test]
-#[ignore = "diagnosis of the f16 DequantMatmul fault; expected to pass since run 8's dtype fixes, not yet run"]
 fn dense_dequant_f16_steps_after_f32_work() {
     f32_warm_up();
     let kernels = CudaKernels::default();
@@ -879,10 +1003,8 @@ fn masked_softmax_matches_reference() {
 /// combine Burn-made tensors with our dequantized weight failed: the tests then made their
 /// tensors in the device's default dtype, f32 after the first half, while our weight was
 /// f16 (docs/kernels.md, run 8, "The cause of the f16 fault"). With [`t2`] naming dtypes
-/// every check should pass; ignored until a GPU run confirms it. Prints every check; run
-/// it alone (a fresh process).
+/// every check passes (session 7, call 1). Prints every check.
 #[test]
-#[ignore = "diagnosis of the f16 DequantMatmul fault; expected to pass since run 8's dtype fixes, not yet run"]
 fn burn_f16_ops_after_f32_work() {
     let mut failures = Vec::new();
     op_checks::<f32>("f32, first", &mut failures);

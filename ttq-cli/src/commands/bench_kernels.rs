@@ -45,32 +45,72 @@ pub struct BenchKernelsArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// Extra fused-GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
-    /// planes per cube, word runs per lane and step), comma-separated; a `:cvt` suffix
-    /// decodes codes with the integer-to-float conversion instead of the mantissa trick, a
-    /// `:pf` suffix loads each step's words one step ahead.
+    /// Extra GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
+    /// planes per cube, loads per lane, step and row), comma-separated. They run the
+    /// default kernel (the vectorized GEMV where the layout allows it); a `:fused` suffix
+    /// runs the scalar fused GEMV instead, and its options imply it: `:cvt` decodes codes
+    /// with the integer-to-float conversion instead of the mantissa trick, `:pf` loads
+    /// each step's words one step ahead.
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
 
-/// Parses `"8:4:2"` (or `"8:4:2:cvt"`, `"8:4:2:pf"`, `"8:4:2:cvt:pf"`) into a GEMV tile
-/// `[R, P, U]`, whether codes are decoded by conversion and whether words are prefetched.
+/// One `--gemv-tiles` entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn parse_tile(text: &str) -> Result<([u32; 3], bool, bool), CliError> {
+struct TileArg {
+    /// `[R, P, U]`.
+    rpu: [u32; 3],
+    /// Codes decoded by conversion (scalar fused GEMV only).
+    convert: bool,
+    /// Words prefetched one step ahead (scalar fused GEMV only).
+    prefetch: bool,
+    /// The scalar fused GEMV instead of the default kernel (implied by the two above).
+    fused: bool,
+}
+
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+impl TileArg {
+    /// The label of the tile as run (`R:P:U` as resolved, then the flags).
+    fn label(&self, [r, p, u]: [u32; 3]) -> String {
+        let mut label = format!("{r}:{p}:{u}");
+        for (on, flag) in [
+            (self.fused && !(self.convert || self.prefetch), ":fused"),
+            (self.convert, ":cvt"),
+            (self.prefetch, ":pf"),
+        ] {
+            if on {
+                label.push_str(flag);
+            }
+        }
+        label
+    }
+}
+
+/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:cvt`, `:pf`, each at most once) into
+/// a GEMV tile.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:cvt][:pf]");
+    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:fused][:cvt][:pf]");
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
-    let (mut convert, mut prefetch) = (false, false);
+    let (mut convert, mut prefetch, mut fused) = (false, false, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
             "pf" if !prefetch => prefetch = true,
+            "fused" if !fused => fused = true,
             _ => return Err(bad().into()),
         }
     }
-    Ok(([r.parse()?, p.parse()?, u.parse()?], convert, prefetch))
+    Ok(TileArg {
+        rpu: [r.parse()?, p.parse()?, u.parse()?],
+        convert,
+        prefetch,
+        fused: fused || convert || prefetch,
+    })
 }
 
 /// Parses `"4096x14336"` into `(4096, 14336)`.
@@ -270,7 +310,7 @@ mod imp {
         let mut matmul_rows = Vec::new();
         let mut shape_rows = Vec::new();
         let mut tile_rows = Vec::new();
-        let tiles: Vec<([u32; 3], bool, bool)> = args
+        let tiles: Vec<TileArg> = args
             .gemv_tiles
             .iter()
             .map(|t| parse_tile(t))
@@ -328,10 +368,10 @@ mod imp {
                 let t_dense = timer.time(dense_call);
                 let (t_dense_dev, _) = timer.time_device(&filler, dense_call);
                 // The other variant of the path, on the same card, for the design notes: the
-                // padded GEMV up to 16 tokens, the cmma kernel above.
+                // scalar fused GEMV up to 16 tokens, the cmma kernel above.
                 let other = if m <= kernels.gemv_max_tokens {
                     CudaKernels {
-                        gemv_variant: GemvVariant::Padded,
+                        gemv_variant: GemvVariant::Fused,
                         ..kernels
                     }
                 } else {
@@ -346,14 +386,20 @@ mod imp {
                     }) * 1e6,
                 );
                 if m <= kernels.gemv_max_tokens {
-                    for &([r, p, u], convert, prefetch) in &tiles {
+                    for tile in &tiles {
+                        let [r, p, u] = tile.rpu;
                         let tiled = CudaKernels {
                             gemv_tile: GemvTile {
                                 rows: Some(r),
                                 planes: Some(p),
                                 unroll: Some(u),
-                                convert,
-                                prefetch,
+                                convert: tile.convert,
+                                prefetch: tile.prefetch,
+                            },
+                            gemv_variant: if tile.fused {
+                                GemvVariant::Fused
+                            } else {
+                                kernels.gemv_variant
                             },
                             ..kernels
                         };
@@ -364,12 +410,12 @@ mod imp {
                         let (t_dev, hidden) = timer.time_device(&filler, call);
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
                         // As run: `resolve` clamps large tiles at many tokens.
-                        let (rr, pr, ur) = tiled.gemv_tile.resolve(m, spec.bits());
-                        let label = format!(
-                            "{rr}:{pr}:{ur}{}{}",
-                            if convert { ":cvt" } else { "" },
-                            if prefetch { ":pf" } else { "" }
-                        );
+                        let (rr, pr, ur) = if tile.fused {
+                            tiled.gemv_tile.resolve(m, spec.bits())
+                        } else {
+                            tiled.gemv_tile.resolve_vector(m, spec.bits())
+                        };
+                        let label = tile.label([rr, pr, ur]);
                         tile_rows.push(json!({
                             "shape": format!("{rows}x{cols}"), "m": m,
                             "tile": label,
@@ -510,7 +556,7 @@ mod imp {
     fn print_tables(copy_gbs: f64, matmul: &[serde_json::Value], shapes: &[serde_json::Value]) {
         println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s");
         println!("host: host-timed (launch cost included); dev: device-timed, launches hidden (* = not fully hidden: an upper bound)\n");
-        println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | other variant host µs (m ≤ 16: padded GEMV; else the cmma GEMM) |");
+        println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | other variant host µs (m ≤ 16: scalar fused GEMV; else the cmma GEMM) |");
         println!(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
@@ -563,14 +609,48 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_tile;
+    use super::{parse_tile, TileArg};
 
     #[test]
     fn tiles_parse_with_their_flags() {
-        assert_eq!(parse_tile("8:4:2").unwrap(), ([8, 4, 2], false, false));
-        assert_eq!(parse_tile("16:8:1:pf").unwrap(), ([16, 8, 1], false, true));
-        assert_eq!(parse_tile("4:4:2:cvt:pf").unwrap(), ([4, 4, 2], true, true));
-        for bad in ["8:4", "8:4:2:pf:pf", "8:4:2:fast", "a:4:2"] {
+        let tile = |rpu, convert, prefetch, fused| TileArg {
+            rpu,
+            convert,
+            prefetch,
+            fused,
+        };
+        assert_eq!(
+            parse_tile("8:4:2").unwrap(),
+            tile([8, 4, 2], false, false, false)
+        );
+        assert_eq!(
+            parse_tile("8:4:2:fused").unwrap(),
+            tile([8, 4, 2], false, false, true)
+        );
+        // The scalar kernel's options select it.
+        assert_eq!(
+            parse_tile("16:8:1:pf").unwrap(),
+            tile([16, 8, 1], false, true, true)
+        );
+        assert_eq!(
+            parse_tile("4:4:2:cvt:pf").unwrap(),
+            tile([4, 4, 2], true, true, true)
+        );
+        assert_eq!(
+            parse_tile("4:4:2:cvt").unwrap().label([4, 4, 2]),
+            "4:4:2:cvt"
+        );
+        assert_eq!(
+            parse_tile("4:4:2:fused").unwrap().label([4, 4, 1]),
+            "4:4:1:fused"
+        );
+        for bad in [
+            "8:4",
+            "8:4:2:pf:pf",
+            "8:4:2:fast",
+            "a:4:2",
+            "8:4:2:fused:fused",
+        ] {
             assert!(parse_tile(bad).is_err(), "{bad}");
         }
     }

@@ -257,7 +257,9 @@ pub fn quantize_pack_kernel<F: Float>(
 /// no thread divides by the run-time group count. A plane issues the loads of all its
 /// groups first and keeps them in registers: lane `l` holds the `group / 32` consecutive
 /// columns starting at `l · group / 32`, so the row is read once (the generic kernel reads it
-/// twice, element by element). The group's range comes from `plane_min` / `plane_max`; each
+/// twice, element by element), `vector` columns per load (`N`-element vector loads of `W`
+/// and of the column scale, up to 16 bytes, where the row length and the buffers'
+/// alignment allow; the launcher picks `vector`). The group's range comes from `plane_min` / `plane_max`; each
 /// lane turns its values into codes with the reference's f32 operations and shifts them to
 /// their bit positions; the lanes that share a word combine their disjoint bits with
 /// `plane_shuffle_xor` sums, and the first of them stores the word.
@@ -272,9 +274,9 @@ pub fn quantize_pack_kernel<F: Float>(
 #[allow(clippy::too_many_arguments)]
 // `u32::is_multiple_of` has no CubeCL expansion; `%` does.
 #[allow(clippy::manual_is_multiple_of)]
-pub fn quantize_pack_groups_kernel<F: Float>(
-    w: &Tensor<F>,
-    col_scale: &Tensor<F>,
+pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
+    w: &Tensor<Vector<F, N>>,
+    col_scale: &Tensor<Vector<F, N>>,
     scales: &mut Tensor<f32>,
     zeros: &mut Tensor<f32>,
     packed: &mut Tensor<u32>,
@@ -286,33 +288,42 @@ pub fn quantize_pack_groups_kernel<F: Float>(
     #[comptime] bits: u32,
     #[comptime] symmetric: bool,
     #[comptime] steps: u32,
+    #[comptime] vector: u32,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
     let per_lane = comptime!(group / PLANE);
+    // Vector loads per lane and group (`vector` divides `per_lane` and `cols`).
+    let loads = comptime!(per_lane / vector);
+    let row_vectors = cols / vector;
     let max_code = comptime!(((1u32 << bits) - 1) as f32);
     let mask = comptime!((1u32 << bits) - 1);
     let n = comptime!((steps * per_lane) as usize);
     let lane = UNIT_POS_X;
     let planes = CUBE_DIM_Y;
-    let cols_us = cols as usize;
     let g_us = groups as usize;
     let wpr = words_per_row as usize;
     let mut vals = Array::<f32>::new(n);
 
     let mut row = CUBE_POS_Y;
     while row < rows {
-        let w_row = row as usize * cols_us;
-        // Loads of all `steps` groups first.
+        let w_row = row as usize * row_vectors as usize;
+        // Loads of all `steps` groups first, `vector` columns per load; indices past the
+        // row are clamped to its last vector, whose values are masked below.
         #[unroll]
         for st in 0..steps {
             let gi = u32::min((CUBE_POS_X * steps + st) * planes + UNIT_POS_Y, groups - 1);
             let c0 = gi * group + lane * per_lane;
             #[unroll]
-            for j in 0..per_lane {
-                let c = u32::min(c0 + j, cols - 1);
-                vals[(st * per_lane + j) as usize] =
-                    f32::cast_from(w[w_row + c as usize]) * f32::cast_from(col_scale[c as usize]);
+            for j in 0..loads {
+                let vi = u32::min((c0 + j * vector) / vector, row_vectors - 1);
+                let wv = w[w_row + vi as usize];
+                let sv = col_scale[vi as usize];
+                #[unroll]
+                for e in 0..vector {
+                    vals[(st * per_lane + j * vector + e) as usize] =
+                        f32::cast_from(wv[e as usize]) * f32::cast_from(sv[e as usize]);
+                }
             }
         }
         #[unroll]
@@ -789,6 +800,178 @@ pub fn gemv_fused_kernel<F: Float>(
     }
     sync_cube();
     // Every output of the cube is written by one thread (loop: R · m may exceed the cube).
+    let mut i = plane * PLANE + lane;
+    while i < comptime!(nacc as u32) {
+        let mut sum = 0.0f32;
+        #[unroll]
+        for p in 0..planes {
+            sum += partial[p as usize * nacc + i as usize];
+        }
+        let t = i / rows_per_cube;
+        let r = i % rows_per_cube;
+        if row0 + r < rows {
+            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
+        }
+        i += comptime!(PLANE * planes);
+    }
+}
+
+/// The vectorized GEMV (the default where the layout allows it, see
+/// `super::GemvVariant::Auto`): [`gemv_fused_kernel`]'s tiling with 16-byte loads.
+///
+/// Each lane owns a *line* of `N` consecutive packed words (`N = 4`: one 16-byte load per
+/// row, `4 · 32 / bits` columns) instead of one word, so every load instruction moves four
+/// times the bytes and one scale and zero serve the whole line (the launcher takes this
+/// kernel only when a line never straddles a group and rows hold whole lines). The scaled
+/// activations `x ⊙ s` of each word are loaded as `N`-element vectors too (8 bytes in f16,
+/// 16 in f32), once per word position and shared by the cube's `R` rows.
+///
+/// - a cube of `P` planes owns `R` rows and splits their lines between its planes (split-K);
+/// - each plane step loads `U` runs of 32 lines for each of the `R` rows before decoding any
+///   (`U · R` 16-byte loads in flight per lane);
+/// - per word: `s · (Σ xs·code − z · Σ xs)`, codes decoded with the 2²³ mantissa trick;
+/// - lanes are reduced with `plane_sum`, planes in shared memory.
+///
+/// Lines past the row's end are loaded from a clamped index and skipped; rows past the end
+/// are clamped for loads and not written.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_vec_kernel<F: Float, N: Size>(
+    x: &Tensor<Vector<F, N>>,
+    s: &Tensor<Vector<F, N>>,
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    #[comptime] m: u32,
+    #[comptime] bits: u32,
+    #[comptime] vector: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+    #[comptime] planes: u32,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    // Activation vectors per word (`cpw` columns).
+    let vpw = comptime!(cpw / vector);
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nwords = comptime!((unroll * rows_per_cube * vector) as usize);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let row0 = CUBE_POS_X * rows_per_cube;
+    let lpr = lines_per_row as usize;
+    // Activation vectors per token row: `cols / vector`.
+    let x_stride = (lines_per_row * cpw) as usize;
+    let g_us = groups as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut words = Array::<u32>::new(nwords);
+    let mut codes = Array::<f32>::new(comptime!(cpw as usize));
+    let mut xv = Array::<f32>::new(comptime!((m * cpw) as usize));
+    let mut xsum = Array::<f32>::new(comptime!(m as usize));
+    let mut sc = Array::<f32>::new(comptime!(rows_per_cube as usize));
+    let mut zp = Array::<f32>::new(comptime!(rows_per_cube as usize));
+
+    let step = comptime!(PLANE * unroll * planes);
+    let mut base = plane * comptime!(PLANE * unroll);
+    while base < lines_per_row {
+        // All 16-byte loads of the step first (clamped indices past the row's end).
+        #[unroll]
+        for u in 0..unroll {
+            let li = u32::min(base + u * PLANE + lane, lines_per_row - 1);
+            #[unroll]
+            for r in 0..rows_per_cube {
+                let row = u32::min(row0 + r, rows - 1);
+                let line = packed[row as usize * lpr + li as usize];
+                #[unroll]
+                for w in 0..vector {
+                    words[((u * rows_per_cube + r) * vector + w) as usize] = line[w as usize];
+                }
+            }
+        }
+        #[unroll]
+        for u in 0..unroll {
+            let li = base + u * PLANE + lane;
+            if li < lines_per_row {
+                // One group per line (the launcher's condition).
+                let g = u32::min((li * comptime!(vector * cpw)) >> group_shift, groups - 1);
+                #[unroll]
+                for r in 0..rows_per_cube {
+                    let row = u32::min(row0 + r, rows - 1);
+                    let p = row as usize * g_us + g as usize;
+                    sc[r as usize] = scales[p];
+                    zp[r as usize] = zeros[p];
+                }
+                #[unroll]
+                for w in 0..vector {
+                    // x ⊙ s of word `w`'s columns for every token, shared by the R rows.
+                    let xi = (li * cpw + w * vpw) as usize;
+                    #[unroll]
+                    for j in 0..vpw {
+                        let sj = Vector::<f32, N>::cast_from(s[xi + j as usize]);
+                        #[unroll]
+                        for t in 0..m {
+                            let xt = Vector::<f32, N>::cast_from(
+                                x[t as usize * x_stride + xi + j as usize],
+                            ) * sj;
+                            #[unroll]
+                            for e in 0..vector {
+                                xv[(t * cpw + j * vector + e) as usize] = xt[e as usize];
+                            }
+                        }
+                    }
+                    #[unroll]
+                    for t in 0..m {
+                        let mut sum = 0.0f32;
+                        #[unroll]
+                        for k in 0..cpw {
+                            sum += xv[(t * cpw + k) as usize];
+                        }
+                        xsum[t as usize] = sum;
+                    }
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        let word = words[((u * rows_per_cube + r) * vector + w) as usize];
+                        #[unroll]
+                        for k in 0..cpw {
+                            codes[k as usize] = code_to_f32(word, k * bits, mask, true);
+                        }
+                        #[unroll]
+                        for t in 0..m {
+                            let mut dot = 0.0f32;
+                            #[unroll]
+                            for k in 0..cpw {
+                                dot += xv[(t * cpw + k) as usize] * codes[k as usize];
+                            }
+                            acc[(t * rows_per_cube + r) as usize] +=
+                                sc[r as usize] * (dot - zp[r as usize] * xsum[t as usize]);
+                        }
+                    }
+                }
+            }
+        }
+        base += step;
+    }
+
+    // Lanes, then planes (as in `gemv_fused_kernel`).
+    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
+    #[unroll]
+    for i in 0..nacc {
+        let v = plane_sum(acc[i]);
+        if lane == 0 {
+            partial[plane as usize * nacc + i] = v;
+        }
+    }
+    sync_cube();
     let mut i = plane * PLANE + lane;
     while i < comptime!(nacc as u32) {
         let mut sum = 0.0f32;

@@ -7,10 +7,10 @@
 //! | operation | kernel | notes |
 //! | --- | --- | --- |
 //! | `channel_stats` | [`kernels::channel_stats_kernel`] | one cube per 32 channels, two passes |
-//! | `quantize` | [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused, one cube per row |
+//! | `quantize` | [`kernels::quantize_pack_groups_kernel`] (common layouts) or [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused in one pass over `W` (vector loads of up to 16 bytes in the first) |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
-//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a plane-per-rows GEMV |
-//! | `matmul`, more tokens | [`kernels::gemm_cmma_kernel`] on f16, [`kernels::dequantize_t_kernel`] + Burn's dense matmul on f32 | see [`DenseVariant`] |
+//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_vec_kernel`] where the layout allows it, else [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a GEMV; 16-byte loads of four words per lane in the first |
+//! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul (or [`kernels::gemm_cmma_kernel`], see [`DenseVariant`]) | the input scale folded into the dequantized weight |
 //! | `rms_norm`, `rope`, `masked_softmax`, `gated` | [`decoder_ops`] | one launch each instead of six to eight Burn ops |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
@@ -96,17 +96,36 @@ impl GemvTile {
         let unroll = self.unroll.unwrap_or(2).clamp(1, 8).min((32 / rows).max(1));
         (rows, self.planes.unwrap_or(4).clamp(1, 32), unroll)
     }
+
+    /// `(R, P, U)` for [`kernels::gemv_vec_kernel`]: `R` and `P` as in
+    /// [`GemvTile::resolve`]; `U` (16-byte lines per lane, step and row) defaults to 1 and
+    /// is clamped to `U · R ≤ 8` lines (32 words) in flight per lane, the register budget
+    /// of the scalar kernel's `U · R ≤ 32` words.
+    pub fn resolve_vector(&self, tokens: usize, bits: u32) -> (u32, u32, u32) {
+        let (rows, planes, _) = self.resolve(tokens, bits);
+        let unroll = self.unroll.unwrap_or(1).clamp(1, 8).min((8 / rows).max(1));
+        (rows, planes, unroll)
+    }
 }
 
 /// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
 const MAX_GRID_Y: usize = 65_535;
 
-/// How the GEMV applies the input scale (both give the same results up to f32 rounding
-/// order; kept side by side so that the benchmark can compare them on one card).
+/// Which GEMV kernel serves `tokens ≤ gemv_max_tokens` (all give the same results up to
+/// f32 rounding order; kept side by side so that the benchmark can compare them on one
+/// card).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GemvVariant {
-    /// One kernel reads `x` and the input scale directly ([`kernels::gemv_fused_kernel`]).
+    /// [`GemvVariant::Vector`] where the layout allows it (see [`gemv_vector_fits_layout`]),
+    /// [`GemvVariant::Fused`] otherwise.
     #[default]
+    Auto,
+    /// [`kernels::gemv_vec_kernel`]: 16-byte loads of four packed words per lane and
+    /// vector loads of `x` and the input scale. Needs 2, 4 or 8 bits, rows of whole
+    /// four-word lines and groups holding whole lines; `matmul` returns an error otherwise.
+    Vector,
+    /// One kernel reads `x` and the input scale directly, one word per lane and load
+    /// ([`kernels::gemv_fused_kernel`]); any layout.
     Fused,
     /// A first kernel writes `x ⊙ s` as a zero-padded f32 copy, which the GEMV
     /// ([`kernels::gemv_kernel`]) then reads without bounds checks.
@@ -116,13 +135,12 @@ pub enum GemvVariant {
 /// How `matmul` serves more than `gemv_max_tokens` tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DenseVariant {
-    /// [`DenseVariant::Cmma`] on an f16 backend whose device has f16 cmma,
-    /// [`DenseVariant::DequantMatmul`] otherwise. `DequantMatmul` is 1.3-4.2× faster at 2048
-    /// tokens; on f16 it failed the GPU tests whenever f32 work had run earlier in the
-    /// process (docs/kernels.md, run 6 calls 7-12 and run 8), because Burn then made the
-    /// tests' "f16" activations in f32 (the device's default dtype) while the weight was
-    /// dequantized in f16. It now dequantizes in the activations' dtype; until a GPU run
-    /// confirms the f16 tests, f16 does not take it by default.
+    /// [`DenseVariant::DequantMatmul`], on f16 and f32: it was 1.3-4.2× faster than the
+    /// cmma kernel at 2048 tokens (docs/kernels.md, run 8 call 1). On f16 it used to fail
+    /// the GPU tests whenever f32 work had run earlier in the process (runs 6-8), because
+    /// Burn then made the tests' "f16" activations in f32 (the device's default dtype) while
+    /// the weight was dequantized in f16; it now dequantizes in the activations' dtype, and
+    /// the f16 tests pass (session 7, call 1).
     #[default]
     Auto,
     /// [`kernels::gemm_cmma_kernel`] (dequantization fused into a tensor-core GEMM; f16
@@ -169,7 +187,7 @@ impl Default for CudaKernels {
     fn default() -> Self {
         Self {
             gemv_max_tokens: DEFAULT_GEMV_MAX_TOKENS,
-            gemv_variant: GemvVariant::Fused,
+            gemv_variant: GemvVariant::Auto,
             gemv_tile: GemvTile::default(),
             dense_variant: DenseVariant::Auto,
             quantize_variant: QuantizeVariant::Auto,
@@ -373,6 +391,17 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         if group_parallel {
             let per_lane = dims.group / kernels::PLANE;
             let steps = if per_lane <= 4 { 2 } else { 1 };
+            // Columns per load: up to 16 bytes, dividing the lane's run and the row, with
+            // both operands starting on a boundary of the load's size.
+            let elem = dtype.size() as u32;
+            let mut vector = per_lane.min(16 / elem).max(1);
+            while vector > 1
+                && (dims.cols % vector != 0
+                    || !aligned_to(&w, (vector * elem) as u64)
+                    || !aligned_to(&d, (vector * elem) as u64))
+            {
+                vector /= 2;
+            }
             // SAFETY: shapes were checked above; every load index is clamped and every
             // store guarded (see the kernel).
             unsafe {
@@ -388,6 +417,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                         y: QUANT_GROUP_PLANES,
                         z: 1,
                     },
+                    vector as usize,
                     w.clone().into_tensor_arg(),
                     d.into_tensor_arg(),
                     scales.clone().into_tensor_arg(),
@@ -401,6 +431,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     dims.bits,
                     spec.scheme() == QuantScheme::Symmetric,
                     steps,
+                    vector,
                     dtype.into(),
                 );
             }
@@ -469,14 +500,36 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         u32_of(rows.saturating_mul(cols), "weight elements")?;
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
             return match self.gemv_variant {
-                GemvVariant::Fused => gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile),
+                GemvVariant::Auto if gemv_vector_fits(&dims) => {
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Vector => {
+                    if !gemv_vector_fits(&dims) {
+                        return Err(QuantError::Method {
+                            method: "cuda GEMV".into(),
+                            message: format!(
+                                "GemvVariant::Vector needs 2, 4 or 8 bits, a multiple of {} \
+                                 columns and groups of whole lines (got {} bits, {} columns, \
+                                 groups of {}); use GemvVariant::Auto",
+                                GEMV_LINE_WORDS * 32 / dims.bits.max(1),
+                                dims.bits,
+                                dims.cols,
+                                dims.group
+                            ),
+                        });
+                    }
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Auto | GemvVariant::Fused => {
+                    gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
             };
         }
         let cmma = match self.dense_variant {
             DenseVariant::Cmma => true,
             DenseVariant::DequantMatmul => false,
-            DenseVariant::Auto => F::dtype() == DType::F16 && has_f16_cmma::<R, F>(&x),
+            DenseVariant::Auto => false,
         };
         if cmma {
             if !has_f16_cmma::<R, F>(&x) {
@@ -826,6 +879,99 @@ fn gemv<R: CubeRuntime, F: FloatElement>(
             tokens_u,
             dims.bits,
             rpp,
+            F::dtype().into(),
+        );
+    }
+    Ok(wrap_float(y))
+}
+
+/// Packed words per lane load of [`kernels::gemv_vec_kernel`] (one 16-byte load).
+const GEMV_LINE_WORDS: u32 = 4;
+
+/// Elements per activation load of [`kernels::gemv_vec_kernel`] (the same count as
+/// [`GEMV_LINE_WORDS`]: the kernel has one vector size).
+const GEMV_VECTOR: usize = GEMV_LINE_WORDS as usize;
+
+/// Whether [`kernels::gemv_vec_kernel`] can serve a weight of these dimensions: 2, 4 or 8
+/// bits (whole codes per word, and `32 / bits` a multiple of the vector size so that a
+/// word's activations are whole vectors), rows of whole four-word lines, and every line in
+/// one group (a single group per row, or groups that are a multiple of a line's columns).
+pub fn gemv_vector_fits_layout(bits: u32, cols: usize, group: usize, groups: usize) -> bool {
+    if !matches!(bits, 2 | 4 | 8) {
+        return false;
+    }
+    let line_cols = (GEMV_LINE_WORDS * 32 / bits) as usize;
+    cols % line_cols == 0 && (groups == 1 || group % line_cols == 0)
+}
+
+fn gemv_vector_fits(dims: &WeightDims) -> bool {
+    gemv_vector_fits_layout(
+        dims.bits,
+        dims.cols as usize,
+        dims.group as usize,
+        dims.groups as usize,
+    )
+}
+
+/// Whether a tensor's data starts on a `bytes` boundary (vector loads need their size's
+/// alignment; a view that starts inside a buffer may not have it).
+fn aligned_to<R: CubeRuntime>(t: &CubeTensor<R>, bytes: u64) -> bool {
+    t.handle.offset_start.unwrap_or(0) % bytes == 0
+}
+
+fn aligned_16<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
+    aligned_to(t, 16)
+}
+
+/// The vectorized GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`, layouts accepted
+/// by [`gemv_vector_fits`]); falls back to [`gemv_fused`] for operands that do not start
+/// on a 16-byte boundary.
+fn gemv_vector<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let [tokens, _] = x.dims();
+    let tokens_u = u32_of(tokens, "tokens")?;
+    let (xp, sp) = activation_prims(x.clone(), input_scale.clone());
+    let (packed, scales, zeros) = weight_prims(q);
+    if !(aligned_16(&xp) && aligned_16(&sp) && aligned_16(&packed)) {
+        return gemv_fused::<R, F>(x, q, input_scale, dims, tile);
+    }
+    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
+    let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
+    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+    // SAFETY: shapes and the layout were checked above (`gemv_vector_fits`: rows of whole
+    // lines, activations of whole vectors, operands 16-byte aligned); every index in the
+    // kernel is guarded or clamped.
+    unsafe {
+        kernels::gemv_vec_kernel::launch_unchecked::<R>(
+            &xp.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: planes,
+                z: 1,
+            },
+            GEMV_VECTOR,
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            lines_per_row,
+            tokens_u,
+            dims.bits,
+            GEMV_LINE_WORDS,
+            rows_per_cube,
+            unroll,
+            planes,
             F::dtype().into(),
         );
     }
