@@ -454,7 +454,16 @@ fn gemv_vector_layouts() {
             let xh = random(32 + tokens as u64, tokens * cols, 13);
             let sh = positive(33, cols);
             let want = reference::matmul(&xh, tokens, &hq, Some(&sh));
-            for (r, p, u) in [(0, 0, 0), (3, 2, 1), (4, 1, 2)] {
+            // Each (bits, tokens, tile, dtype) is a kernel compiled at run time: the
+            // non-default tiles at one token count, f16 with the default tile only, so that
+            // the test compiles about 24 kernels (its first version, with every
+            // combination, ran past 150 s).
+            let tiles: &[(u32, u32, u32)] = if tokens == 5 {
+                &[(0, 0, 0), (3, 2, 1), (4, 1, 2)]
+            } else {
+                &[(0, 0, 0)]
+            };
+            for &(r, p, u) in tiles {
                 let tile = if r == 0 {
                     GemvTile::default()
                 } else {
@@ -482,6 +491,10 @@ fn gemv_vector_layouts() {
                     .expect("valid shapes");
                 close(&format!("{what} f32"), &to_f32_vec(y), &want, 1e-4)
                     .unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what} f32: ok");
+                if r != 0 {
+                    continue;
+                }
                 poison(tokens * rows * 4 + tokens * cols * 4);
                 let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
                 let x16 = t2::<f16>(xh.clone(), [tokens, cols]);

@@ -97,12 +97,23 @@ impl GemvTile {
         (rows, self.planes.unwrap_or(4).clamp(1, 32), unroll)
     }
 
-    /// `(R, P, U)` for [`kernels::gemv_vec_kernel`]: `R` and `P` as in
-    /// [`GemvTile::resolve`]; `U` (16-byte lines per lane, step and row) defaults to 1 and
-    /// is clamped to `U · R ≤ 8` lines (32 words) in flight per lane, the register budget
-    /// of the scalar kernel's `U · R ≤ 32` words.
+    /// `(R, P, U)` for [`kernels::gemv_vec_kernel`]: explicit `R` and `P` as in
+    /// [`GemvTile::resolve`]; by default `R` = 8 up to 4 tokens, else 4, and `P` = 4. `U`
+    /// (16-byte lines per lane, step and row) defaults to 1 and is clamped to `U · R ≤ 8`
+    /// lines (32 words) in flight per lane, the register budget of the scalar kernel's
+    /// `U · R ≤ 32` words.
+    ///
+    /// Session 7's sweep (H200, device-timed, `results/gpu-2026-12-01/s7-call2-h200`): at
+    /// one token 8:4:1 took 20.8-23.0 µs on the two large shapes, 4:4:2 21.0-25.9, eight
+    /// planes 36-50; at four tokens 8:4:1 took 58-59 µs, and 4:4:1 (then the default)
+    /// 69-72 in the same call's main table.
     pub fn resolve_vector(&self, tokens: usize, bits: u32) -> (u32, u32, u32) {
-        let (rows, planes, _) = self.resolve(tokens, bits);
+        let default_rows = if tokens <= 4 { 8 } else { 4 };
+        let tile = GemvTile {
+            rows: Some(self.rows.unwrap_or(default_rows)),
+            ..*self
+        };
+        let (rows, planes, _) = tile.resolve(tokens, bits);
         let unroll = self.unroll.unwrap_or(1).clamp(1, 8).min((8 / rows).max(1));
         (rows, planes, unroll)
     }
