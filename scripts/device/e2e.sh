@@ -27,7 +27,11 @@
 #   e2e.sh s7      BIN OUT        session 7: the vectorized GEMV's and the quantizer's tests,
 #                                 `bench kernels` with a vector-GEMV tile sweep, the torch
 #                                 peers, decode on the Qwen3-8B shape
-#   e2e.sh s7all   BIN OUT        session 7: the whole suite
+#   e2e.sh s7all   BIN OUT        session 7: the whole suite, then Nsight Compute counters of
+#                                 the vector GEMV (m = 1), the group quantizer and the
+#                                 statistics kernel (m = 2048)
+#   e2e.sh s7final BIN OUT        session 7: `bench kernels`, the torch peers, decode fused
+#                                 and unfused on the Qwen3-8B shape
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -234,6 +238,19 @@ case $part in
     ;;
   s7all)
     step tests_all 400 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
+    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    for k in gemv_vec:1 quantize_pack_groups:1 channel_stats:2048; do
+      step "ncu_${k%%:*}" 45 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
+        --section SpeedOfLight --section LaunchStats --section Occupancy \
+        --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+        --section InstructionStats \
+        "$bin/ttq" bench kernels --shapes 4096x14336 --tokens "${k##*:}" --reps 1 --batch 1
+    done
+    ;;
+  s7final)
+    step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    for ops in fused unfused; do decode_qwen3 $ops 90; done
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

@@ -6,7 +6,7 @@
 //! pointing down (core ← kernels): `ttq-kernels` implements it for its own types.
 
 use crate::ops::{self, GateActivation};
-use crate::{group, ChannelStats, QuantError, QuantSpec, QuantizedWeight};
+use crate::{group, ChannelStats, QuantError, QuantSpec, QuantizedWeight, TtqScaleConfig};
 use burn::tensor::{backend::Backend, Tensor};
 
 /// The operations TTQ runs on every prompt, and the element-wise operations of a decoder
@@ -21,6 +21,23 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
     /// # Shapes
     /// - `x`: `[tokens, d]`
     fn channel_stats(&self, x: Tensor<B, 2>) -> ChannelStats<B>;
+
+    /// TTQ's scale `D` for `stats` and its reciprocal, the input scale of the quantized
+    /// layer: `(config.scale(stats), 1 / D)` ([`TtqScaleConfig::scale`]), as Burn ops by
+    /// default (about a dozen element-wise launches per layer); a backend with a fused
+    /// kernel overrides it (one launch).
+    ///
+    /// # Shapes
+    /// - returns two `[d]` tensors
+    fn ttq_scales(
+        &self,
+        stats: &ChannelStats<B>,
+        config: &TtqScaleConfig,
+    ) -> (Tensor<B, 1>, Tensor<B, 1>) {
+        let d = config.scale(stats);
+        let inv = d.clone().recip();
+        (d, inv)
+    }
 
     /// Group-wise quantization of `w · diag(col_scale)` with packing.
     ///

@@ -21,10 +21,11 @@ use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Smallest channel maximum the log-domain formula divides by; smaller maxima are treated
-/// as this value (their channels are then dominated by λ anyway).
-const MIN_MAX_ABS: f32 = 1e-15;
+/// as this value (their channels are then dominated by λ anyway). Public so that fused
+/// implementations of [`TtqScaleConfig::scale`] use the same constants.
+pub const MIN_MAX_ABS: f32 = 1e-15;
 /// `ln D` is clamped to ±this, so `D` and `1/D` stay finite in f32 (e^80 ≈ 5.5e34).
-const MAX_LOG_SCALE: f32 = 80.0;
+pub const MAX_LOG_SCALE: f32 = 80.0;
 
 /// Per-input-channel statistics of a layer input `X` (tokens × channels).
 ///

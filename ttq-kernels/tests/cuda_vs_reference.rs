@@ -556,6 +556,91 @@ fn gemv_vector_layouts() {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The fused TTQ scale (`CudaKernels::ttq_scales`, one kernel) against the trait's Burn ops
+/// on the same statistics, and both against `D = (mean_t x² + λ)^α` computed on the host in
+/// f64 from the raw activations; with an all-zero channel (D = λ^α), a channel near 1e4,
+/// α = 0 (exactly one) and the unfused switch.
+#[test]
+fn ttq_scales_match_burn_ops_and_host() {
+    let (tokens, d) = (37, 300);
+    let mut xh = random(51, tokens * d, 13);
+    for t in 0..tokens {
+        xh[t * d + 7] = 0.0;
+        xh[t * d + 8] *= 1e4;
+    }
+    let x = t2::<f32>(xh.clone(), [tokens, d]);
+    let kernels = CudaKernels::default();
+    let stats = kernels.channel_stats(x);
+    for (alpha, lambda) in [(0.5f32, 1e-4f32), (0.25, 0.0), (1.0, 1e-2), (0.0, 1e-4)] {
+        let config = ttq_core::TtqScaleConfig::new(alpha, lambda).unwrap();
+        let (dk, ik) = kernels.ttq_scales(&stats, &config);
+        let (db, ib) = <ttq_core::TensorOpsKernels as QuantKernels<CudaBackend<f32>>>::ttq_scales(
+            &ttq_core::TensorOpsKernels,
+            &stats,
+            &config,
+        );
+        let unfused = CudaKernels {
+            fused_decoder_ops: false,
+            ..CudaKernels::default()
+        };
+        let (du, _) = unfused.ttq_scales(&stats, &config);
+        let host: Vec<f32> = (0..d)
+            .map(|c| {
+                let ms = (0..tokens)
+                    .map(|t| f64::from(xh[t * d + c]).powi(2))
+                    .sum::<f64>()
+                    / tokens as f64;
+                (ms + f64::from(lambda)).powf(f64::from(alpha)) as f32
+            })
+            .collect();
+        let what = format!("ttq_scales alpha {alpha} lambda {lambda}");
+        let (dk, ik) = (to_f32_vec(dk), to_f32_vec(ik));
+        let (db, ib, du) = (to_f32_vec(db), to_f32_vec(ib), to_f32_vec(du));
+        // Relative to each element (the 1e4 channel would dominate a comparison relative
+        // to the largest).
+        let near = |a: f32, b: f32, rel: f32| (a - b).abs() <= rel * b.abs();
+        for c in 0..d {
+            let k = dk[c];
+            assert!(
+                near(k, db[c], 1e-5),
+                "{what}: channel {c}: kernel {k} vs Burn {}",
+                db[c]
+            );
+            assert!(
+                near(ik[c], ib[c], 1e-5),
+                "{what}: channel {c}: 1/D {} vs Burn {}",
+                ik[c],
+                ib[c]
+            );
+            assert_eq!(
+                du[c], db[c],
+                "{what}: channel {c}: unfused is the Burn path"
+            );
+            assert!(
+                (ik[c] * k - 1.0).abs() <= 1e-6,
+                "{what}: channel {c}: D · D⁻¹ = {}",
+                ik[c] * k
+            );
+            if host[c] == 0.0 {
+                // An all-zero channel with λ = 0: the clamp keeps D finite and positive.
+                assert!(k > 0.0 && k < 1e-30, "{what}: channel {c}: D = {k}");
+            } else {
+                assert!(
+                    near(k, host[c], 1e-4),
+                    "{what}: channel {c}: kernel {k} vs host {}",
+                    host[c]
+                );
+            }
+        }
+        if alpha == 0.0 {
+            assert!(
+                dk.iter().all(|&v| v == 1.0),
+                "{what}: D must be exactly one"
+            );
+        }
+    }
+}
+
 /// A layer of real size through both matmul paths and the quantizer.
 #[test]
 fn large_layer() {

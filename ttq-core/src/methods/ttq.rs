@@ -39,11 +39,11 @@ impl Ttq {
                 format!("{x_cols} features"),
             ));
         }
-        let d = self.scale.scale(&kernels.channel_stats(x.clone()));
-        let weight = kernels.quantize(weight.clone(), Some(d.clone()), &self.spec)?;
+        let (d, d_inv) = kernels.ttq_scales(&kernels.channel_stats(x.clone()), &self.scale);
+        let weight = kernels.quantize(weight.clone(), Some(d), &self.spec)?;
         Ok(QuantizedLinear {
             weight,
-            input_scale: Some(d.recip()),
+            input_scale: Some(d_inv),
             low_rank: None,
         })
     }

@@ -114,6 +114,39 @@ pub fn channel_stats_kernel<F: Float>(
     }
 }
 
+/// TTQ's scale `D` and its reciprocal per channel from the channel statistics, one thread
+/// per channel: `ttq_core::TtqScaleConfig::scale`'s f32 operations in the same order
+/// (`m = max(max_abs, MIN_MAX_ABS)`, `ln s = 2 ln m + ln(n + (1 / m²) · λ)`,
+/// `ln D = clamp(α · ln s, ±MAX_LOG_SCALE)`, `D = exp(ln D)`), then `D⁻¹ = 1 / D`. One launch
+/// instead of the dozen element-wise Burn ops of the trait's default. The launcher handles
+/// α = 0 (`D = 1`) without launching.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn ttq_scale_kernel(
+    max_abs: &Tensor<f32>,
+    mean_sq_normalized: &Tensor<f32>,
+    d: &mut Tensor<f32>,
+    d_inv: &mut Tensor<f32>,
+    channels: u32,
+    alpha: f32,
+    lambda: f32,
+    min_max_abs: f32,
+    max_log_scale: f32,
+) {
+    let mut i = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    while i < channels {
+        let m = f32::max(max_abs[i as usize], min_max_abs);
+        let m_sq = m * m;
+        let log_s = f32::ln(m) * 2.0f32
+            + f32::ln(mean_sq_normalized[i as usize] + (1.0f32 / m_sq) * lambda);
+        let log_d = f32::clamp(log_s * alpha, -max_log_scale, max_log_scale);
+        let v = f32::exp(log_d);
+        d[i as usize] = v;
+        d_inv[i as usize] = 1.0f32 / v;
+        i += CUBE_COUNT_X * CUBE_DIM_X;
+    }
+}
+
 /// Scale and zero point of one group from its (column-scaled) range, with exactly the f32
 /// operations of `reference::group_params`. For the symmetric scheme `lo` is unused and
 /// `hi` is the group's `max |v|`.

@@ -7,6 +7,7 @@
 //! | operation | kernel | notes |
 //! | --- | --- | --- |
 //! | `channel_stats` | [`kernels::channel_stats_kernel`] | one cube per 32 channels, two passes |
+//! | `ttq_scales` | [`kernels::ttq_scale_kernel`] | `D` and `D⁻¹` from the statistics, a thread per channel, one launch instead of a dozen Burn ops |
 //! | `quantize` | [`kernels::quantize_pack_groups_kernel`] (common layouts) or [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused in one pass over `W` (vector loads of up to 16 bytes in the first) |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
 //! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_vec_kernel`] where the layout allows it, else [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a GEMV; 16-byte loads of four words per lane in the first |
@@ -35,6 +36,7 @@ use cubecl::prelude::{CubeCount, CubeDim};
 use ttq_core::{
     group::check_col_scale, kernels::check_matmul_shapes, ChannelStats, GateActivation, PackLayout,
     QuantError, QuantKernels, QuantScheme, QuantSpec, QuantizedWeight, TensorOpsKernels,
+    TtqScaleConfig,
 };
 
 /// Burn's CUDA backend without fusion: the backend these kernels run on.
@@ -47,6 +49,9 @@ pub const DEFAULT_GEMV_MAX_TOKENS: usize = 16;
 /// Below this many output rows the dequantize + Burn matmul path multiplies element-wise
 /// (see `CudaKernels::matmul`).
 const DENSE_MIN_ROWS: usize = 8;
+
+/// Threads per cube of [`kernels::ttq_scale_kernel`] (a thread per channel).
+const SCALE_THREADS: u32 = 256;
 
 /// Planes per cube of the statistics kernel (each takes every 32nd token).
 const STATS_PLANES: u32 = 32;
@@ -190,7 +195,8 @@ pub struct CudaKernels {
     /// Which quantize-pack kernel runs.
     pub quantize_variant: QuantizeVariant,
     /// Whether `rms_norm`, `rope`, `masked_softmax` and `gated` run as the fused kernels of
-    /// [`decoder_ops`] (the default) or as the trait's Burn ops (for A/B timings).
+    /// [`decoder_ops`], and `ttq_scales` as [`kernels::ttq_scale_kernel`] (the default), or
+    /// as the trait's Burn ops (for A/B timings).
     pub fused_decoder_ops: bool,
 }
 
@@ -370,6 +376,56 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             mean_sq_normalized: wrap_float(mean_sq),
             tokens,
         }
+    }
+
+    fn ttq_scales(
+        &self,
+        stats: &ChannelStats<Cb<R, F>>,
+        config: &TtqScaleConfig,
+    ) -> (Tensor<Cb<R, F>, 1>, Tensor<Cb<R, F>, 1>) {
+        let [channels] = stats.max_abs.dims();
+        let unfused = || {
+            <TensorOpsKernels as QuantKernels<Cb<R, F>>>::ttq_scales(
+                &TensorOpsKernels,
+                stats,
+                config,
+            )
+        };
+        let Ok(channels_u) = u32::try_from(channels) else {
+            return unfused();
+        };
+        // α = 0 is D = 1 exactly (the default handles it); `--unfused-ops` times Burn's ops.
+        if channels == 0 || config.alpha == 0.0 || !self.fused_decoder_ops {
+            return unfused();
+        }
+        let max_abs = float_prim(stats.max_abs.clone(), DType::F32);
+        let mean_sq = float_prim(stats.mean_sq_normalized.clone(), DType::F32);
+        let d = empty(&max_abs, vec![channels], DType::F32);
+        let d_inv = empty(&max_abs, vec![channels], DType::F32);
+        let cubes = channels_u.div_ceil(SCALE_THREADS).min(MAX_GRID_Y as u32);
+        // SAFETY: every thread stays below `channels` elements of four tensors of
+        // `channels` elements.
+        unsafe {
+            kernels::ttq_scale_kernel::launch_unchecked::<R>(
+                &max_abs.client,
+                CubeCount::Static(cubes, 1, 1),
+                CubeDim {
+                    x: SCALE_THREADS,
+                    y: 1,
+                    z: 1,
+                },
+                max_abs.clone().into_tensor_arg(),
+                mean_sq.into_tensor_arg(),
+                d.clone().into_tensor_arg(),
+                d_inv.clone().into_tensor_arg(),
+                channels_u,
+                config.alpha,
+                config.lambda,
+                ttq_core::stats::MIN_MAX_ABS,
+                ttq_core::stats::MAX_LOG_SCALE,
+            );
+        }
+        (wrap_float(d), wrap_float(d_inv))
     }
 
     fn quantize(
