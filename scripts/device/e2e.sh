@@ -30,8 +30,9 @@
 #   e2e.sh s7all   BIN OUT        session 7: the whole suite, then Nsight Compute counters of
 #                                 the vector GEMV (m = 1), the group quantizer and the
 #                                 statistics kernel (m = 2048)
-#   e2e.sh s7final BIN OUT        session 7: `bench kernels`, the torch peers, decode fused
-#                                 and unfused on the Qwen3-8B shape
+#   e2e.sh s7final BIN OUT        session 7: the GEMV tests, an Nsight Compute duration sweep
+#                                 of vector-GEMV tiles at m = 1, `bench kernels`, the torch
+#                                 peers, decode fused and unfused on the Qwen3-8B shape
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -248,6 +249,15 @@ case $part in
     done
     ;;
   s7final)
+    step tests_gemv 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_vector_layouts gemv_tiles gemv_token_counts matmul_matches large_layer
+    # Kernel durations of every vector-GEMV launch (6 per tile and shape: the default tile,
+    # then the listed ones in order), replayed by Nsight Compute with the clocks left alone.
+    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    step ncu_tiles 90 ncu --clock-control none -k regex:gemv_vec --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      "$bin/ttq" bench kernels --shapes 4096x14336,14336x4096,4096x4096 --tokens 1 --reps 1 \
+      --batch 1 --gemv-tiles 8:4:1,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1,8:2:2
     step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     for ops in fused unfused; do decode_qwen3 $ops 90; done

@@ -862,7 +862,8 @@ pub fn gemv_fused_kernel<F: Float>(
 /// - a cube of `P` planes owns `R` rows and splits their lines between its planes (split-K);
 /// - each plane step loads `U` runs of 32 lines for each of the `R` rows before decoding any
 ///   (`U · R` 16-byte loads in flight per lane);
-/// - per word: `s · (Σ xs·code − z · Σ xs)`, codes decoded with the 2²³ mantissa trick;
+/// - per word: `s · (Σ xs·code − z · Σ xs)`, codes decoded with the 2²³ mantissa trick
+///   without shifting each code (see the decode loop);
 /// - lanes are reduced with `plane_sum`, planes in shared memory.
 ///
 /// Lines past the row's end are loaded from a clamped index and skipped; rows past the end
@@ -892,6 +893,8 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
     let mask = comptime!((1u32 << bits) - 1);
     // Activation vectors per word (`cpw` columns).
     let vpw = comptime!(cpw / vector);
+    // Codes per 16-bit half of a word.
+    let half = comptime!(16 / bits);
     let nacc = comptime!((m * rows_per_cube) as usize);
     let nwords = comptime!((unroll * rows_per_cube * vector) as usize);
     let lane = UNIT_POS_X;
@@ -970,13 +973,30 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                             sum += xv[(t * cpw + k) as usize];
                         }
                         xsum[t as usize] = sum;
+                        // Pre-scale for the shift-free decode below: column `k` of the word
+                        // is multiplied by 2^-(bits · (k mod half)) (exact: a power of two).
+                        #[unroll]
+                        for k in 0..cpw {
+                            let e = bits * (k % half);
+                            xv[(t * cpw + k) as usize] *= f32::reinterpret((127u32 - e) << 23);
+                        }
                     }
                     #[unroll]
                     for r in 0..rows_per_cube {
                         let word = words[((u * rows_per_cube + r) * vector + w) as usize];
+                        // Shift-free decode: code `k` is masked in place inside its 16-bit
+                        // half (`word` or `word >> 16`, one shift per word) and OR-ed into
+                        // the mantissa of 2²³, which gives `code · 2^(bits · (k mod half))`
+                        // exactly (below 2¹⁶ < 2²³); the activations were pre-scaled by the
+                        // inverse power, so every product is the same f32 value as with the
+                        // shifted code. Two instructions per code before the multiply-add
+                        // (mask-and-or, subtract) instead of three.
                         #[unroll]
                         for k in 0..cpw {
-                            codes[k as usize] = code_to_f32(word, k * bits, mask, true);
+                            let src = word >> (16 * (k / half));
+                            let shifted = src & (mask << (bits * (k % half)));
+                            codes[k as usize] =
+                                f32::reinterpret(shifted | 0x4B00_0000u32) - 8_388_608.0f32;
                         }
                         #[unroll]
                         for t in 0..m {
