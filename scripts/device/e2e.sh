@@ -30,6 +30,8 @@
 #   e2e.sh s7all   BIN OUT        session 7: the whole suite, then Nsight Compute counters of
 #                                 the vector GEMV (m = 1), the group quantizer and the
 #                                 statistics kernel (m = 2048)
+#   e2e.sh s7last  BIN OUT        session 7, last call: the vector-GEMV tests, decode (fused
+#                                 ops), `bench kernels`, the tile sweep under Nsight Compute
 #   e2e.sh s7final BIN OUT        session 7: the GEMV tests, an Nsight Compute duration sweep
 #                                 of vector-GEMV tiles at m = 1, `bench kernels`, the torch
 #                                 peers, decode fused and unfused on the Qwen3-8B shape
@@ -46,6 +48,12 @@ step() { # name limit_s command...
   local t0; t0=$(date +%s)
   timeout "$limit" "$@" >"$out/$name.txt" 2>"$out/$name.log"
   echo "$name: exit $? in $(( $(date +%s) - t0 )) s" | tee -a "$out/steps.txt"
+  # COPY_TO: also copy each step's output there as soon as it exists (a call that runs out
+  # of device time still returns what finished).
+  if [ -n "${COPY_TO:-}" ]; then
+    cp "$out/$name.txt" "$out/steps.txt" "$COPY_TO/"
+    tail -c 20000 "$out/$name.log" >"$COPY_TO/$name.log.tail"
+  fi
 }
 # `ttq bench decode` on the Qwen3-8B shape (random weights, f16, prompt 512, 32 new tokens,
 # median of 3) with the fused decoder ops or without them (`unfused`), within LIMIT s.
@@ -247,6 +255,19 @@ case $part in
         --section InstructionStats \
         "$bin/ttq" bench kernels --shapes 4096x14336 --tokens "${k##*:}" --reps 1 --batch 1
     done
+    ;;
+  s7last)
+    # Most important first: the call may run out of device time (run with COPY_TO).
+    step tests_gemv 160 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_vector_layouts large_layer matmul_matches
+    decode_qwen3 fused 80
+    step bench_kernels 110 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
+      --tokens 1,4,16,2048
+    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    step ncu_tiles 80 ncu --clock-control none -k regex:gemv_vec --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      "$bin/ttq" bench kernels --shapes 4096x14336,14336x4096 --tokens 1 --reps 1 \
+      --batch 1 --gemv-tiles 4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
     ;;
   s7final)
     step tests_gemv 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \

@@ -974,11 +974,14 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         }
                         xsum[t as usize] = sum;
                         // Pre-scale for the shift-free decode below: column `k` of the word
-                        // is multiplied by 2^-(bits · (k mod half)) (exact: a power of two).
+                        // is multiplied by 2^-(bits · (k mod half)) (exact: a power of two;
+                        // `1 / 2^e` of constants, which the compiler folds. A `reinterpret`
+                        // of the constant exponent bits does not compile: CubeCL 0.10 emits
+                        // `reinterpret_cast<float const&>` of an rvalue, session 7 call 4).
                         #[unroll]
                         for k in 0..cpw {
                             let e = bits * (k % half);
-                            xv[(t * cpw + k) as usize] *= f32::reinterpret((127u32 - e) << 23);
+                            xv[(t * cpw + k) as usize] *= 1.0f32 / f32::cast_from(1u32 << e);
                         }
                     }
                     #[unroll]

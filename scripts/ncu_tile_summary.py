@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Summarise an Nsight Compute `--csv` sweep of GEMV tiles (`scripts/device/e2e.sh s7last`).
+
+`ttq bench kernels --tokens 1 --reps 1 --batch 1 --gemv-tiles T1,T2,...` launches the GEMV
+six times per measurement (three warm-up calls and one timed call host-timed, one queueing
+and one timed call device-timed): first the default tile, then each listed tile, shape after
+shape. This groups the profiled launches six at a time in that order and prints one row per
+(shape, tile) with the median kernel duration and the launch's resources.
+
+    python3 scripts/ncu_tile_summary.py ncu_tiles.txt \
+        --shapes 4096x14336,14336x4096 --tiles default,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
+"""
+
+import argparse
+import csv
+import io
+import statistics
+import sys
+
+LAUNCHES_PER_TILE = 6
+
+
+def launches(path):
+    """Metric dictionaries of the profiled launches, in launch order."""
+    text = open(path, encoding="utf-8", errors="replace").read()
+    start = text.find('"ID"')
+    if start < 0:
+        sys.exit(f"{path}: no ncu CSV header found")
+    rows = csv.DictReader(io.StringIO(text[start:]))
+    by_id = {}
+    for row in rows:
+        if not row.get("ID", "").isdigit():
+            continue
+        entry = by_id.setdefault(int(row["ID"]), {"kernel": row.get("Kernel Name", "")})
+        entry[row["Metric Name"]] = (row["Metric Value"], row["Metric Unit"])
+    return [by_id[k] for k in sorted(by_id)]
+
+
+def number(value):
+    return float(value.replace(",", ""))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("csv_file")
+    ap.add_argument("--shapes", required=True, help="comma-separated, in bench order")
+    ap.add_argument("--tiles", required=True, help="comma-separated, 'default' first")
+    args = ap.parse_args()
+    shapes = args.shapes.split(",")
+    tiles = args.tiles.split(",")
+    found = launches(args.csv_file)
+    want = len(shapes) * len(tiles) * LAUNCHES_PER_TILE
+    if len(found) != want:
+        sys.exit(f"{len(found)} profiled launches, expected {want} ({len(shapes)} shapes x "
+                 f"{len(tiles)} tiles x {LAUNCHES_PER_TILE})")
+    print("| shape | tile | median duration µs | grid | block | registers | warps active % | DRAM % |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    i = 0
+    for shape in shapes:
+        for tile in tiles:
+            group = found[i:i + LAUNCHES_PER_TILE]
+            i += LAUNCHES_PER_TILE
+            dur = [number(g["gpu__time_duration.sum"][0]) for g in group]
+            unit = group[0]["gpu__time_duration.sum"][1]
+            scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+            g = group[0]
+            med = lambda key: statistics.median(number(x[key][0]) for x in group)
+            print(f"| {shape} | {tile} | {statistics.median(dur) * scale:.1f} | "
+                  f"{g['launch__grid_size'][0]} | {g['launch__block_size'][0]} | "
+                  f"{g['launch__registers_per_thread'][0]} | "
+                  f"{med('sm__warps_active.avg.pct_of_peak_sustained_active'):.1f} | "
+                  f"{med('dram__throughput.avg.pct_of_peak_sustained_elapsed'):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
