@@ -62,7 +62,8 @@ def main():
             i += LAUNCHES_PER_TILE
             dur = [number(g["gpu__time_duration.sum"][0]) for g in group]
             unit = group[0]["gpu__time_duration.sum"][1]
-            scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+            scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3,
+                     "msecond": 1e3}[unit]
             g = group[0]
             med = lambda key: statistics.median(number(x[key][0]) for x in group)
             print(f"| {shape} | {tile} | {statistics.median(dur) * scale:.1f} | "
