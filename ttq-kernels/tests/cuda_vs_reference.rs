@@ -521,6 +521,8 @@ fn gemv_vector_layouts() {
     let q = from_host::<CudaBackend<f32>>(hq.clone(), &device);
     let xh = random(42, cols, 13);
     let s_wide = positive(43, cols + 1);
+    // One range for the one dimension (Burn's slice takes an array of ranges).
+    #[allow(clippy::single_range_in_vec_init)]
     let s = t1::<f32>(s_wide.clone()).slice([1..cols + 1]);
     let want = reference::matmul(&xh, 1, &hq, Some(&s_wide[1..]));
     poison(rows * 4 + cols * 4);

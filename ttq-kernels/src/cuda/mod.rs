@@ -968,7 +968,7 @@ pub fn gemv_vector_fits_layout(bits: u32, cols: usize, group: usize, groups: usi
         return false;
     }
     let line_cols = (GEMV_LINE_WORDS * 32 / bits) as usize;
-    cols % line_cols == 0 && (groups == 1 || group % line_cols == 0)
+    cols.is_multiple_of(line_cols) && (groups == 1 || group.is_multiple_of(line_cols))
 }
 
 fn gemv_vector_fits(dims: &WeightDims) -> bool {
@@ -983,7 +983,7 @@ fn gemv_vector_fits(dims: &WeightDims) -> bool {
 /// Whether a tensor's data starts on a `bytes` boundary (vector loads need their size's
 /// alignment; a view that starts inside a buffer may not have it).
 fn aligned_to<R: CubeRuntime>(t: &CubeTensor<R>, bytes: u64) -> bool {
-    t.handle.offset_start.unwrap_or(0) % bytes == 0
+    t.handle.offset_start.unwrap_or(0).is_multiple_of(bytes)
 }
 
 fn aligned_16<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
