@@ -990,9 +990,42 @@ fn aligned_16<R: CubeRuntime>(t: &CubeTensor<R>) -> bool {
     aligned_to(t, 16)
 }
 
+/// The operands of a GEMV launch, contiguous and in the kernels' dtypes.
+struct GemvOperands<R: CubeRuntime> {
+    x: CubeTensor<R>,
+    s: CubeTensor<R>,
+    packed: CubeTensor<R>,
+    scales: CubeTensor<R>,
+    zeros: CubeTensor<R>,
+    tokens: usize,
+    tokens_u: u32,
+}
+
+impl<R: CubeRuntime> GemvOperands<R> {
+    fn new<F: FloatElement>(
+        x: Tensor<Cb<R, F>, 2>,
+        q: &QuantizedWeight<Cb<R, F>>,
+        input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    ) -> Result<Self, QuantError> {
+        let [tokens, _] = x.dims();
+        let tokens_u = u32_of(tokens, "tokens")?;
+        let (x, s) = activation_prims(x, input_scale);
+        let (packed, scales, zeros) = weight_prims(q);
+        Ok(Self {
+            x,
+            s,
+            packed,
+            scales,
+            zeros,
+            tokens,
+            tokens_u,
+        })
+    }
+}
+
 /// The vectorized GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`, layouts accepted
-/// by [`gemv_vector_fits`]); falls back to [`gemv_fused`] for operands that do not start
-/// on a 16-byte boundary.
+/// by [`gemv_vector_fits`]); falls back to [`gemv_fused`]'s kernel, on the same prepared
+/// operands, for operands that do not start on a 16-byte boundary.
 fn gemv_vector<R: CubeRuntime, F: FloatElement>(
     x: Tensor<Cb<R, F>, 2>,
     q: &QuantizedWeight<Cb<R, F>>,
@@ -1000,13 +1033,19 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: GemvTile,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let [tokens, _] = x.dims();
-    let tokens_u = u32_of(tokens, "tokens")?;
-    let (xp, sp) = activation_prims(x.clone(), input_scale.clone());
-    let (packed, scales, zeros) = weight_prims(q);
-    if !(aligned_16(&xp) && aligned_16(&sp) && aligned_16(&packed)) {
-        return gemv_fused::<R, F>(x, q, input_scale, dims, tile);
+    let ops = GemvOperands::new(x, q, input_scale)?;
+    if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
+        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
     }
+    let GemvOperands {
+        x: xp,
+        s: sp,
+        packed,
+        scales,
+        zeros,
+        tokens,
+        tokens_u,
+    } = ops;
     let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
@@ -1053,10 +1092,28 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: GemvTile,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let [tokens, _] = x.dims();
-    let (x, s) = activation_prims(x, input_scale);
-    let tokens_u = u32_of(tokens, "tokens")?;
-    let (packed, scales, zeros) = weight_prims(q);
+    Ok(launch_gemv_fused::<R, F>(
+        GemvOperands::new(x, q, input_scale)?,
+        dims,
+        tile,
+    ))
+}
+
+/// Launches [`kernels::gemv_fused_kernel`] on prepared operands.
+fn launch_gemv_fused<R: CubeRuntime, F: FloatElement>(
+    ops: GemvOperands<R>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Tensor<Cb<R, F>, 2> {
+    let GemvOperands {
+        x,
+        s,
+        packed,
+        scales,
+        zeros,
+        tokens,
+        tokens_u,
+    } = ops;
     let y = empty(&x, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_cube, planes, unroll) = tile.resolve(tokens, dims.bits);
     // SAFETY: shapes were checked above and every index in the kernel is guarded or
@@ -1091,5 +1148,5 @@ fn gemv_fused<R: CubeRuntime, F: FloatElement>(
             F::dtype().into(),
         );
     }
-    Ok(wrap_float(y))
+    wrap_float(y)
 }
