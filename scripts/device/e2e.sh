@@ -69,6 +69,18 @@ torch_decode_qwen3() { # LIMIT
   step torch_decode_qwen3_8b "$1" python3 "$here/torch_decode.py" --preset qwen3-8b \
     --prompt-tokens 512 --new-tokens 32 --runs 3 --json "$out/torch_decode_qwen3_8b.json"
 }
+# Puts Nsight Compute's `ncu` on the PATH where the image has it but not there.
+use_ncu() {
+  command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+}
+# Kernel durations of every vector-GEMV launch at m = 1 (6 per tile and shape: the default
+# tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
+# alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table).
+ncu_gemv_tiles() { # LIMIT SHAPES TILES
+  step ncu_tiles "$1" ncu --clock-control none -k regex:gemv_vec --csv \
+    --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    "$bin/ttq" bench kernels --shapes "$2" --tokens 1 --reps 1 --batch 1 --gemv-tiles "$3"
+}
 nvidia-smi -L | tee "$out/card.txt"
 case $part in
   kernels)
@@ -92,7 +104,7 @@ case $part in
       --gemv-tiles 8:4:2:cvt,8:4:4,16:8:2
     # Hardware counters (Firecracker machines) of the first launch of each kernel:
     # duration, throughput, occupancy, stall reasons.
-    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    use_ncu
     for k in gemv_fused:1 gemm_cmma:2048 quantize_pack:1; do
       step "ncu_${k%%:*}" 45 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
         --section SpeedOfLight --section LaunchStats --section Occupancy \
@@ -247,7 +259,7 @@ case $part in
     ;;
   s7all)
     step tests_all 400 "$bin/cuda_vs_reference" --test-threads 1 --nocapture
-    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
+    use_ncu
     for k in gemv_vec:1 quantize_pack_groups:1 channel_stats:2048; do
       step "ncu_${k%%:*}" 45 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
         --section SpeedOfLight --section LaunchStats --section Occupancy \
@@ -263,22 +275,15 @@ case $part in
     decode_qwen3 fused 80
     step bench_kernels 110 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
       --tokens 1,4,16,2048
-    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
-    step ncu_tiles 80 ncu --clock-control none -k regex:gemv_vec --csv \
-      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      "$bin/ttq" bench kernels --shapes 4096x14336,14336x4096 --tokens 1 --reps 1 \
-      --batch 1 --gemv-tiles 4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
+    use_ncu
+    ncu_gemv_tiles 80 4096x14336,14336x4096 4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
     ;;
   s7final)
     step tests_gemv 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
       gemv_vector_layouts gemv_tiles gemv_token_counts matmul_matches large_layer
-    # Kernel durations of every vector-GEMV launch (6 per tile and shape: the default tile,
-    # then the listed ones in order), replayed by Nsight Compute with the clocks left alone.
-    command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
-    step ncu_tiles 90 ncu --clock-control none -k regex:gemv_vec --csv \
-      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      "$bin/ttq" bench kernels --shapes 4096x14336,14336x4096,4096x4096 --tokens 1 --reps 1 \
-      --batch 1 --gemv-tiles 8:4:1,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1,8:2:2
+    use_ncu
+    ncu_gemv_tiles 90 4096x14336,14336x4096,4096x4096 \
+      8:4:1,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1,8:2:2
     step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     for ops in fused unfused; do decode_qwen3 $ops 90; done
