@@ -35,6 +35,10 @@
 #   e2e.sh s7final BIN OUT        session 7: the GEMV tests, an Nsight Compute duration sweep
 #                                 of vector-GEMV tiles at m = 1, `bench kernels`, the torch
 #                                 peers, decode fused and unfused on the Qwen3-8B shape
+#   e2e.sh s8a     BIN OUT        session 8: the generated CUDA source of every kernel of
+#                                 `bench kernels` (CUBECL_DEBUG_LOG), Nsight Compute stall
+#                                 reasons per SASS instruction of the vector GEMV (m = 1) and
+#                                 the group quantizer, as CSV (source page)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -287,6 +291,20 @@ case $part in
     step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     for ops in fused unfused; do decode_qwen3 $ops 90; done
+    ;;
+  s8a)
+    CUBECL_DEBUG_LOG="$out/cubecl_source.log" step cubecl_source 60 "$bin/ttq" bench kernels \
+      --shapes 4096x14336 --tokens 1,2048 --reps 1 --batch 1
+    use_ncu
+    for k in gemv_vec:1 quantize_pack_groups:1; do
+      step "ncu_src_${k%%:*}" 60 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
+        --section SourceCounters --section WarpStateStats --section InstructionStats \
+        --section SpeedOfLight --import-source yes -o "$out/ncu_${k%%:*}" \
+        "$bin/ttq" bench kernels --shapes 4096x14336 --tokens "${k##*:}" --reps 1 --batch 1
+      step "ncu_sass_${k%%:*}" 60 ncu -i "$out/ncu_${k%%:*}.ncu-rep" --page source --csv \
+        --print-source sass
+      step "ncu_details_${k%%:*}" 60 ncu -i "$out/ncu_${k%%:*}.ncu-rep" --page details
+    done
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
