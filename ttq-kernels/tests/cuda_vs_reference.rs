@@ -423,6 +423,112 @@ fn gemv_tiles() {
     }
 }
 
+/// The half2 GEMV (`GemvVariant::Half2`, forced; the f16 default for 4-bit codes) on the
+/// layouts it accepts: groups of one line, of 128 columns with a short last group and whole
+/// rows, asymmetric and symmetric, rows that the tiles do not divide, 1-16 tokens, default
+/// and non-default tiles, with and without prefetching. Activations carry ×100 outliers and
+/// the input scale reaches 20 (`|x ⊙ s|` up to 2000), the range in which its f16 partial
+/// sums must stay finite. And a forced `Half2` where it cannot serve is an error.
+#[test]
+fn gemv_half2_layouts() {
+    let device = device();
+    let rows = 37;
+    for (group, scheme) in [
+        (GroupSize::Size(128), QuantScheme::Asymmetric),
+        (GroupSize::Size(32), QuantScheme::Asymmetric),
+        (GroupSize::Row, QuantScheme::Asymmetric),
+        (GroupSize::Size(128), QuantScheme::Symmetric),
+    ] {
+        let spec = QuantSpec::new(4, group, scheme).unwrap();
+        // 19 lines of 32 columns: not a multiple of 128 columns.
+        let cols = 19 * 32;
+        let w = random(51, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for tokens in [1, 5, 16] {
+            let x16 = t2::<f16>(
+                random(52 + tokens as u64, tokens * cols, 13),
+                [tokens, cols],
+            );
+            let s16 = t1::<f16>(positive(53, cols));
+            // The reference on the f16-rounded operands, as the kernel sees them.
+            let want = reference::matmul(
+                &to_f32_vec(x16.clone()),
+                tokens,
+                &hq,
+                Some(&to_f32_vec(s16.clone())),
+            );
+            let tiles: &[(u32, u32, u32, bool)] = if tokens == 5 {
+                &[
+                    (0, 0, 0, false),
+                    (0, 0, 0, true),
+                    (3, 2, 1, true),
+                    (4, 1, 2, false),
+                ]
+            } else {
+                &[(0, 0, 0, false), (0, 0, 0, true)]
+            };
+            for &(r, p, u, prefetch) in tiles {
+                let gemv_tile = if r == 0 {
+                    GemvTile {
+                        prefetch,
+                        ..GemvTile::default()
+                    }
+                } else {
+                    GemvTile {
+                        rows: Some(r),
+                        planes: Some(p),
+                        unroll: Some(u),
+                        prefetch,
+                        ..GemvTile::default()
+                    }
+                };
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Half2,
+                    gemv_tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!(
+                    "half2 GEMV {spec} {rows}x{cols} m={tokens} tile {r}:{p}:{u} pf={prefetch}"
+                );
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let y = kernels
+                    .matmul(x16.clone(), &q16, Some(s16.clone()))
+                    .expect("valid shapes");
+                close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok");
+            }
+        }
+    }
+
+    let forced = CudaKernels {
+        gemv_variant: GemvVariant::Half2,
+        ..CudaKernels::default()
+    };
+    let cols = 256;
+    let spec4 = QuantSpec::asymmetric(4, 128).unwrap();
+    let hq = reference::quantize(&random(54, rows * cols, 0), rows, cols, None, &spec4);
+    let q32 = from_host::<CudaBackend<f32>>(hq, &device);
+    let err = forced
+        .matmul(t2::<f32>(random(55, cols, 0), [1, cols]), &q32, None)
+        .expect_err("f32 activations");
+    assert!(err.to_string().contains("GemvVariant::Half2"), "{err}");
+    let spec8 = QuantSpec::asymmetric(8, 128).unwrap();
+    let hq = reference::quantize(&random(56, rows * cols, 0), rows, cols, None, &spec8);
+    let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+    let x16 = t2::<f16>(random(57, cols, 0), [1, cols]);
+    let err = forced
+        .matmul(x16.clone(), &q16, None)
+        .expect_err("8-bit codes");
+    assert!(err.to_string().contains("4-bit"), "{err}");
+    // `Auto` serves 8 bits in f16 with the f32-decode vector kernel.
+    let want = reference::matmul(&to_f32_vec(x16.clone()), 1, &hq, None);
+    let y = CudaKernels::default()
+        .matmul(x16, &q16, None)
+        .expect("Auto serves 8 bits");
+    close("Auto on 8 bits, f16", &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
 /// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
 /// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and

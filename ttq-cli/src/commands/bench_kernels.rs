@@ -47,12 +47,25 @@ pub struct BenchKernelsArgs {
     pub json: Option<PathBuf>,
     /// Extra GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
     /// planes per cube, loads per lane, step and row), comma-separated. They run the
-    /// default kernel (the vectorized GEMV where the layout allows it); a `:fused` suffix
-    /// runs the scalar fused GEMV instead, and its options imply it: `:cvt` decodes codes
-    /// with the integer-to-float conversion instead of the mantissa trick, `:pf` loads
-    /// each step's words one step ahead.
+    /// default kernel (the half2 GEMV for f16 and 4 bits, else the vectorized GEMV where
+    /// the layout allows it); `:f32` runs the vectorized GEMV with the f32 decode, `:fused`
+    /// the scalar fused GEMV (`:cvt` decodes its codes with the integer-to-float conversion
+    /// and implies it); `:pf` loads each step's words one step ahead (half2 and scalar).
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
+}
+
+/// Which GEMV kernel a `--gemv-tiles` entry runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+enum TileKernel {
+    /// The default kernel for the layout and dtype (the half2 GEMV for f16 and 4 bits, else
+    /// the vectorized f32-decode GEMV where the layout allows it).
+    Default,
+    /// The vectorized GEMV with the f32 decode (`:f32`).
+    Vector,
+    /// The scalar fused GEMV (`:fused`, implied by `:cvt`).
+    Fused,
 }
 
 /// One `--gemv-tiles` entry.
@@ -63,10 +76,10 @@ struct TileArg {
     rpu: [u32; 3],
     /// Codes decoded by conversion (scalar fused GEMV only).
     convert: bool,
-    /// Words prefetched one step ahead (scalar fused GEMV only).
+    /// Words prefetched one step ahead (the half2 and the scalar fused GEMV).
     prefetch: bool,
-    /// The scalar fused GEMV instead of the default kernel (implied by the two above).
-    fused: bool,
+    /// The kernel.
+    kernel: TileKernel,
 }
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -75,7 +88,8 @@ impl TileArg {
     fn label(&self, [r, p, u]: [u32; 3]) -> String {
         let mut label = format!("{r}:{p}:{u}");
         for (on, flag) in [
-            (self.fused && !(self.convert || self.prefetch), ":fused"),
+            (self.kernel == TileKernel::Fused && !self.convert, ":fused"),
+            (self.kernel == TileKernel::Vector, ":f32"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
         ] {
@@ -87,29 +101,46 @@ impl TileArg {
     }
 }
 
-/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:cvt`, `:pf`, each at most once) into
-/// a GEMV tile.
+/// Parses `"8:4:2"` (or with the suffixes `:fused` or `:f32`, `:cvt`, `:pf`, each at most
+/// once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:fused][:cvt][:pf]");
+    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32][:cvt][:pf]");
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
-    let (mut convert, mut prefetch, mut fused) = (false, false, false);
+    let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
             "pf" if !prefetch => prefetch = true,
             "fused" if !fused => fused = true,
+            "f32" if !f32_decode => f32_decode = true,
             _ => return Err(bad().into()),
         }
     }
+    let kernel = match (fused || convert, f32_decode) {
+        (true, true) => {
+            return Err(format!(
+                "GEMV tile `{text}`: :f32 is a vector kernel, :fused and :cvt the scalar one"
+            )
+            .into())
+        }
+        (true, false) => TileKernel::Fused,
+        (false, true) if prefetch => {
+            return Err(
+                format!("GEMV tile `{text}`: the f32-decode vector kernel has no :pf").into(),
+            )
+        }
+        (false, true) => TileKernel::Vector,
+        (false, false) => TileKernel::Default,
+    };
     Ok(TileArg {
         rpu: [r.parse()?, p.parse()?, u.parse()?],
         convert,
         prefetch,
-        fused: fused || convert || prefetch,
+        kernel,
     })
 }
 
@@ -396,10 +427,10 @@ mod imp {
                                 convert: tile.convert,
                                 prefetch: tile.prefetch,
                             },
-                            gemv_variant: if tile.fused {
-                                GemvVariant::Fused
-                            } else {
-                                kernels.gemv_variant
+                            gemv_variant: match tile.kernel {
+                                TileKernel::Fused => GemvVariant::Fused,
+                                TileKernel::Vector => GemvVariant::Vector,
+                                TileKernel::Default => kernels.gemv_variant,
                             },
                             ..kernels
                         };
@@ -410,7 +441,7 @@ mod imp {
                         let (t_dev, hidden) = timer.time_device(&filler, call);
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
                         // As run: `resolve` clamps large tiles at many tokens.
-                        let (rr, pr, ur) = if tile.fused {
+                        let (rr, pr, ur) = if tile.kernel == TileKernel::Fused {
                             tiled.gemv_tile.resolve(m, spec.bits())
                         } else {
                             tiled.gemv_tile.resolve_vector(m, spec.bits())
@@ -609,40 +640,49 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_tile, TileArg};
+    use super::{parse_tile, TileArg, TileKernel};
 
     #[test]
     fn tiles_parse_with_their_flags() {
-        let tile = |rpu, convert, prefetch, fused| TileArg {
+        let tile = |rpu, convert, prefetch, kernel| TileArg {
             rpu,
             convert,
             prefetch,
-            fused,
+            kernel,
         };
+        use TileKernel::{Default, Fused, Vector};
         assert_eq!(
             parse_tile("8:4:2").unwrap(),
-            tile([8, 4, 2], false, false, false)
+            tile([8, 4, 2], false, false, Default)
         );
         assert_eq!(
             parse_tile("8:4:2:fused").unwrap(),
-            tile([8, 4, 2], false, false, true)
+            tile([8, 4, 2], false, false, Fused)
         );
-        // The scalar kernel's options select it.
+        assert_eq!(
+            parse_tile("8:4:1:f32").unwrap(),
+            tile([8, 4, 1], false, false, Vector)
+        );
+        // `:pf` applies to the selected kernel; `:cvt` selects the scalar one.
         assert_eq!(
             parse_tile("16:8:1:pf").unwrap(),
-            tile([16, 8, 1], false, true, true)
+            tile([16, 8, 1], false, true, Default)
         );
         assert_eq!(
             parse_tile("4:4:2:cvt:pf").unwrap(),
-            tile([4, 4, 2], true, true, true)
+            tile([4, 4, 2], true, true, Fused)
         );
         assert_eq!(
             parse_tile("4:4:2:cvt").unwrap().label([4, 4, 2]),
             "4:4:2:cvt"
         );
         assert_eq!(
-            parse_tile("4:4:2:fused").unwrap().label([4, 4, 1]),
-            "4:4:1:fused"
+            parse_tile("4:4:2:fused:pf").unwrap().label([4, 4, 1]),
+            "4:4:1:fused:pf"
+        );
+        assert_eq!(
+            parse_tile("8:4:1:f32").unwrap().label([8, 4, 1]),
+            "8:4:1:f32"
         );
         for bad in [
             "8:4",
@@ -650,6 +690,9 @@ mod tests {
             "8:4:2:fast",
             "a:4:2",
             "8:4:2:fused:fused",
+            "8:4:2:f32:fused",
+            "8:4:2:f32:cvt",
+            "8:4:2:f32:pf",
         ] {
             assert!(parse_tile(bad).is_err(), "{bad}");
         }

@@ -23,6 +23,13 @@ use cubecl::prelude::*;
 /// Threads per plane (warp) the kernels assume; CUDA's warp size.
 pub const PLANE: u32 = 32;
 
+/// The bits of the f32 2²³ that [`gemv_vec_kernel`] ORs codes into (its `magic` argument).
+pub const GEMV_F32_MAGIC: u32 = 0x4B00_0000;
+
+/// The bits of two f16 1024.0 (one per 16-bit half) that [`gemv_h2_kernel`] ORs code pairs
+/// into (its `magic` argument).
+pub const GEMV_H2_MAGIC: u32 = 0x6400_6400;
+
 /// Tokens each thread of the statistics kernel loads per loop step.
 const STATS_UNROLL: u32 = 4;
 
@@ -623,6 +630,49 @@ pub fn gemv_kernel<F: Float>(
 /// weight in the GEMV) is replaced by two full-rate ones: the code is OR-ed into the mantissa
 /// of 2²³ (`0x4B00_0000`, whose mantissa unit is 1) and 2²³ is subtracted, which is exact for
 /// any code below 2²³.
+/// The tail shared by the split-K GEMV kernels: each thread's `m · R` partial dot products
+/// (`acc[t · R + r]`, token `t`, row `row0 + r`) are summed over the plane's lanes with
+/// `plane_sum`, then over the cube's planes in shared memory, and every output of the cube
+/// is written by one thread (a loop: `R · m` may exceed the cube's threads). Rows past
+/// `rows` are not written. Every thread of the cube must call it (it holds a barrier).
+#[cube]
+fn store_gemv_rows<F: Float>(
+    acc: &Array<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    row0: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] planes: u32,
+) {
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
+    #[unroll]
+    for i in 0..nacc {
+        let v = plane_sum(acc[i]);
+        if lane == 0 {
+            partial[plane as usize * nacc + i] = v;
+        }
+    }
+    sync_cube();
+    let mut i = plane * PLANE + lane;
+    while i < comptime!(nacc as u32) {
+        let mut sum = 0.0f32;
+        #[unroll]
+        for p in 0..planes {
+            sum += partial[p as usize * nacc + i as usize];
+        }
+        let t = i / rows_per_cube;
+        let r = i % rows_per_cube;
+        if row0 + r < rows {
+            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
+        }
+        i += comptime!(PLANE * planes);
+    }
+}
+
 #[cube]
 fn code_to_f32(word: u32, shift: u32, mask: u32, #[comptime] magic: bool) -> f32 {
     let code = (word >> shift) & mask;
@@ -822,31 +872,7 @@ pub fn gemv_fused_kernel<F: Float>(
         base += step;
     }
 
-    // Lanes, then planes.
-    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
-    #[unroll]
-    for i in 0..nacc {
-        let v = plane_sum(acc[i]);
-        if lane == 0 {
-            partial[plane as usize * nacc + i] = v;
-        }
-    }
-    sync_cube();
-    // Every output of the cube is written by one thread (loop: R · m may exceed the cube).
-    let mut i = plane * PLANE + lane;
-    while i < comptime!(nacc as u32) {
-        let mut sum = 0.0f32;
-        #[unroll]
-        for p in 0..planes {
-            sum += partial[p as usize * nacc + i as usize];
-        }
-        let t = i / rows_per_cube;
-        let r = i % rows_per_cube;
-        if row0 + r < rows {
-            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
-        }
-        i += comptime!(PLANE * planes);
-    }
+    store_gemv_rows::<F>(&acc, y, rows, row0, m, rows_per_cube, planes);
 }
 
 /// The vectorized GEMV (the default where the layout allows it, see
@@ -867,7 +893,7 @@ pub fn gemv_fused_kernel<F: Float>(
 /// - lanes are reduced with `plane_sum`, planes in shared memory.
 ///
 /// Lines past the row's end are loaded from a clamped index and skipped; rows past the end
-/// are clamped for loads and not written.
+/// are clamped for loads and not written. `magic` must be [`GEMV_F32_MAGIC`].
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_vec_kernel<F: Float, N: Size>(
@@ -881,6 +907,7 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
     group_shift: u32,
     groups: u32,
     lines_per_row: u32,
+    magic: u32,
     #[comptime] m: u32,
     #[comptime] bits: u32,
     #[comptime] vector: u32,
@@ -993,13 +1020,15 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // exactly (below 2¹⁶ < 2²³); the activations were pre-scaled by the
                         // inverse power, so every product is the same f32 value as with the
                         // shifted code. Two instructions per code before the multiply-add
-                        // (mask-and-or, subtract) instead of three.
+                        // (mask-and-or, subtract) instead of three. `magic` (2²³'s bits,
+                        // `GEMV_F32_MAGIC`) is a run-time argument so that it sits in a
+                        // register: with both constants immediate the compiler emitted two
+                        // LOP3 per code (34% of all instructions, session 8 call 1).
                         #[unroll]
                         for k in 0..cpw {
                             let src = word >> (16 * (k / half));
                             let shifted = src & (mask << (bits * (k % half)));
-                            codes[k as usize] =
-                                f32::reinterpret(shifted | 0x4B00_0000u32) - 8_388_608.0f32;
+                            codes[k as usize] = f32::reinterpret(shifted | magic) - 8_388_608.0f32;
                         }
                         #[unroll]
                         for t in 0..m {
@@ -1018,29 +1047,287 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
         base += step;
     }
 
-    // Lanes, then planes (as in `gemv_fused_kernel`).
-    let mut partial = SharedMemory::<f32>::new(comptime!(planes as usize * nacc));
+    store_gemv_rows::<F>(&acc, y, rows, row0, m, rows_per_cube, planes);
+}
+
+/// The half2 GEMV for f16 activations and 4-bit codes (the f16 default where the layout
+/// allows it, see `super::GemvVariant::Auto`): [`gemv_vec_kernel`]'s tiling and loads with
+/// the decode and the dot products in packed f16 pairs (`__half2`, two values per
+/// instruction), about half the instructions per weight of the f32 decode (5.8 per weight
+/// there, session 8 call 1).
+///
+/// Per packed word (codes `c0 … c7`, code `k` in bits `4k … 4k+3`) and row:
+/// - one mask-and-OR per pair puts codes `j` and `j + 4` (the same nibble of the word's two
+///   16-bit halves) into the mantissas of a pair of f16 1024.0: `(1024 + c_j, 1024 + c_{j+4})`
+///   for even `j`, `(1024 + 16 c_j, …)` for odd `j` (codes 2, 3, 6, 7 from `word >> 8`);
+/// - one multiply-add per pair turns them into `((c − z) / 16, …)`, exactly (small integers
+///   over 16 are exact in f16; `z` is the group's integer zero point);
+/// - one multiply-add per pair accumulates `x ⊙ s` (paired the same way: columns `j` and
+///   `j + 4` of the word) times those weights into an f16 pair per row, token and line.
+///
+/// After each line (32 columns) the pair is converted to f32 and added, times `16 · scale`,
+/// into the f32 accumulator, so at most 16 f16 products are summed in f16 (with the `/ 16`
+/// above, an f16 partial sum stays finite while `|x ⊙ s|` is below about 4000 on a line's
+/// weighted sum; larger activations give an infinite output, which generation reports).
+/// The tail is [`store_gemv_rows`]. `magic` must be [`GEMV_H2_MAGIC`] (a run-time argument so
+/// that it sits in a register and each mask-and-OR is one instruction).
+///
+/// With `prefetch`, the next step's words, scales and zeros are loaded before the current
+/// step is decoded (Nsight Compute, session 8 call 1: a third of the f32 kernel's stalls
+/// were waits for its loads at their first use).
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_h2_kernel<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<f16>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    magic: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+    #[comptime] planes: u32,
+    #[comptime] prefetch: bool,
+) {
+    // Fixed layout: 4-bit codes, lines of 4 words (32 columns), activation vectors of 4.
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nline = comptime!((unroll * rows_per_cube) as usize);
+    let nwords = comptime!(nline * 4);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let row0 = CUBE_POS_X * rows_per_cube;
+    let lpr = lines_per_row as usize;
+    // Activation vectors (of 4) per token row: `cols / 4`.
+    let x_stride = (lines_per_row * 8) as usize;
+    let g_us = groups as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
     #[unroll]
     for i in 0..nacc {
-        let v = plane_sum(acc[i]);
-        if lane == 0 {
-            partial[plane as usize * nacc + i] = v;
-        }
+        acc[i] = 0.0f32;
     }
-    sync_cube();
-    let mut i = plane * PLANE + lane;
-    while i < comptime!(nacc as u32) {
-        let mut sum = 0.0f32;
+    let mut words = Array::<u32>::new(nwords);
+    let mut sc = Array::<f32>::new(nline);
+    let mut zp = Array::<f32>::new(nline);
+    let mut next = Array::<u32>::new(nwords);
+    let mut next_sc = Array::<f32>::new(nline);
+    let mut next_zp = Array::<f32>::new(nline);
+    let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 4) as usize));
+    let mut part = Array::<Vector<f16, Const<2>>>::new(nacc);
+    let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+    let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
+
+    let step = comptime!(PLANE * unroll * planes);
+    let mut base = plane * comptime!(PLANE * unroll);
+    if prefetch {
+        load_h2_step(
+            packed,
+            scales,
+            zeros,
+            &mut next,
+            &mut next_sc,
+            &mut next_zp,
+            base,
+            lane,
+            row0,
+            rows,
+            lpr,
+            g_us,
+            group_shift,
+            groups,
+            lines_per_row,
+            rows_per_cube,
+            unroll,
+        );
+    }
+    while base < lines_per_row {
+        if prefetch {
+            #[unroll]
+            for i in 0..nwords {
+                words[i] = next[i];
+            }
+            #[unroll]
+            for i in 0..nline {
+                sc[i] = next_sc[i];
+                zp[i] = next_zp[i];
+            }
+            // Clamped indices: past the end this re-reads the last line, never used.
+            load_h2_step(
+                packed,
+                scales,
+                zeros,
+                &mut next,
+                &mut next_sc,
+                &mut next_zp,
+                base + step,
+                lane,
+                row0,
+                rows,
+                lpr,
+                g_us,
+                group_shift,
+                groups,
+                lines_per_row,
+                rows_per_cube,
+                unroll,
+            );
+        } else {
+            load_h2_step(
+                packed,
+                scales,
+                zeros,
+                &mut words,
+                &mut sc,
+                &mut zp,
+                base,
+                lane,
+                row0,
+                rows,
+                lpr,
+                g_us,
+                group_shift,
+                groups,
+                lines_per_row,
+                rows_per_cube,
+                unroll,
+            );
+        }
         #[unroll]
-        for p in 0..planes {
-            sum += partial[p as usize * nacc + i as usize];
+        for u in 0..unroll {
+            let li = base + u * PLANE + lane;
+            if li < lines_per_row {
+                #[unroll]
+                for r in 0..rows_per_cube {
+                    let z16 = zp[(u * rows_per_cube + r) as usize] * 0.0625f32;
+                    bias_even[r as usize] =
+                        Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z16));
+                    bias_odd[r as usize] =
+                        Vector::<f16, Const<2>>::new(f16::cast_from(-4.0f32 - z16));
+                }
+                #[unroll]
+                for i in 0..nacc {
+                    part[i] = Vector::<f16, Const<2>>::new(f16::cast_from(0.0f32));
+                }
+                #[unroll]
+                for w in 0..4u32 {
+                    // x ⊙ s of word `w`'s 8 columns, paired (j, j + 4), for every token.
+                    let xi = (li * 8 + w * 2) as usize;
+                    let sa = s[xi];
+                    let sb = s[xi + 1];
+                    #[unroll]
+                    for t in 0..m {
+                        let xa = x[t as usize * x_stride + xi] * sa;
+                        let xb = x[t as usize * x_stride + xi + 1] * sb;
+                        #[unroll]
+                        for j in 0..4u32 {
+                            let mut pair = Vector::<f16, Const<2>>::empty();
+                            pair[0] = xa[j as usize];
+                            pair[1] = xb[j as usize];
+                            pairs[(t * 4 + j) as usize] = pair;
+                        }
+                    }
+                    #[unroll]
+                    for r in 0..rows_per_cube {
+                        let word = words[((u * rows_per_cube + r) * 4 + w) as usize];
+                        let high = word >> 8;
+                        let be = bias_even[r as usize];
+                        let bo = bias_odd[r as usize];
+                        wv[0] =
+                            Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic)
+                                * k16
+                                + be;
+                        wv[1] =
+                            Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic)
+                                * k256
+                                + bo;
+                        wv[2] =
+                            Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic)
+                                * k16
+                                + be;
+                        wv[3] =
+                            Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic)
+                                * k256
+                                + bo;
+                        #[unroll]
+                        for t in 0..m {
+                            let i = (t * rows_per_cube + r) as usize;
+                            let mut d = part[i];
+                            #[unroll]
+                            for j in 0..4u32 {
+                                d += pairs[(t * 4 + j) as usize] * wv[j as usize];
+                            }
+                            part[i] = d;
+                        }
+                    }
+                }
+                #[unroll]
+                for r in 0..rows_per_cube {
+                    let s16 = sc[(u * rows_per_cube + r) as usize] * 16.0f32;
+                    #[unroll]
+                    for t in 0..m {
+                        let i = (t * rows_per_cube + r) as usize;
+                        let d = part[i];
+                        acc[i] += s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
+                    }
+                }
+            }
         }
-        let t = i / rows_per_cube;
-        let r = i % rows_per_cube;
-        if row0 + r < rows {
-            y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(sum);
+        base += step;
+    }
+    store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
+}
+
+/// The loads of one [`gemv_h2_kernel`] step starting at line `base`: for each of the `U`
+/// runs of 32 lines and each of the cube's `R` rows, the lane's 16-byte line (as 4 words)
+/// and the scale and zero point of the line's group. Indices past the row's end and rows
+/// past the last are clamped (the loads are valid; their values are not used).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn load_h2_step<N: Size>(
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    words: &mut Array<u32>,
+    sc: &mut Array<f32>,
+    zp: &mut Array<f32>,
+    base: u32,
+    lane: u32,
+    row0: u32,
+    rows: u32,
+    lpr: usize,
+    g_us: usize,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+) {
+    #[unroll]
+    for u in 0..unroll {
+        let li = u32::min(base + u * PLANE + lane, lines_per_row - 1);
+        // One group per line (the launcher's condition); 32 columns per line.
+        let g = u32::min((li * 32) >> group_shift, groups - 1);
+        #[unroll]
+        for r in 0..rows_per_cube {
+            let row = u32::min(row0 + r, rows - 1);
+            let line = packed[row as usize * lpr + li as usize];
+            #[unroll]
+            for w in 0..4u32 {
+                words[((u * rows_per_cube + r) * 4 + w) as usize] = line[w as usize];
+            }
+            let p = row as usize * g_us + g as usize;
+            sc[(u * rows_per_cube + r) as usize] = scales[p];
+            zp[(u * rows_per_cube + r) as usize] = zeros[p];
         }
-        i += comptime!(PLANE * planes);
     }
 }
 

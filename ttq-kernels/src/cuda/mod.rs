@@ -132,10 +132,15 @@ const MAX_GRID_Y: usize = 65_535;
 /// card).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GemvVariant {
-    /// [`GemvVariant::Vector`] where the layout allows it (see [`gemv_vector_fits_layout`]),
-    /// [`GemvVariant::Fused`] otherwise.
+    /// [`GemvVariant::Half2`] for f16 activations and 4-bit codes, else
+    /// [`GemvVariant::Vector`], where the layout allows it (see
+    /// [`gemv_vector_fits_layout`]); [`GemvVariant::Fused`] otherwise.
     #[default]
     Auto,
+    /// [`kernels::gemv_h2_kernel`]: the vector GEMV's loads with the decode and the dot
+    /// products in packed f16 pairs. Needs f16 activations, 4-bit codes and the vector
+    /// layout; `matmul` returns an error otherwise.
+    Half2,
     /// [`kernels::gemv_vec_kernel`]: 16-byte loads of four packed words per lane and
     /// vector loads of `x` and the input scale. Needs 2, 4 or 8 bits, rows of whole
     /// four-word lines and groups holding whole lines; `matmul` returns an error otherwise.
@@ -566,7 +571,29 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let dims = WeightDims::new(q.shape, &q.spec)?;
         u32_of(rows.saturating_mul(cols), "weight elements")?;
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
+            let half2_fits = F::dtype() == DType::F16 && gemv_half2_fits(&dims);
             return match self.gemv_variant {
+                GemvVariant::Auto if half2_fits => {
+                    gemv_half2::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Half2 => {
+                    if !half2_fits {
+                        return Err(QuantError::Method {
+                            method: "cuda GEMV".into(),
+                            message: format!(
+                                "GemvVariant::Half2 needs f16 activations, 4-bit codes, a \
+                                 multiple of 32 columns and groups of whole 32-column lines \
+                                 (got {:?}, {} bits, {} columns, groups of {}); use \
+                                 GemvVariant::Auto",
+                                F::dtype(),
+                                dims.bits,
+                                dims.cols,
+                                dims.group
+                            ),
+                        });
+                    }
+                    gemv_half2::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
                 GemvVariant::Auto if gemv_vector_fits(&dims) => {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
@@ -980,6 +1007,12 @@ fn gemv_vector_fits(dims: &WeightDims) -> bool {
     )
 }
 
+/// Whether [`kernels::gemv_h2_kernel`] can serve a weight of these dimensions (f16
+/// activations aside): 4-bit codes in the vector layout.
+fn gemv_half2_fits(dims: &WeightDims) -> bool {
+    dims.bits == 4 && gemv_vector_fits(dims)
+}
+
 /// Whether a tensor's data starts on a `bytes` boundary (vector loads need their size's
 /// alignment; a view that starts inside a buffer may not have it).
 fn aligned_to<R: CubeRuntime>(t: &CubeTensor<R>, bytes: u64) -> bool {
@@ -1072,6 +1105,7 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
             dims.group_shift,
             dims.groups,
             lines_per_row,
+            kernels::GEMV_F32_MAGIC,
             tokens_u,
             dims.bits,
             GEMV_LINE_WORDS,
@@ -1079,6 +1113,66 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
             unroll,
             planes,
             F::dtype().into(),
+        );
+    }
+    Ok(wrap_float(y))
+}
+
+/// The half2 GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`, f16, layouts accepted by
+/// [`gemv_half2_fits`]); falls back to [`gemv_fused`]'s kernel, on the same prepared
+/// operands, for operands that do not start on a 16-byte boundary.
+fn gemv_half2<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let ops = GemvOperands::new(x, q, input_scale)?;
+    if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
+        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
+    }
+    let GemvOperands {
+        x: xp,
+        s: sp,
+        packed,
+        scales,
+        zeros,
+        tokens,
+        tokens_u,
+    } = ops;
+    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
+    let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
+    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+    // SAFETY: shapes and the layout were checked above (`gemv_half2_fits`: 4-bit codes in
+    // rows of whole lines, f16 activations of whole vectors, operands 16-byte aligned);
+    // every index in the kernel is guarded or clamped.
+    unsafe {
+        kernels::gemv_h2_kernel::launch_unchecked::<R>(
+            &xp.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: planes,
+                z: 1,
+            },
+            GEMV_VECTOR,
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            lines_per_row,
+            kernels::GEMV_H2_MAGIC,
+            tokens_u,
+            rows_per_cube,
+            unroll,
+            planes,
+            tile.prefetch,
         );
     }
     Ok(wrap_float(y))
