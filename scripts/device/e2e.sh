@@ -39,6 +39,9 @@
 #                                 `bench kernels` (CUBECL_DEBUG_LOG), Nsight Compute stall
 #                                 reasons per SASS instruction of the vector GEMV (m = 1) and
 #                                 the group quantizer, as CSV (source page)
+#   e2e.sh s8b     BIN OUT        session 8: the GEMV tests (half2 kernel), an Nsight Compute
+#                                 duration sweep of GEMV kernels and tiles at m = 1, decode
+#                                 on the Qwen3-8B shape, stall reasons of the half2 GEMV
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -77,11 +80,11 @@ torch_decode_qwen3() { # LIMIT
 use_ncu() {
   command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
 }
-# Kernel durations of every vector-GEMV launch at m = 1 (6 per tile and shape: the default
-# tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
+# Kernel durations of every vector-GEMV launch at m = 1 (kernels matching GEMV_KERNELS,
+# default gemv_vec; 6 per tile and shape: the default tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
 # alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table).
 ncu_gemv_tiles() { # LIMIT SHAPES TILES
-  step ncu_tiles "$1" ncu --clock-control none -k regex:gemv_vec --csv \
+  step ncu_tiles "$1" ncu --clock-control none -k "regex:${GEMV_KERNELS:-gemv_vec}" --csv \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
     "$bin/ttq" bench kernels --shapes "$2" --tokens 1 --reps 1 --batch 1 --gemv-tiles "$3"
 }
@@ -305,6 +308,20 @@ case $part in
         --print-source sass
       step "ncu_details_${k%%:*}" 60 ncu -i "$out/ncu_${k%%:*}.ncu-rep" --page details
     done
+    ;;
+  s8b)
+    step tests_gemv 220 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_half2_layouts gemv_vector_layouts large_layer matmul_matches
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|vec)' ncu_gemv_tiles 100 4096x14336,14336x4096 \
+      8:4:1:pf,8:4:1:f32,4:4:1,4:4:1:pf,8:4:2:pf,4:8:1:pf,16:4:1:pf
+    decode_qwen3 fused 90
+    step ncu_src_gemv_h2 60 ncu --clock-control none -c 1 -k regex:gemv_h2 \
+      --section SourceCounters --section WarpStateStats --section InstructionStats \
+      --section SpeedOfLight --import-source yes -o "$out/ncu_gemv_h2" \
+      "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1 --reps 1 --batch 1
+    step ncu_sass_gemv_h2 60 ncu -i "$out/ncu_gemv_h2.ncu-rep" --page source --csv \
+      --print-source sass
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
