@@ -98,6 +98,8 @@ fn spec_strategy() -> impl Strategy<Value = QuantSpec> {
             Just(GroupSize::Size(32)),
             Just(GroupSize::Size(64)),
             Just(GroupSize::Size(128)),
+            Just(GroupSize::Size(256)),
+            Just(GroupSize::Size(512)),
             Just(GroupSize::Row)
         ],
         prop_oneof![

@@ -23,9 +23,6 @@ use cubecl::prelude::*;
 /// Threads per plane (warp) the kernels assume; CUDA's warp size.
 pub const PLANE: u32 = 32;
 
-/// The bits of the f32 2²³ that [`gemv_vec_kernel`] ORs codes into (its `magic` argument).
-pub const GEMV_F32_MAGIC: u32 = 0x4B00_0000;
-
 /// The bits of two f16 1024.0 (one per 16-bit half) that [`gemv_h2_kernel`] ORs code pairs
 /// into (its `magic` argument).
 pub const GEMV_H2_MAGIC: u32 = 0x6400_6400;
@@ -292,17 +289,20 @@ pub fn quantize_pack_kernel<F: Float>(
 /// layouts: a group of `group` columns (`32 ≤ group ≤ 512`, a power of two) whose words do
 /// not straddle groups (`32 / bits` a power of two dividing `group`).
 ///
-/// The grid is `(groups / (P · steps), rows)`: plane `p` of cube `(x, y)` owns groups
-/// `(x · steps + st) · P + p` (`st < steps`) of row `y` (rows grid-strided past 65535), so
-/// no thread divides by the run-time group count. A plane issues the loads of all its
-/// groups first and keeps them in registers: lane `l` holds the `group / 32` consecutive
-/// columns starting at `l · group / 32`, so the row is read once (the generic kernel reads it
-/// twice, element by element), `vector` columns per load (`N`-element vector loads of `W`
-/// and of the column scale, up to 16 bytes, where the row length and the buffers'
-/// alignment allow; the launcher picks `vector`). The group's range comes from `plane_min` / `plane_max`; each
-/// lane turns its values into codes with the reference's f32 operations and shifts them to
-/// their bit positions; the lanes that share a word combine their disjoint bits with
-/// `plane_shuffle_xor` sums, and the first of them stores the word.
+/// Each group is quantized by `L = group / per_lane` neighbouring lanes (a power of two up
+/// to 32), `per_lane` consecutive columns each (16 by default, see the launcher), so a plane
+/// holds `32 / L` neighbouring groups. The grid is `(groups / (P · steps · 32 / L), rows)`:
+/// slot `l / L` of plane `p` of cube `(x, y)` owns group `((x · steps + st) · P + p) · 32 / L
+/// + l / L` (`st < steps`) of row `y` (rows grid-strided past 65535), so no thread divides by
+/// the run-time group count. A plane issues the loads of all its groups first and keeps
+/// them in registers, so the row is read once (the generic kernel reads it twice, element
+/// by element), `vector` columns per load (`N`-element vector loads of `W` and of the column
+/// scale, up to 16 bytes, where the row length and the buffers' alignment allow; the
+/// launcher picks `vector`). The group's range comes from a butterfly of `log2 L` XOR
+/// shuffles; each lane turns its values into codes with the reference's f32 operations and
+/// shifts them to their bit positions; lanes holding whole words store them, and lanes that
+/// share a word (`per_lane < 32 / bits`) combine their disjoint bits with
+/// `plane_shuffle_xor` sums first.
 ///
 /// The rounding and the float-to-integer conversion, which ran on reduced-throughput units
 /// in the first version of this kernel (compute-bound at 83% SM throughput under Nsight
@@ -329,17 +329,21 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
     #[comptime] symmetric: bool,
     #[comptime] steps: u32,
     #[comptime] vector: u32,
+    #[comptime] per_lane: u32,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
-    let per_lane = comptime!(group / PLANE);
+    // Lanes per group (a power of two, `group / per_lane ≤ 32`) and groups per plane.
+    let lanes = comptime!(group / per_lane);
+    let slots = comptime!(PLANE / lanes);
+    let slot = UNIT_POS_X / lanes;
+    let sub = UNIT_POS_X % lanes;
     // Vector loads per lane and group (`vector` divides `per_lane` and `cols`).
     let loads = comptime!(per_lane / vector);
     let row_vectors = cols / vector;
     let max_code = comptime!(((1u32 << bits) - 1) as f32);
     let mask = comptime!((1u32 << bits) - 1);
     let n = comptime!((steps * per_lane) as usize);
-    let lane = UNIT_POS_X;
     let planes = CUBE_DIM_Y;
     let g_us = groups as usize;
     let wpr = words_per_row as usize;
@@ -352,8 +356,11 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
         // row are clamped to its last vector, whose values are masked below.
         #[unroll]
         for st in 0..steps {
-            let gi = u32::min((CUBE_POS_X * steps + st) * planes + UNIT_POS_Y, groups - 1);
-            let c0 = gi * group + lane * per_lane;
+            let gi = u32::min(
+                ((CUBE_POS_X * steps + st) * planes + UNIT_POS_Y) * slots + slot,
+                groups - 1,
+            );
+            let c0 = gi * group + sub * per_lane;
             #[unroll]
             for j in 0..loads {
                 let vi = u32::min((c0 + j * vector) / vector, row_vectors - 1);
@@ -368,10 +375,10 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
         }
         #[unroll]
         for st in 0..steps {
-            let gi_raw = (CUBE_POS_X * steps + st) * planes + UNIT_POS_Y;
+            let gi_raw = ((CUBE_POS_X * steps + st) * planes + UNIT_POS_Y) * slots + slot;
             let gi = u32::min(gi_raw, groups - 1);
             let live = gi_raw < groups;
-            let c0 = gi * group + lane * per_lane;
+            let c0 = gi * group + sub * per_lane;
             let mut lo = 0.0f32;
             let mut hi = 0.0f32;
             #[unroll]
@@ -386,11 +393,20 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
                     }
                 }
             }
-            let lo = plane_min(lo);
-            let hi = plane_max(hi);
+            // The group's range over its `lanes` lanes: a butterfly of XOR shuffles with
+            // compile-time strides below `lanes` (CubeCL's `plane_min` / `plane_max` are a
+            // run-time loop over the whole plane, session 8 call 1).
+            #[unroll]
+            for i in 0..comptime!(log2_u32(lanes)) {
+                let stride = comptime!(1u32 << i);
+                if comptime!(!symmetric) {
+                    lo = f32::min(lo, plane_shuffle_xor(lo, stride));
+                }
+                hi = f32::max(hi, plane_shuffle_xor(hi, stride));
+            }
             let (sc, z) = group_params(lo, hi, bits, symmetric);
             let p = row as usize * g_us + gi as usize;
-            if lane == 0 && live {
+            if sub == 0 && live {
                 scales[p] = sc;
                 zeros[p] = z;
             }
@@ -428,7 +444,7 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
                     stride *= 2;
                 }
                 let wi = c0 / cpw;
-                if lane % comptime!(cpw / per_lane) == 0 && wi < words_per_row && live {
+                if sub % comptime!(cpw / per_lane) == 0 && wi < words_per_row && live {
                     packed[row as usize * wpr + wi as usize] = bits_acc;
                 }
             }
@@ -893,7 +909,7 @@ pub fn gemv_fused_kernel<F: Float>(
 /// - lanes are reduced with `plane_sum`, planes in shared memory.
 ///
 /// Lines past the row's end are loaded from a clamped index and skipped; rows past the end
-/// are clamped for loads and not written. `magic` must be [`GEMV_F32_MAGIC`].
+/// are clamped for loads and not written.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_vec_kernel<F: Float, N: Size>(
@@ -907,7 +923,6 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
     group_shift: u32,
     groups: u32,
     lines_per_row: u32,
-    magic: u32,
     #[comptime] m: u32,
     #[comptime] bits: u32,
     #[comptime] vector: u32,
@@ -1020,15 +1035,17 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // exactly (below 2¹⁶ < 2²³); the activations were pre-scaled by the
                         // inverse power, so every product is the same f32 value as with the
                         // shifted code. Two instructions per code before the multiply-add
-                        // (mask-and-or, subtract) instead of three. `magic` (2²³'s bits,
-                        // `GEMV_F32_MAGIC`) is a run-time argument so that it sits in a
-                        // register: with both constants immediate the compiler emitted two
-                        // LOP3 per code (34% of all instructions, session 8 call 1).
+                        // (mask-and-or, subtract) instead of three. (With both constants
+                        // immediate ptxas emits two LOP3 per code, session 8 call 1; the
+                        // build that passed 2²³ as a run-time argument to fuse them, 5%
+                        // faster, failed `gemv_vector_layouts` by 1.3e-4 in f32 in call 2,
+                        // cause not found, so the constant stays.)
                         #[unroll]
                         for k in 0..cpw {
                             let src = word >> (16 * (k / half));
                             let shifted = src & (mask << (bits * (k % half)));
-                            codes[k as usize] = f32::reinterpret(shifted | magic) - 8_388_608.0f32;
+                            codes[k as usize] =
+                                f32::reinterpret(shifted | 0x4B00_0000u32) - 8_388_608.0f32;
                         }
                         #[unroll]
                         for t in 0..m {

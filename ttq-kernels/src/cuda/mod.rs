@@ -59,6 +59,26 @@ const STATS_PLANES: u32 = 32;
 /// Planes per cube of the group-parallel quantize-pack kernel (each owns whole groups).
 const QUANT_GROUP_PLANES: u32 = 8;
 
+/// Columns of a group each lane of [`kernels::quantize_pack_groups_kernel`] quantizes (at
+/// most the group): 16 lanes' worth of work per lane instead of `group / 32` (4 at g128),
+/// so the group's reductions, parameters and word assembly are paid per 16 values
+/// (session 8 call 1: 63.5 instructions per weight with 4 per lane).
+const QUANT_PER_LANE: u32 = 16;
+
+/// Planes per cube of the group quantizer for a row of `plane_tasks` plane-sized tasks:
+/// between 4 and [`QUANT_GROUP_PLANES`], the count that leaves the fewest idle planes in
+/// the row's last cube (ties to more planes), e.g. 7 for 14 tasks (g128 over 14336
+/// columns) instead of 8 and 2 idle, and 4 for 4 tasks.
+fn quant_group_planes(plane_tasks: u32) -> u32 {
+    if plane_tasks <= QUANT_GROUP_PLANES {
+        return plane_tasks.max(1);
+    }
+    (4..=QUANT_GROUP_PLANES)
+        .rev()
+        .min_by_key(|p| plane_tasks.div_ceil(*p) * p - plane_tasks)
+        .unwrap_or(QUANT_GROUP_PLANES)
+}
+
 /// The tile of [`kernels::gemv_fused_kernel`]: rows per cube `R`, planes per cube `P` (they
 /// split the words of the cube's rows) and word runs each lane loads per step and row `U`.
 /// `None` fields take the defaults of [`GemvTile::resolve`].
@@ -461,8 +481,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             && dims.codes_per_word.is_power_of_two()
             && dims.group % dims.codes_per_word == 0;
         if group_parallel {
-            let per_lane = dims.group / kernels::PLANE;
-            let steps = if per_lane <= 4 { 2 } else { 1 };
+            let per_lane = QUANT_PER_LANE.min(dims.group);
+            let steps = 1;
+            let slots = kernels::PLANE / (dims.group / per_lane);
+            let planes = quant_group_planes(dims.groups.div_ceil(slots));
             // Columns per load: up to 16 bytes, dividing the lane's run and the row, with
             // both operands starting on a boundary of the load's size.
             let elem = dtype.size() as u32;
@@ -480,13 +502,13 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 kernels::quantize_pack_groups_kernel::launch_unchecked::<R>(
                     &w.client,
                     CubeCount::Static(
-                        dims.groups.div_ceil(QUANT_GROUP_PLANES * steps),
+                        dims.groups.div_ceil(planes * steps * slots),
                         dims.rows.min(MAX_GRID_Y as u32),
                         1,
                     ),
                     CubeDim {
                         x: kernels::PLANE,
-                        y: QUANT_GROUP_PLANES,
+                        y: planes,
                         z: 1,
                     },
                     vector as usize,
@@ -504,6 +526,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     spec.scheme() == QuantScheme::Symmetric,
                     steps,
                     vector,
+                    per_lane,
                     dtype.into(),
                 );
             }
@@ -1105,7 +1128,6 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
             dims.group_shift,
             dims.groups,
             lines_per_row,
-            kernels::GEMV_F32_MAGIC,
             tokens_u,
             dims.bits,
             GEMV_LINE_WORDS,
