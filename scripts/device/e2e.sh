@@ -42,6 +42,10 @@
 #   e2e.sh s8b     BIN OUT        session 8: the GEMV tests (half2 kernel), an Nsight Compute
 #                                 duration sweep of GEMV kernels and tiles at m = 1, decode
 #                                 on the Qwen3-8B shape, stall reasons of the half2 GEMV
+#   e2e.sh s8c     BIN OUT        session 8: the whole suite, Nsight Compute durations of the
+#                                 group quantizer on the four bench shapes, decode (fused)
+#   e2e.sh s8d     BIN OUT        session 8: `bench kernels`, the torch peers, decode with the
+#                                 fused and the unfused decoder ops
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -322,6 +326,19 @@ case $part in
       "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1 --reps 1 --batch 1
     step ncu_sass_gemv_h2 60 ncu -i "$out/ncu_gemv_h2.ncu-rep" --page source --csv \
       --print-source sass
+    ;;
+  s8c)
+    step tests_all 430 "$bin/cuda_vs_reference" --test-threads 1
+    use_ncu
+    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
+      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+    decode_qwen3 fused 70
+    ;;
+  s8d)
+    step bench_kernels 170 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    for ops in fused unfused; do decode_qwen3 $ops 80; done
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
