@@ -45,7 +45,7 @@
 #   e2e.sh s8c     BIN OUT        session 8: the whole suite, Nsight Compute durations of the
 #                                 group quantizer on the four bench shapes, decode (fused)
 #   e2e.sh s8d     BIN OUT        session 8: `bench kernels`, the torch peers, decode with the
-#                                 fused and the unfused decoder ops
+#                                 fused and the unfused decoder ops, a half2-GEMV tile sweep
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -339,6 +339,8 @@ case $part in
     step bench_kernels 170 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     step torch_bench 80 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     for ops in fused unfused; do decode_qwen3 $ops 80; done
+    use_ncu
+    GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x14336,14336x4096 8:8:1,4:8:1,8:2:1,4:4:2,2:4:4
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
