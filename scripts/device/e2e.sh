@@ -46,6 +46,9 @@
 #                                 group quantizer on the four bench shapes, decode (fused)
 #   e2e.sh s8d     BIN OUT        session 8: `bench kernels`, the torch peers, decode with the
 #                                 fused and the unfused decoder ops, a half2-GEMV tile sweep
+#   e2e.sh s8e     BIN OUT        session 8, last call: the quantizer's tests, its Nsight
+#                                 Compute durations, a half2-GEMV sweep of taller tiles,
+#                                 decode (fused)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -341,6 +344,16 @@ case $part in
     for ops in fused unfused; do decode_qwen3 $ops 80; done
     use_ncu
     GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x14336,14336x4096 8:8:1,4:8:1,8:2:1,4:4:2,2:4:4
+    ;;
+  s8e)
+    step tests_quant 200 "$bin/cuda_vs_reference" --test-threads 1 \
+      quantize_and_dequantize_match large_layer matmul_matches_f16
+    use_ncu
+    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack_groups --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
+      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+    GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x14336,14336x4096 16:4:1,16:2:1,12:4:1,8:2:1
+    decode_qwen3 fused 70
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

@@ -302,7 +302,8 @@ pub fn quantize_pack_kernel<F: Float>(
 /// shuffles; each lane turns its values into codes with the reference's f32 operations and
 /// shifts them to their bit positions; lanes holding whole words store them, and lanes that
 /// share a word (`per_lane < 32 / bits`) combine their disjoint bits with
-/// `plane_shuffle_xor` sums first.
+/// `plane_shuffle_xor` sums first. With `ragged` false (the row is whole groups) the
+/// per-column bounds checks are compiled out.
 ///
 /// The rounding and the float-to-integer conversion, which ran on reduced-throughput units
 /// in the first version of this kernel (compute-bound at 83% SM throughput under Nsight
@@ -330,6 +331,7 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
     #[comptime] steps: u32,
     #[comptime] vector: u32,
     #[comptime] per_lane: u32,
+    #[comptime] ragged: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let cpw = comptime!(32 / bits);
@@ -384,7 +386,8 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
             #[unroll]
             for j in 0..per_lane {
                 let v = vals[(st * per_lane + j) as usize];
-                if c0 + j < cols {
+                // Columns past the row exist only in a short last group (`ragged`).
+                if !ragged || c0 + j < cols {
                     if comptime!(symmetric) {
                         hi = f32::max(hi, f32::abs(v));
                     } else {
@@ -419,7 +422,11 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
                 let r = (qf + 12_582_912.0f32) - 12_582_912.0f32;
                 let q = f32::clamp(r + z, 0.0, max_code);
                 let code = u32::reinterpret(q + 8_388_608.0f32) & mask;
-                let code = select(c < cols, code, 0u32);
+                let code = if comptime!(ragged) {
+                    select(c < cols, code, 0u32)
+                } else {
+                    code
+                };
                 if comptime!(per_lane >= cpw) {
                     // Whole words per lane: store each as soon as it is complete.
                     bits_acc |= code << ((j % cpw) * bits);
@@ -1083,9 +1090,11 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
 ///   `j + 4` of the word) times those weights into an f16 pair per row, token and line.
 ///
 /// After each line (32 columns) the pair is converted to f32 and added, times `16 · scale`,
-/// into the f32 accumulator, so at most 16 f16 products are summed in f16 (with the `/ 16`
-/// above, an f16 partial sum stays finite while `|x ⊙ s|` is below about 4000 on a line's
-/// weighted sum; larger activations give an infinite output, which generation reports).
+/// into the f32 accumulator, so at most 16 f16 products are summed in f16: with weights of
+/// at most 15/16 in magnitude, a partial sum stays finite while the 16 values of `|x ⊙ s|`
+/// that meet in it sum to less than about 70 000 (all below 4000, say), and `x ⊙ s` itself
+/// is computed in f16. Larger activations give an infinite output, which generation
+/// reports as an error.
 /// The tail is [`store_gemv_rows`]. `magic` must be [`GEMV_H2_MAGIC`] (a run-time argument so
 /// that it sits in a register and each mask-and-OR is one instruction).
 ///

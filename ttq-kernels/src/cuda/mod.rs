@@ -10,14 +10,16 @@
 //! | `ttq_scales` | [`kernels::ttq_scale_kernel`] | `D` and `D⁻¹` from the statistics, a thread per channel, one launch instead of a dozen Burn ops |
 //! | `quantize` | [`kernels::quantize_pack_groups_kernel`] (common layouts) or [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused in one pass over `W` (vector loads of up to 16 bytes in the first) |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
-//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_vec_kernel`] where the layout allows it, else [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a GEMV; 16-byte loads of four words per lane in the first |
+//! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_h2_kernel`] (f16, 4 bits) or [`kernels::gemv_vec_kernel`] where the layout allows it, else [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a GEMV; 16-byte loads of four words per lane in the first two; the first decodes and multiplies in packed f16 pairs |
 //! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul (or [`kernels::gemm_cmma_kernel`], see [`DenseVariant`]) | the input scale folded into the dequantized weight |
 //! | `rms_norm`, `rope`, `masked_softmax`, `gated` | [`decoder_ops`] | one launch each instead of six to eight Burn ops |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
 //! `ttq_core::group`), and the kernels read them as f32 (a weight quantized elsewhere with
-//! scales of another float type is converted first). All arithmetic is f32, so codes,
-//! scales and zeros are bit-identical to [`crate::reference::quantize`] for the same inputs.
+//! scales of another float type is converted first). The quantizers compute in f32, so
+//! codes, scales and zeros are bit-identical to [`crate::reference::quantize`] for the same
+//! inputs; the matmul kernels accumulate in f32, except [`kernels::gemv_h2_kernel`], which
+//! sums up to 16 products in f16 before it adds them in f32 (f16 activations only).
 //!
 //! Degenerate shapes (a zero dimension) go through [`TensorOpsKernels`], which handles them
 //! without launching anything of ours.
@@ -527,6 +529,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     steps,
                     vector,
                     per_lane,
+                    dims.cols % dims.group != 0,
                     dtype.into(),
                 );
             }
