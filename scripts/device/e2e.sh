@@ -49,6 +49,8 @@
 #   e2e.sh s8e     BIN OUT        session 8, last call: the quantizer's tests, its Nsight
 #                                 Compute durations, a half2-GEMV sweep of taller tiles,
 #                                 decode (fused)
+#   e2e.sh s8f     BIN OUT        session 8: Nsight Compute details and source pages of the
+#                                 half2 GEMV at m = 1 and 4 and of the v8 quantizer
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -354,6 +356,20 @@ case $part in
       "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
     GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x14336,14336x4096 16:4:1,16:2:1,12:4:1,8:2:1
     decode_qwen3 fused 70
+    ;;
+  s8f)
+    use_ncu
+    for k in gemv_h2:1 gemv_h2:4 quantize_pack_groups:1; do
+      name="${k%%:*}_m${k##*:}"
+      step "ncu_src_$name" 60 ncu --clock-control none -c 1 -k "regex:${k%%:*}" \
+        --section SourceCounters --section WarpStateStats --section InstructionStats \
+        --section SpeedOfLight --section Occupancy --section LaunchStats \
+        --section MemoryWorkloadAnalysis --import-source yes -o "$out/ncu_$name" \
+        "$bin/ttq" bench kernels --shapes 4096x14336 --tokens "${k##*:}" --reps 1 --batch 1
+      step "ncu_sass_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page source --csv \
+        --print-source sass
+      step "ncu_details_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page details
+    done
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
