@@ -62,15 +62,16 @@ const STATS_PLANES: u32 = 32;
 const QUANT_GROUP_PLANES: u32 = 8;
 
 /// Columns of a group each lane of [`kernels::quantize_pack_groups_kernel`] quantizes (at
-/// most the group): 16 lanes' worth of work per lane instead of `group / 32` (4 at g128),
-/// so the group's reductions, parameters and word assembly are paid per 16 values
-/// (session 8 call 1: 63.5 instructions per weight with 4 per lane).
+/// most the group): 16 instead of `group / 32` (4 at g128), so the group's reductions,
+/// parameters and word assembly are paid per 16 values (session 8: 63.5 instructions per
+/// weight with 4 per lane, 29.7 with 16).
 const QUANT_PER_LANE: u32 = 16;
 
 /// Planes per cube of the group quantizer for a row of `plane_tasks` plane-sized tasks:
-/// between 4 and [`QUANT_GROUP_PLANES`], the count that leaves the fewest idle planes in
-/// the row's last cube (ties to more planes), e.g. 7 for 14 tasks (g128 over 14336
-/// columns) instead of 8 and 2 idle, and 4 for 4 tasks.
+/// all of them when they fit one cube of [`QUANT_GROUP_PLANES`] (4 for g128 over 4096
+/// columns), else the count between 4 and 8 that leaves the fewest idle planes in the
+/// row's last cube (ties to more planes): 7 for 14 tasks (g128 over 14336 columns)
+/// instead of 8 with 2 idle.
 fn quant_group_planes(plane_tasks: u32) -> u32 {
     if plane_tasks <= QUANT_GROUP_PLANES {
         return plane_tasks.max(1);
