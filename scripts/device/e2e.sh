@@ -51,6 +51,8 @@
 #                                 decode (fused)
 #   e2e.sh s8f     BIN OUT        session 8: Nsight Compute details and source pages of the
 #                                 half2 GEMV at m = 1 and 4 and of the v8 quantizer
+#   e2e.sh s8g     BIN OUT        session 8: the quantizer's tests and Nsight Compute durations
+#                                 (32 columns per lane)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -370,6 +372,14 @@ case $part in
         --print-source sass
       step "ncu_details_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page details
     done
+    ;;
+  s8g)
+    step tests_quant 200 "$bin/cuda_vs_reference" --test-threads 1 \
+      quantize_and_dequantize_match large_layer
+    use_ncu
+    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack_groups --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
+      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
