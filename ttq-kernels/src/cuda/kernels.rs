@@ -290,7 +290,7 @@ pub fn quantize_pack_kernel<F: Float>(
 /// not straddle groups (`32 / bits` a power of two dividing `group`).
 ///
 /// Each group is quantized by `L = group / per_lane` neighbouring lanes (a power of two up
-/// to 32), `per_lane` consecutive columns each (16 by default, see the launcher), so a plane
+/// to 32), `per_lane` consecutive columns each (32 by default, see the launcher), so a plane
 /// holds `32 / L` neighbouring groups. The grid is `(groups / (P · steps · 32 / L), rows)`:
 /// slot `l / L` of plane `p` of cube `(x, y)` owns group `((x · steps + st) · P + p) · 32 / L
 /// + l / L` (`st < steps`) of row `y` (rows grid-strided past 65535), so no thread divides by

@@ -62,10 +62,11 @@ const STATS_PLANES: u32 = 32;
 const QUANT_GROUP_PLANES: u32 = 8;
 
 /// Columns of a group each lane of [`kernels::quantize_pack_groups_kernel`] quantizes (at
-/// most the group): 16 instead of `group / 32` (4 at g128), so the group's reductions,
-/// parameters and word assembly are paid per 16 values (session 8: 63.5 instructions per
-/// weight with 4 per lane, 29.7 with 16).
-const QUANT_PER_LANE: u32 = 16;
+/// most the group): 32 instead of `group / 32` (4 at g128), so the group's reductions,
+/// parameters and word assembly are paid per 32 values (session 8, H200, 4096×14336 g128:
+/// 4 per lane 137.5 µs and 63.5 instructions per weight, 16 per lane 67.0 µs and 29.7,
+/// 32 per lane 63.0 µs and 27.0).
+const QUANT_PER_LANE: u32 = 32;
 
 /// Planes per cube of the group quantizer for a row of `plane_tasks` plane-sized tasks:
 /// all of them when they fit one cube of [`QUANT_GROUP_PLANES`] (4 for g128 over 4096
