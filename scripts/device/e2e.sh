@@ -99,6 +99,14 @@ ncu_gemv_tiles() { # LIMIT SHAPES TILES
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
     "$bin/ttq" bench kernels --shapes "$2" --tokens 1 --reps 1 --batch 1 --gemv-tiles "$3"
 }
+# Kernel durations, instruction counts and DRAM throughput of every launch of the kernels
+# matching REGEX in a one-token `bench kernels` run, as CSV in ncu_quantize.txt
+# (scripts/ncu_launch_summary.py groups them by launch configuration).
+ncu_quantize() { # LIMIT REGEX
+  step ncu_quantize "$1" ncu --clock-control none -k "regex:$2" --csv \
+    --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
+    "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+}
 nvidia-smi -L | tee "$out/card.txt"
 case $part in
   kernels)
@@ -337,9 +345,7 @@ case $part in
   s8c)
     step tests_all 430 "$bin/cuda_vs_reference" --test-threads 1
     use_ncu
-    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack --csv \
-      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
-      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+    ncu_quantize 60 quantize_pack
     decode_qwen3 fused 70
     ;;
   s8d)
@@ -353,9 +359,7 @@ case $part in
     step tests_quant 200 "$bin/cuda_vs_reference" --test-threads 1 \
       quantize_and_dequantize_match large_layer matmul_matches_f16
     use_ncu
-    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack_groups --csv \
-      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
-      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+    ncu_quantize 60 quantize_pack_groups
     GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x14336,14336x4096 16:4:1,16:2:1,12:4:1,8:2:1
     decode_qwen3 fused 70
     ;;
@@ -377,9 +381,7 @@ case $part in
     step tests_quant 200 "$bin/cuda_vs_reference" --test-threads 1 \
       quantize_and_dequantize_match large_layer
     use_ncu
-    step ncu_quantize 60 ncu --clock-control none -k regex:quantize_pack_groups --csv \
-      --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum \
-      "$bin/ttq" bench kernels --tokens 1 --reps 1 --batch 1
+    ncu_quantize 60 quantize_pack_groups
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
