@@ -602,7 +602,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             let half2_fits = F::dtype() == DType::F16 && gemv_half2_fits(&dims);
             return match self.gemv_variant {
                 GemvVariant::Auto if half2_fits => {
-                    gemv_half2::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
                 }
                 GemvVariant::Half2 => {
                     if !half2_fits {
@@ -620,10 +620,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                             ),
                         });
                     }
-                    gemv_half2::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
                 }
                 GemvVariant::Auto if gemv_vector_fits(&dims) => {
-                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
                 GemvVariant::Vector => {
                     if !gemv_vector_fits(&dims) {
@@ -640,7 +640,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                             ),
                         });
                     }
-                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
                 GemvVariant::Auto | GemvVariant::Fused => {
                     gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
@@ -1084,15 +1084,27 @@ impl<R: CubeRuntime> GemvOperands<R> {
     }
 }
 
-/// The vectorized GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`, layouts accepted
-/// by [`gemv_vector_fits`]); falls back to [`gemv_fused`]'s kernel, on the same prepared
-/// operands, for operands that do not start on a 16-byte boundary.
+/// Which 16-byte-line GEMV kernel [`gemv_vector`] launches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineDecode {
+    /// [`kernels::gemv_vec_kernel`]: f32 decode and products (layouts of
+    /// [`gemv_vector_fits`]).
+    F32,
+    /// [`kernels::gemv_h2_kernel`]: packed f16 pairs (f16, layouts of [`gemv_half2_fits`]).
+    Half2,
+}
+
+/// The vectorized GEMV paths of [`CudaKernels::matmul`] (`tokens ≤ 16`, layouts accepted
+/// by [`gemv_vector_fits`], or [`gemv_half2_fits`] for [`LineDecode::Half2`]); falls back
+/// to [`gemv_fused`]'s kernel, on the same prepared operands, for operands that do not
+/// start on a 16-byte boundary.
 fn gemv_vector<R: CubeRuntime, F: FloatElement>(
     x: Tensor<Cb<R, F>, 2>,
     q: &QuantizedWeight<Cb<R, F>>,
     input_scale: Option<Tensor<Cb<R, F>, 1>>,
     dims: &WeightDims,
     tile: GemvTile,
+    decode: LineDecode,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
     let ops = GemvOperands::new(x, q, input_scale)?;
     if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
@@ -1110,97 +1122,64 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
     let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
-    // SAFETY: shapes and the layout were checked above (`gemv_vector_fits`: rows of whole
-    // lines, activations of whole vectors, operands 16-byte aligned); every index in the
-    // kernel is guarded or clamped.
+    let cubes = CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1);
+    let cube_dim = CubeDim {
+        x: kernels::PLANE,
+        y: planes,
+        z: 1,
+    };
+    // SAFETY: shapes and the layout were checked by the caller (`gemv_vector_fits`: rows
+    // of whole lines, activations of whole vectors; `gemv_half2_fits` and f16 for the
+    // half2 kernel) and the operands are 16-byte aligned (above); every index in the
+    // kernels is guarded or clamped.
     unsafe {
-        kernels::gemv_vec_kernel::launch_unchecked::<R>(
-            &xp.client,
-            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
-            CubeDim {
-                x: kernels::PLANE,
-                y: planes,
-                z: 1,
-            },
-            GEMV_VECTOR,
-            xp.clone().into_tensor_arg(),
-            sp.into_tensor_arg(),
-            packed.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            zeros.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            dims.rows,
-            dims.group_shift,
-            dims.groups,
-            lines_per_row,
-            tokens_u,
-            dims.bits,
-            GEMV_LINE_WORDS,
-            rows_per_cube,
-            unroll,
-            planes,
-            F::dtype().into(),
-        );
-    }
-    Ok(wrap_float(y))
-}
-
-/// The half2 GEMV path of [`CudaKernels::matmul`] (`tokens ≤ 16`, f16, layouts accepted by
-/// [`gemv_half2_fits`]); falls back to [`gemv_fused`]'s kernel, on the same prepared
-/// operands, for operands that do not start on a 16-byte boundary.
-fn gemv_half2<R: CubeRuntime, F: FloatElement>(
-    x: Tensor<Cb<R, F>, 2>,
-    q: &QuantizedWeight<Cb<R, F>>,
-    input_scale: Option<Tensor<Cb<R, F>, 1>>,
-    dims: &WeightDims,
-    tile: GemvTile,
-) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let ops = GemvOperands::new(x, q, input_scale)?;
-    if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
-        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
-    }
-    let GemvOperands {
-        x: xp,
-        s: sp,
-        packed,
-        scales,
-        zeros,
-        tokens,
-        tokens_u,
-    } = ops;
-    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
-    let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
-    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
-    // SAFETY: shapes and the layout were checked above (`gemv_half2_fits`: 4-bit codes in
-    // rows of whole lines, f16 activations of whole vectors, operands 16-byte aligned);
-    // every index in the kernel is guarded or clamped.
-    unsafe {
-        kernels::gemv_h2_kernel::launch_unchecked::<R>(
-            &xp.client,
-            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
-            CubeDim {
-                x: kernels::PLANE,
-                y: planes,
-                z: 1,
-            },
-            GEMV_VECTOR,
-            xp.clone().into_tensor_arg(),
-            sp.into_tensor_arg(),
-            packed.into_tensor_arg(),
-            scales.into_tensor_arg(),
-            zeros.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
-            dims.rows,
-            dims.group_shift,
-            dims.groups,
-            lines_per_row,
-            kernels::GEMV_H2_MAGIC,
-            tokens_u,
-            rows_per_cube,
-            unroll,
-            planes,
-            tile.prefetch,
-        );
+        match decode {
+            LineDecode::F32 => kernels::gemv_vec_kernel::launch_unchecked::<R>(
+                &xp.client,
+                cubes,
+                cube_dim,
+                GEMV_VECTOR,
+                xp.clone().into_tensor_arg(),
+                sp.into_tensor_arg(),
+                packed.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                zeros.into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                dims.rows,
+                dims.group_shift,
+                dims.groups,
+                lines_per_row,
+                tokens_u,
+                dims.bits,
+                GEMV_LINE_WORDS,
+                rows_per_cube,
+                unroll,
+                planes,
+                F::dtype().into(),
+            ),
+            LineDecode::Half2 => kernels::gemv_h2_kernel::launch_unchecked::<R>(
+                &xp.client,
+                cubes,
+                cube_dim,
+                GEMV_VECTOR,
+                xp.clone().into_tensor_arg(),
+                sp.into_tensor_arg(),
+                packed.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                zeros.into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                dims.rows,
+                dims.group_shift,
+                dims.groups,
+                lines_per_row,
+                kernels::GEMV_H2_MAGIC,
+                tokens_u,
+                rows_per_cube,
+                unroll,
+                planes,
+                tile.prefetch,
+            ),
+        }
     }
     Ok(wrap_float(y))
 }
