@@ -1043,10 +1043,10 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // inverse power, so every product is the same f32 value as with the
                         // shifted code. Two instructions per code before the multiply-add
                         // (mask-and-or, subtract) instead of three. (With both constants
-                        // immediate ptxas emits two LOP3 per code, session 8 call 1; the
-                        // build that passed 2²³ as a run-time argument to fuse them, 5%
-                        // faster, failed `gemv_vector_layouts` by 1.3e-4 in f32 in call 2,
-                        // cause not found, so the constant stays.)
+                        // immediate ptxas emits two LOP3 per code, session 8 call 1; a run-
+                        // time 2²³ fuses them and was 5% faster, call 2. It was reverted
+                        // for a test failure that call 8 reproduced with the constant: the
+                        // failure depends on test order, see docs/kernels.md, session 8.)
                         #[unroll]
                         for k in 0..cpw {
                             let src = word >> (16 * (k / half));
