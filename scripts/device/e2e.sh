@@ -53,6 +53,10 @@
 #                                 half2 GEMV at m = 1 and 4 and of the v8 quantizer
 #   e2e.sh s8g     BIN OUT        session 8: the quantizer's tests and Nsight Compute durations
 #                                 (32 columns per lane)
+#   e2e.sh s9a     BIN OUT        session 9: the tests that depended on order (half2 then
+#                                 vector GEMV) and the dense-path tests, `bench kernels`
+#                                 (with the transposed dequantizer's own column), Nsight
+#                                 Compute durations of the two transposed dequantizers
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -382,6 +386,13 @@ case $part in
       quantize_and_dequantize_match large_layer
     use_ncu
     ncu_quantize 60 quantize_pack_groups
+    ;;
+  s9a)
+    step tests_focus 230 "$bin/cuda_vs_reference" --test-threads 1 \
+      gemv_half2_layouts gemv_vector_layouts dequantize_transposed dense_ matmul_matches
+    step bench_kernels 200 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    use_ncu
+    ncu_quantize 60 dequantize_t
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

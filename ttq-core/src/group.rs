@@ -240,6 +240,12 @@ pub fn dequantize<B: Backend>(q: &QuantizedWeight<B>) -> Tensor<B, 2> {
     let groups = q.spec.groups_per_row(cols);
     let codes = unpack(q.packed.clone(), q.spec.bits(), cols).float();
     let codes = pad_cols(codes, groups * g).reshape([rows, groups, g]);
-    let deq = (codes - q.zeros.clone().unsqueeze_dim(2)) * q.scales.clone().unsqueeze_dim(2);
+    // Scales and zeros may be stored as f32 while the codes take the device's default float
+    // dtype (f16 after f16 work, see `tensor_io::exact_f32_tensor`); Burn's element-wise ops
+    // need one dtype, so they follow the codes (a no-op when they already match).
+    let dtype = codes.dtype();
+    let zeros = q.zeros.clone().cast(dtype).unsqueeze_dim(2);
+    let scales = q.scales.clone().cast(dtype).unsqueeze_dim(2);
+    let deq = (codes - zeros) * scales;
     deq.reshape([rows, groups * g]).slice([0..rows, 0..cols])
 }

@@ -1,6 +1,6 @@
 //! Moving tensor contents to and from plain Rust vectors, whatever the backend's element types.
 
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, DType, Int, Tensor, TensorData};
 
 /// Copies a float tensor into a `Vec<f32>` (row-major).
 pub fn to_f32_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
@@ -18,13 +18,28 @@ pub fn to_i64_vec<B: Backend, const D: usize>(t: Tensor<B, D, Int>) -> Vec<i64> 
         .expect("converted data has i64 elements")
 }
 
-/// A float tensor from a `Vec<f32>` and a shape.
+/// A float tensor from a `Vec<f32>` and a shape, in the device's default float dtype (which
+/// Burn 0.21 fixes with the first tensor a process makes on the device: after f16 work it
+/// is f16, and the values are rounded). Use [`exact_f32_tensor`] for values that must stay
+/// f32.
 pub fn f32_tensor<B: Backend, const D: usize>(
     values: Vec<f32>,
     shape: [usize; D],
     device: &B::Device,
 ) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+/// A float tensor that holds `values` exactly, stored as `f32` whatever the device's default
+/// float dtype: for quantization scales and zero points, which every kernel reads as f32
+/// (see `QuantizedWeight::storage_bytes`) and which must not be rounded to f16 on their way
+/// to the device.
+pub fn exact_f32_tensor<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
 }
 
 /// An int tensor from 32-bit words. Words are stored as their `i32` bit pattern so that

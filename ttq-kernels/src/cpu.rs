@@ -5,7 +5,7 @@ use burn::tensor::{backend::Backend, Tensor};
 use ttq_core::{
     group::check_col_scale,
     kernels::check_matmul_shapes,
-    tensor_io::{f32_tensor, to_f32_vec, words_from_ints, words_tensor},
+    tensor_io::{exact_f32_tensor, f32_tensor, to_f32_vec, words_from_ints, words_tensor},
     ChannelStats, PackLayout, QuantError, QuantKernels, QuantSpec, QuantizedWeight,
 };
 
@@ -32,8 +32,8 @@ pub fn from_host<B: Backend>(q: HostQuantized, device: &B::Device) -> QuantizedW
     let groups = q.spec.groups_per_row(cols);
     QuantizedWeight {
         packed: words_tensor(&q.packed, [rows, layout.words_per_row], device),
-        scales: f32_tensor(q.scales, [rows, groups], device),
-        zeros: f32_tensor(q.zeros, [rows, groups], device),
+        scales: exact_f32_tensor(q.scales, [rows, groups], device),
+        zeros: exact_f32_tensor(q.zeros, [rows, groups], device),
         spec: q.spec,
         shape: q.shape,
     }

@@ -211,11 +211,12 @@ fn check_quantize<F: FloatElement + Element>(
         exact("zeros", &got.zeros, &want.zeros)?;
     }
 
-    // Dequantize the reference's weight (so that this checks the dequantizer alone). On an
-    // f16 backend `from_host` stores scales as f16, so the expected values are recomputed
-    // from what the device holds.
-    let q_ref = from_host::<CudaBackend<F>>(want, &device());
+    // Dequantize the reference's weight (so that this checks the dequantizer alone).
+    // `from_host` keeps scales and zeros in f32 whatever the device's default dtype.
+    let q_ref = from_host::<CudaBackend<F>>(want.clone(), &device());
     let held = to_host(&q_ref);
+    exact("scales held on the device", &held.scales, &want.scales)?;
+    exact("zeros held on the device", &held.zeros, &want.zeros)?;
     poison(rows * cols * 4);
     let deq = to_f32_vec(CudaKernels::default().dequantize(&q_ref));
     let deq_ref = reference::dequantize(&held);
@@ -297,8 +298,59 @@ fn check_matmul<F: FloatElement + Element>(
     Ok(())
 }
 
+/// `dequantize_transposed` (the right operand of the dense prefill path) against the
+/// reference's dequantized matrix, transposed, element by element: the line kernel where
+/// the layout is the vector GEMV's (4-bit g128 on 576 or 640 columns, say), the word kernel
+/// otherwise. The kernels compute in f32 and round once to `F`, so the values equal the
+/// reference's rounded to `F`.
+fn check_dequantize_t<F: FloatElement + Element>(
+    rows: usize,
+    cols: usize,
+    spec: QuantSpec,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let w = random(seed, rows * cols, 0);
+    let hq = reference::quantize(&w, rows, cols, None, &spec);
+    let deq = reference::dequantize(&hq);
+    let q = from_host::<CudaBackend<F>>(hq, &device());
+    // Whatever dtype the process's first tensor made the device's default (f16 after f16
+    // work), scales and zeros stay f32.
+    prop_assert_eq!(q.scales.dtype(), DType::F32);
+    prop_assert_eq!(q.zeros.dtype(), DType::F32);
+    poison(rows * cols * 4);
+    let wt = CudaKernels::default()
+        .dequantize_transposed(&q)
+        .expect("valid weight");
+    prop_assert_eq!(wt.dims(), [cols, rows]);
+    let mut want = vec![0f32; cols * rows];
+    for r in 0..rows {
+        for c in 0..cols {
+            want[c * rows + r] = F::from_elem(deq[r * cols + c]).elem::<f32>();
+        }
+    }
+    exact(
+        &format!("{spec} dequantize_transposed {rows}x{cols}"),
+        &to_f32_vec(wt),
+        &want,
+    )
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(16))]
+
+    #[test]
+    fn dequantize_transposed_matches_f32(
+        rows in 1usize..80, cols in cols_strategy(), spec in spec_strategy(), seed in any::<u64>()
+    ) {
+        check_dequantize_t::<f32>(rows, cols, spec, seed)?;
+    }
+
+    #[test]
+    fn dequantize_transposed_matches_f16(
+        rows in 1usize..80, cols in cols_strategy(), spec in spec_strategy(), seed in any::<u64>()
+    ) {
+        check_dequantize_t::<f16>(rows, cols, spec, seed)?;
+    }
 
     #[test]
     fn stats_match_f32(tokens in tokens_strategy(), d in cols_strategy(), seed in any::<u64>()) {
@@ -342,6 +394,31 @@ proptest! {
         spec in spec_strategy(), with_scale in any::<bool>(), seed in any::<u64>()
     ) {
         check_matmul::<f16>(tokens, rows, cols, spec, with_scale, seed, 1e-2)?;
+    }
+}
+
+/// `dequantize_transposed` on layouts that take the line kernel (rows of whole 16-byte lines,
+/// groups of whole lines), including a short last group, one group per row, row counts that
+/// are not multiples of the 32-row cube, and a grid of many line columns; in f32 and f16.
+#[test]
+fn dequantize_transposed_layouts() {
+    let cases = [
+        (33, 576, 4, GroupSize::Size(128)),
+        (70, 640, 2, GroupSize::Size(64)),
+        (40, 1024, 8, GroupSize::Size(32)),
+        (8, 4096, 4, GroupSize::Row),
+        (1, 512, 4, GroupSize::Size(512)),
+        (65, 4160, 4, GroupSize::Size(128)),
+        (3, 96, 4, GroupSize::Size(32)),
+    ];
+    for (i, (rows, cols, bits, group)) in cases.into_iter().enumerate() {
+        let spec = QuantSpec::new(bits, group, QuantScheme::Asymmetric).unwrap();
+        for result in [
+            check_dequantize_t::<f32>(rows, cols, spec, 40 + i as u64),
+            check_dequantize_t::<f16>(rows, cols, spec, 50 + i as u64),
+        ] {
+            result.unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 }
 

@@ -383,6 +383,12 @@ mod imp {
             });
             let quant_bytes = dense_bytes + cols * 2 + qbytes;
             let quant_gbs = quant_bytes as f64 / t_quant / 1e9;
+            // The dense prefill path's first step on its own: codes, scales and zeros read,
+            // the f16 `[cols, rows]` weight written.
+            let (t_deq_dev, deq_hidden) = timer.time_device(&filler, |i| {
+                let _ = kernels.dequantize_transposed(&qs[i % nq]);
+            });
+            let deq_bytes = qbytes + dense_bytes;
 
             let mut t_gemm_ours_2048 = None;
             let mut t_dense_2048 = None;
@@ -520,6 +526,8 @@ mod imp {
                 "quantize_us": t_quant * 1e6, "quantize_gbs": quant_gbs,
                 "quantize_pct_copy_bw": 100.0 * quant_gbs / copy_gbs,
                 "quantize_generic_us": t_quant_generic * 1e6,
+                "dequant_t_dev_us": t_deq_dev * 1e6, "dequant_t_dev_hidden": deq_hidden,
+                "dequant_t_dev_pct_copy_bw": 100.0 * deq_bytes as f64 / t_deq_dev / 1e9 / copy_gbs,
                 "prefill_cmma_us_m2048": t_prefill_cmma * 1e6,
                 "prefill_cmma_over_fp16": t_prefill_cmma / t_dense,
                 "stats_us_m2048": t_stats * 1e6,
@@ -612,17 +620,20 @@ mod imp {
             );
         }
         println!();
-        println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev | prefill with the cmma GEMM host µs | ratio |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | dequantize_t dev µs | dev % copy BW | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev | prefill with the cmma GEMM host µs | ratio |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in shapes {
             println!(
-                "| {} | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.1} | {:.2}x |",
+                "| {} | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.1} | {:.2}x |",
                 r["shape"].as_str().unwrap_or("?"),
                 f(r, "quantize_us"),
                 f(r, "quantize_dev_us"),
                 mark(r, "quantize_dev_hidden"),
                 f(r, "quantize_dev_pct_copy_bw"),
                 f(r, "quantize_generic_us"),
+                f(r, "dequant_t_dev_us"),
+                mark(r, "dequant_t_dev_hidden"),
+                f(r, "dequant_t_dev_pct_copy_bw"),
                 f(r, "stats_us_m2048"),
                 f(r, "stats_dev_us_m2048"),
                 f(r, "prefill_us_m2048"),

@@ -430,8 +430,8 @@ impl<B: Backend> QuantMethod<B> for Gptq {
         Ok(Prepared::Fixed(QuantizedLinear {
             weight: crate::QuantizedWeight {
                 packed: group::pack(codes, self.spec.bits()),
-                scales: tensor_io::f32_tensor(r.scales, [rows, groups], &device),
-                zeros: tensor_io::f32_tensor(r.zeros, [rows, groups], &device),
+                scales: tensor_io::exact_f32_tensor(r.scales, [rows, groups], &device),
+                zeros: tensor_io::exact_f32_tensor(r.zeros, [rows, groups], &device),
                 spec: self.spec,
                 shape: [rows, cols],
             },

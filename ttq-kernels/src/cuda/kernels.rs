@@ -27,6 +27,10 @@ pub const PLANE: u32 = 32;
 /// into (its `magic` argument).
 pub const GEMV_H2_MAGIC: u32 = 0x6400_6400;
 
+/// The bits of the f32 2²³ (mantissa unit 1) that [`gemv_vec_kernel`] ORs codes into (its
+/// `magic` argument).
+pub const GEMV_F32_MAGIC: u32 = 0x4B00_0000;
+
 /// Tokens each thread of the statistics kernel loads per loop step.
 const STATS_UNROLL: u32 = 4;
 
@@ -916,7 +920,7 @@ pub fn gemv_fused_kernel<F: Float>(
 /// - lanes are reduced with `plane_sum`, planes in shared memory.
 ///
 /// Lines past the row's end are loaded from a clamped index and skipped; rows past the end
-/// are clamped for loads and not written.
+/// are clamped for loads and not written. `magic` must be [`GEMV_F32_MAGIC`].
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_vec_kernel<F: Float, N: Size>(
@@ -930,6 +934,7 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
     group_shift: u32,
     groups: u32,
     lines_per_row: u32,
+    magic: u32,
     #[comptime] m: u32,
     #[comptime] bits: u32,
     #[comptime] vector: u32,
@@ -1042,17 +1047,15 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // exactly (below 2¹⁶ < 2²³); the activations were pre-scaled by the
                         // inverse power, so every product is the same f32 value as with the
                         // shifted code. Two instructions per code before the multiply-add
-                        // (mask-and-or, subtract) instead of three. (With both constants
-                        // immediate ptxas emits two LOP3 per code, session 8 call 1; a run-
-                        // time 2²³ fuses them and was 5% faster, call 2. It was reverted
-                        // for a test failure that call 8 reproduced with the constant: the
-                        // failure depends on test order, see docs/kernels.md, session 8.)
+                        // (mask-and-or, subtract) instead of three. `magic` is 2²³'s bits
+                        // as a run-time argument: with both constants immediate ptxas emits
+                        // two LOP3 per code (session 8 call 1); with one in a register they
+                        // fuse into one, 5% faster (call 2).
                         #[unroll]
                         for k in 0..cpw {
                             let src = word >> (16 * (k / half));
                             let shifted = src & (mask << (bits * (k % half)));
-                            codes[k as usize] =
-                                f32::reinterpret(shifted | 0x4B00_0000u32) - 8_388_608.0f32;
+                            codes[k as usize] = f32::reinterpret(shifted | magic) - 8_388_608.0f32;
                         }
                         #[unroll]
                         for t in 0..m {
@@ -1405,6 +1408,67 @@ pub fn dequantize_t_kernel<F: Float>(
                 }
             }
             wi += CUBE_COUNT_Y * CUBE_DIM_Y;
+        }
+    }
+}
+
+/// [`dequantize_t_kernel`] for the vector layout (rows of whole 16-byte lines, groups of
+/// whole lines, as the vector GEMV needs; the launcher checks it): thread `(tx, ty)` of a
+/// `32 × 8` cube owns line `ty` (grid-strided) of row `tx`, loads it with one 16-byte load
+/// and the line's scale and zero point once, and writes its `4 · 32 / bits` values, each
+/// store of a plane covering 32 consecutive rows of one column (coalesced).
+///
+/// Why not the word kernel: there every lane of a plane reads a different row, so each
+/// load instruction touches 32 cache lines, and it reloaded the scale and zero point for
+/// every code (17 such loads per word, a few L1 cycles per weight: about 150 µs for a
+/// 4096 × 4096 weight under Burn's prefill matmul, session 8 call 4). Here a lane makes 3
+/// such loads per 32 to 128 weights. Same arithmetic, so the values are identical.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_t_lines_kernel<F: Float, N: Size>(
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    col_scale: &Tensor<F>,
+    out: &mut Tensor<F>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    #[comptime] bits: u32,
+    #[comptime] vector: u32,
+    #[comptime] scaled: bool,
+    #[define(F)] _dtype: StorageType,
+) {
+    let cpw = comptime!(32 / bits);
+    let mask = comptime!((1u32 << bits) - 1);
+    let row = CUBE_POS_X * PLANE + UNIT_POS_X;
+    if row < rows {
+        let rows_us = rows as usize;
+        let mut li = CUBE_POS_Y * CUBE_DIM_Y + UNIT_POS_Y;
+        while li < lines_per_row {
+            let line = packed[row as usize * lines_per_row as usize + li as usize];
+            let c0 = li * comptime!(vector * cpw);
+            // One group per line (the launcher's condition).
+            let g = u32::min(c0 >> group_shift, groups - 1);
+            let p = row as usize * groups as usize + g as usize;
+            let zero = zeros[p];
+            let scale = scales[p];
+            #[unroll]
+            for w in 0..vector {
+                let word = line[w as usize];
+                #[unroll]
+                for k in 0..cpw {
+                    let c = c0 + w * cpw + k;
+                    let code = (word >> (k * bits)) & mask;
+                    let mut v = (f32::cast_from(code) - zero) * scale;
+                    if scaled {
+                        v *= f32::cast_from(col_scale[c as usize]);
+                    }
+                    out[c as usize * rows_us + row as usize] = F::cast_from(v);
+                }
+            }
+            li += CUBE_COUNT_Y * CUBE_DIM_Y;
         }
     }
 }

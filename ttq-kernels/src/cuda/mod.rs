@@ -873,7 +873,8 @@ fn dequantize_prim<R: CubeRuntime, F: FloatElement>(
 
 /// Launches the transposed dequantize kernel into a new `[cols, rows]` tensor of float
 /// `dtype`, each column multiplied by `col_scale` when given (`[cols]`, checked by the
-/// caller).
+/// caller): [`kernels::dequantize_t_lines_kernel`] in the vector GEMV's layout,
+/// [`kernels::dequantize_t_kernel`] otherwise.
 fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
     q: &QuantizedWeight<Cb<R, F>>,
     dims: &WeightDims,
@@ -890,6 +891,44 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
         None => empty(&packed, vec![1], dtype),
     };
     let words_per_cube = 8u32;
+    if gemv_vector_fits(dims) && aligned_16(&packed) {
+        let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+        // SAFETY: `gemv_vector_fits` (rows of whole lines, groups of whole lines) and the
+        // 16-byte alignment were checked above, shapes by the caller; the kernel guards
+        // every row and line, and reads `col_scale` (of `cols` entries) only when `scaled`.
+        unsafe {
+            kernels::dequantize_t_lines_kernel::launch_unchecked::<R>(
+                &packed.client,
+                CubeCount::Static(
+                    dims.rows.div_ceil(kernels::PLANE),
+                    lines_per_row
+                        .div_ceil(words_per_cube)
+                        .min(MAX_GRID_Y as u32),
+                    1,
+                ),
+                CubeDim {
+                    x: kernels::PLANE,
+                    y: words_per_cube,
+                    z: 1,
+                },
+                GEMV_VECTOR,
+                packed.clone().into_tensor_arg(),
+                scales.into_tensor_arg(),
+                zeros.into_tensor_arg(),
+                col_scale.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                dims.rows,
+                dims.group_shift,
+                dims.groups,
+                lines_per_row,
+                dims.bits,
+                GEMV_LINE_WORDS,
+                scaled,
+                dtype.into(),
+            );
+        }
+        return out;
+    }
     // SAFETY: shapes were checked by the caller; the kernel guards every index, and reads
     // `col_scale` (of `cols` entries) only when `scaled`.
     unsafe {
@@ -1149,6 +1188,7 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
                 dims.group_shift,
                 dims.groups,
                 lines_per_row,
+                kernels::GEMV_F32_MAGIC,
                 tokens_u,
                 dims.bits,
                 GEMV_LINE_WORDS,
