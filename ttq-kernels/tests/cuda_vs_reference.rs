@@ -397,6 +397,29 @@ proptest! {
     }
 }
 
+/// The group quantizer on weights whose group scales fall outside the range where it
+/// divides through the group's reciprocal (`[1e-30, 1e30]`), so it takes the plain
+/// division, and at that range's edges: codes, scales and zeros equal the reference's.
+#[test]
+fn quantize_extreme_scales() {
+    let (rows, cols) = (6, 512);
+    let spec = QuantSpec::asymmetric(4, 128).unwrap();
+    for magnitude in [1e33f32, 1e31, 1e-29, 1e-32] {
+        let w: Vec<f32> = random(7, rows * cols, 37)
+            .into_iter()
+            .map(|v| v * magnitude)
+            .collect();
+        let want = reference::quantize(&w, rows, cols, None, &spec);
+        let q = CudaKernels::default()
+            .quantize(t2::<f32>(w, [rows, cols]), None, &spec)
+            .expect("valid shapes");
+        let got = to_host(&q);
+        assert_eq!(got.packed, want.packed, "codes at magnitude {magnitude:e}");
+        assert_eq!(got.scales, want.scales, "scales at magnitude {magnitude:e}");
+        assert_eq!(got.zeros, want.zeros, "zeros at magnitude {magnitude:e}");
+    }
+}
+
 /// `dequantize_transposed` on layouts that take the line kernel (rows of whole 16-byte lines,
 /// groups of whole lines), including a short last group, one group per row, row counts that
 /// are not multiples of the 32-row cube, and a grid of many line columns; in f32 and f16.
