@@ -57,6 +57,9 @@
 #                                 vector GEMV) and the dense-path tests, `bench kernels`
 #                                 (with the transposed dequantizer's own column), Nsight
 #                                 Compute durations of the two transposed dequantizers
+#   e2e.sh s9b     BIN OUT        session 9: the quantizer's tests (reciprocal division),
+#                                 its Nsight Compute durations, half2-GEMV durations at m = 1
+#                                 on the four bench shapes
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -393,6 +396,13 @@ case $part in
     step bench_kernels 200 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     use_ncu
     ncu_quantize 60 dequantize_t
+    ;;
+  s9b)
+    step tests_quant 200 "$bin/cuda_vs_reference" --test-threads 1 \
+      quantize_ large_layer
+    use_ncu
+    ncu_quantize 60 quantize_pack_groups
+    GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x4096,2048x8192,4096x14336,14336x4096 8:4:1
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
