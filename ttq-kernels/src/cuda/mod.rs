@@ -6,12 +6,12 @@
 //!
 //! | operation | kernel | notes |
 //! | --- | --- | --- |
-//! | `channel_stats` | [`kernels::channel_stats_kernel`] | one cube per 32 channels, two passes |
+//! | `channel_stats` | [`kernels::channel_stats_split_kernel`] + [`kernels::channel_stats_combine_kernel`] (channels in whole 16-byte vectors) or [`kernels::channel_stats_kernel`] | 16-byte loads, tokens split across cubes, each split's sum rescaled to the common maximum; two passes over each split |
 //! | `ttq_scales` | [`kernels::ttq_scale_kernel`] | `D` and `D⁻¹` from the statistics, a thread per channel, one launch instead of a dozen Burn ops |
 //! | `quantize` | [`kernels::quantize_pack_groups_kernel`] (common layouts) or [`kernels::quantize_pack_kernel`] | column scale, group params and packing fused in one pass over `W` (vector loads of up to 16 bytes in the first) |
 //! | `dequantize` | [`kernels::dequantize_kernel`] | one thread per element |
 //! | `matmul`, `tokens ≤ gemv_max_tokens` | [`kernels::gemv_h2_kernel`] (f16, 4 bits) or [`kernels::gemv_vec_kernel`] where the layout allows it, else [`kernels::gemv_fused_kernel`] (or [`kernels::gemv_kernel`], see [`GemvVariant`]) | dequantization fused into a GEMV; 16-byte loads of four words per lane in the first two; the first decodes and multiplies in packed f16 pairs |
-//! | `matmul`, more tokens | [`kernels::dequantize_t_kernel`] + Burn's dense matmul (or [`kernels::gemm_cmma_kernel`], see [`DenseVariant`]) | the input scale folded into the dequantized weight |
+//! | `matmul`, more tokens | [`kernels::dequantize_t_lines_kernel`] (the vector GEMV's layouts) or [`kernels::dequantize_t_kernel`] + Burn's dense matmul (or [`kernels::gemm_cmma_kernel`], see [`DenseVariant`]) | the input scale folded into the dequantized weight |
 //! | `rms_norm`, `rope`, `masked_softmax`, `gated` | [`decoder_ops`] | one launch each instead of six to eight Burn ops |
 //!
 //! Scales and zero points are produced as f32 tensors whatever `F` is (the format of
@@ -55,8 +55,19 @@ const DENSE_MIN_ROWS: usize = 8;
 /// Threads per cube of [`kernels::ttq_scale_kernel`] (a thread per channel).
 const SCALE_THREADS: u32 = 256;
 
-/// Planes per cube of the statistics kernel (each takes every 32nd token).
+/// Planes per cube of the fallback statistics kernel (each takes every 32nd token).
 const STATS_PLANES: u32 = 32;
+
+/// Planes per cube of [`kernels::channel_stats_split_kernel`].
+const STATS_SPLIT_PLANES: u32 = 8;
+
+/// Cubes [`kernels::channel_stats_split_kernel`] aims for (about four per SM of an H100 or
+/// H200), by splitting the tokens.
+const STATS_TARGET_CUBES: u32 = 512;
+
+/// Fewest tokens per split of [`kernels::channel_stats_split_kernel`] (below this the
+/// re-scaling of the splits' sums costs more than the parallelism gains).
+const STATS_MIN_SPLIT_TOKENS: u32 = 64;
 
 /// Planes per cube of the group-parallel quantize-pack kernel (each owns whole groups).
 const QUANT_GROUP_PLANES: u32 = 8;
@@ -381,6 +392,66 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let max_abs = empty(&x, vec![d], DType::F32);
         let mean_sq = empty(&x, vec![d], DType::F32);
         let dtype = x.dtype;
+        let vector = 16 / dtype.size();
+        if d.is_multiple_of(vector) && aligned_16(&x) {
+            let d_vectors = (d / vector) as u32;
+            let cubes_x = d_vectors.div_ceil(kernels::PLANE);
+            // Enough token splits for about STATS_TARGET_CUBES cubes, each of at least
+            // STATS_MIN_SPLIT_TOKENS tokens.
+            let splits = STATS_TARGET_CUBES
+                .div_ceil(cubes_x)
+                .min(tokens_u.div_ceil(STATS_MIN_SPLIT_TOKENS))
+                .clamp(1, MAX_GRID_Y as u32);
+            let split_tokens = tokens_u.div_ceil(splits).max(1);
+            let splits = tokens_u.div_ceil(split_tokens).max(1);
+            let part_max = empty(&x, vec![splits as usize, d], DType::F32);
+            let part_sum = empty(&x, vec![splits as usize, d], DType::F32);
+            // SAFETY: `d` is a whole number of vectors and `x` 16-byte aligned (checked
+            // above), shapes were checked by the caller; every load index is clamped to
+            // `x`, and only lanes of existing vectors write, inside `[splits, d]`.
+            unsafe {
+                kernels::channel_stats_split_kernel::launch_unchecked::<R>(
+                    &x.client,
+                    CubeCount::Static(cubes_x, splits, 1),
+                    CubeDim {
+                        x: kernels::PLANE,
+                        y: STATS_SPLIT_PLANES,
+                        z: 1,
+                    },
+                    vector,
+                    x.clone().into_tensor_arg(),
+                    part_max.clone().into_tensor_arg(),
+                    part_sum.clone().into_tensor_arg(),
+                    tokens_u,
+                    d_vectors,
+                    split_tokens,
+                    vector as u32,
+                    STATS_SPLIT_PLANES,
+                    dtype.into(),
+                );
+                kernels::channel_stats_combine_kernel::launch_unchecked::<R>(
+                    &x.client,
+                    CubeCount::Static(d_u.div_ceil(SCALE_THREADS), 1, 1),
+                    CubeDim {
+                        x: SCALE_THREADS,
+                        y: 1,
+                        z: 1,
+                    },
+                    part_max.into_tensor_arg(),
+                    part_sum.into_tensor_arg(),
+                    max_abs.clone().into_tensor_arg(),
+                    mean_sq.clone().into_tensor_arg(),
+                    d_u,
+                    splits,
+                    tokens_u,
+                );
+            }
+            return ChannelStats {
+                max_abs: wrap_float(max_abs),
+                mean_sq_normalized: wrap_float(mean_sq),
+                tokens,
+            };
+        }
         // SAFETY: shapes were checked above and every index in the kernel is guarded or
         // clamped (see `kernels`).
         unsafe {
