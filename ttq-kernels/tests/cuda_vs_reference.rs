@@ -420,6 +420,62 @@ fn quantize_extreme_scales() {
     }
 }
 
+/// The statistics over token counts that split into several cubes' worth (64 tokens or more
+/// per split), with each channel's large values in one block of tokens that moves with the
+/// channel, so the splits' maxima differ by up to 10⁴ and their sums must be rescaled to
+/// the common maximum: maxima exact, means within 1e-5 of each channel's own reference
+/// value. Widths of whole 16-byte vectors (the split kernel) and one that is not (the
+/// fallback), in f32 and f16.
+#[test]
+fn stats_token_splits() {
+    for (tokens, d) in [
+        (2048, 1024),
+        (300, 640),
+        (65, 8),
+        (1, 16),
+        (129, 4096),
+        (200, 100),
+    ] {
+        let base = random(tokens as u64 + d as u64, tokens * d, 0);
+        let x: Vec<f32> = base
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let (t, c) = (i / d, i % d);
+                let block = (c * 7) % 8;
+                if t * 8 / tokens == block {
+                    v * 100.0
+                } else if (t + c) % 5 == 0 {
+                    v * 0.01
+                } else {
+                    *v
+                }
+            })
+            .collect();
+        stats_per_channel::<f32>(&x, tokens, d);
+        stats_per_channel::<f16>(&x, tokens, d);
+    }
+}
+
+/// `channel_stats` of `x` made in `F` against the reference on what the device holds:
+/// maxima exact, each channel's mean within 1e-5 of its own value.
+fn stats_per_channel<F: FloatElement + Element>(x: &[f32], tokens: usize, d: usize) {
+    let xt = t2::<F>(x.to_vec(), [tokens, d]);
+    let host = to_f32_vec(xt.clone());
+    poison(d * 8 * 64);
+    let got = CudaKernels::default().channel_stats(xt);
+    let (want_max, want_mean) = reference::channel_stats(&host, tokens, d);
+    let what = format!("{tokens}x{d} {:?}", F::dtype());
+    assert_eq!(to_f32_vec(got.max_abs), want_max, "{what} max_abs");
+    let mean = to_f32_vec(got.mean_sq_normalized);
+    for (c, (a, b)) in mean.iter().zip(&want_mean).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * b.abs().max(1e-30),
+            "{what} mean channel {c}: {a} vs {b}"
+        );
+    }
+}
+
 /// `dequantize_transposed` on layouts that take the line kernel (rows of whole 16-byte lines,
 /// groups of whole lines), including a short last group, one group per row, row counts that
 /// are not multiples of the 32-row cube, and a grid of many line columns; in f32 and f16.
