@@ -60,6 +60,8 @@
 #   e2e.sh s9b     BIN OUT        session 9: the quantizer's tests (reciprocal division),
 #                                 its Nsight Compute durations, half2-GEMV durations at m = 1
 #                                 on the four bench shapes
+#   e2e.sh s9c     BIN OUT        session 9: `bench kernels` (split statistics kernel), its
+#                                 Nsight Compute durations, the whole suite, decode (fused)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -403,6 +405,13 @@ case $part in
     use_ncu
     ncu_quantize 60 quantize_pack_groups
     GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 60 4096x4096,2048x8192,4096x14336,14336x4096 8:4:1
+    ;;
+  s9c)
+    step bench_kernels 90 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    use_ncu
+    ncu_quantize 40 channel_stats
+    step tests_all 330 "$bin/cuda_vs_reference" --test-threads 1
+    decode_qwen3 fused 80
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
