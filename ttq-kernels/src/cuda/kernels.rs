@@ -140,6 +140,11 @@ const STATS_SPLIT_UNROLL: u32 = 4;
 /// Why not [`channel_stats_kernel`]: one 2-byte load per lane and token, and a cube per 32
 /// channels over all tokens (128 cubes for 4096 channels): 19-51 µs at 2048 tokens, 18-26%
 /// of the copy bandwidth (session 9, call 1).
+///
+/// The launcher keeps splits short (64 tokens), so that a cube's pass-2 re-read (32 KB in
+/// f16) still sits in L1: with splits of about 205 tokens over 14336 channels the whole
+/// pass-1 footprint outgrew L2 and the re-read went to DRAM (78.7% DRAM throughput for
+/// 1.9 TB/s of input, session 9 call 3).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn channel_stats_split_kernel<F: Float, N: Size>(
@@ -243,10 +248,15 @@ pub fn channel_stats_split_kernel<F: Float, N: Size>(
     }
 }
 
-/// Combines [`channel_stats_split_kernel`]'s splits, a thread per channel: `max_abs` is the
-/// largest split maximum `m`, and each split's sum of `(x / m_b)²` is rescaled to the common
-/// maximum by `(m_b / m)²` before the mean over all `tokens` (maxima below `1e-15` count
-/// as `1e-15`, as in [`channel_stats_kernel`] and the reference).
+/// Splits [`channel_stats_combine_kernel`] loads per loop step (independent loads in flight:
+/// a loop of one dependent load per split took 8-19 µs for 16-56 splits, session 9 call 3).
+const STATS_COMBINE_UNROLL: u32 = 8;
+
+/// Combines [`channel_stats_split_kernel`]'s splits, a thread per channel, in one pass over
+/// them: a running maximum `m` and a sum of squares normalized by it; a split's sum of
+/// `(x / m_b)²` enters times `(m_b / m)²`, and when a split raises the maximum the running
+/// sum is rescaled by `(m / m_b)²` first. Maxima below `1e-15` count as `1e-15`, as in
+/// [`channel_stats_kernel`] and the reference. `max_abs` is the largest maximum, exactly.
 #[cube(launch_unchecked)]
 pub fn channel_stats_combine_kernel(
     part_max: &Tensor<f32>,
@@ -261,15 +271,36 @@ pub fn channel_stats_combine_kernel(
     if ch < d {
         let d_us = d as usize;
         let mut m = 0.0f32;
-        for b in 0..splits {
-            m = f32::max(m, part_max[b as usize * d_us + ch as usize]);
-        }
-        let safe = f32::max(m, 1e-15f32);
+        let mut safe = 1e-15f32;
         let mut s = 0.0f32;
-        for b in 0..splits {
-            let p = b as usize * d_us + ch as usize;
-            let r = f32::max(part_max[p], 1e-15f32) / safe;
-            s += part_sum[p] * (r * r);
+        let mut pm = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
+        let mut ps = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
+        let mut b0 = 0u32;
+        while b0 < splits {
+            // The step's loads first (clamped past the last split, skipped below).
+            #[unroll]
+            for u in 0..STATS_COMBINE_UNROLL {
+                let p = u32::min(b0 + u, splits - 1) as usize * d_us + ch as usize;
+                pm[u as usize] = part_max[p];
+                ps[u as usize] = part_sum[p];
+            }
+            #[unroll]
+            for u in 0..STATS_COMBINE_UNROLL {
+                if b0 + u < splits {
+                    let mb = pm[u as usize];
+                    let sb = f32::max(mb, 1e-15f32);
+                    if sb > safe {
+                        let r = safe / sb;
+                        s = s * (r * r) + ps[u as usize];
+                        safe = sb;
+                    } else {
+                        let r = sb / safe;
+                        s += ps[u as usize] * (r * r);
+                    }
+                    m = f32::max(m, mb);
+                }
+            }
+            b0 += STATS_COMBINE_UNROLL;
         }
         max_abs[ch as usize] = m;
         mean_sq[ch as usize] = s / f32::cast_from(u32::max(tokens, 1));

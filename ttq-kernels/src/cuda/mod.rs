@@ -61,13 +61,10 @@ const STATS_PLANES: u32 = 32;
 /// Planes per cube of [`kernels::channel_stats_split_kernel`].
 const STATS_SPLIT_PLANES: u32 = 8;
 
-/// Cubes [`kernels::channel_stats_split_kernel`] aims for (about four per SM of an H100 or
-/// H200), by splitting the tokens.
-const STATS_TARGET_CUBES: u32 = 512;
-
-/// Fewest tokens per split of [`kernels::channel_stats_split_kernel`] (below this the
-/// re-scaling of the splits' sums costs more than the parallelism gains).
-const STATS_MIN_SPLIT_TOKENS: u32 = 64;
+/// Tokens per split of [`kernels::channel_stats_split_kernel`]: short enough that a cube's
+/// re-read of its split hits L1 (see the kernel), long enough for 8 planes × 4 loads in
+/// flight; 2048 tokens of 4096 channels make 512 cubes.
+const STATS_SPLIT_TOKENS: u32 = 64;
 
 /// Planes per cube of the group-parallel quantize-pack kernel (each owns whole groups).
 const QUANT_GROUP_PLANES: u32 = 8;
@@ -396,11 +393,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         if d.is_multiple_of(vector) && aligned_16(&x) {
             let d_vectors = (d / vector) as u32;
             let cubes_x = d_vectors.div_ceil(kernels::PLANE);
-            // Enough token splits for about STATS_TARGET_CUBES cubes, each of at least
-            // STATS_MIN_SPLIT_TOKENS tokens.
-            let splits = STATS_TARGET_CUBES
-                .div_ceil(cubes_x)
-                .min(tokens_u.div_ceil(STATS_MIN_SPLIT_TOKENS))
+            // Splits of STATS_SPLIT_TOKENS tokens (fewer where the grid would exceed its
+            // y limit).
+            let splits = tokens_u
+                .div_ceil(STATS_SPLIT_TOKENS)
                 .clamp(1, MAX_GRID_Y as u32);
             let split_tokens = tokens_u.div_ceil(splits).max(1);
             let splits = tokens_u.div_ceil(split_tokens).max(1);
