@@ -62,6 +62,8 @@
 #                                 on the four bench shapes
 #   e2e.sh s9c     BIN OUT        session 9: `bench kernels` (split statistics kernel), its
 #                                 Nsight Compute durations, the whole suite, decode (fused)
+#   e2e.sh s9d     BIN OUT        session 9, last call: the statistics tests, `bench kernels`,
+#                                 the statistics kernels' Nsight Compute durations, decode
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -411,6 +413,13 @@ case $part in
     use_ncu
     ncu_quantize 40 channel_stats
     step tests_all 330 "$bin/cuda_vs_reference" --test-threads 1
+    decode_qwen3 fused 80
+    ;;
+  s9d)
+    step tests_stats 120 "$bin/cuda_vs_reference" --test-threads 1 stats_ ttq_scales
+    step bench_kernels 90 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    use_ncu
+    ncu_quantize 40 channel_stats
     decode_qwen3 fused 80
     ;;
   s6b)
