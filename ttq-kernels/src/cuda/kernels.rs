@@ -679,7 +679,7 @@ const QUOTIENT_RN_MAX: f32 = 1.0e30; // about 2⁹⁹·⁷
 /// group quantizer takes it only for `s` in `[10⁻³⁰, 10³⁰]`. Checked on the host against
 /// division for 10⁸ random pairs (half of them within a few ulps of a rounding tie) and for
 /// every `v` with `¼ ≤ v / s < 512` for 8 divisors at the edges of their binade: no
-/// difference (session 9). Three FMA-pipe instructions per element instead of the
+/// difference (session 9; `ttq-kernels/examples/quotient_check.rs`). Three FMA-pipe instructions per element instead of the
 /// division's FCHK, MUFU.RCP and FFMA chain, the quantizer's largest single cost (about
 /// 15% of its instructions, session 8 call 6).
 #[cube]
