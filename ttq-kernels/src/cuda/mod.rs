@@ -391,81 +391,27 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         let dtype = x.dtype;
         let vector = 16 / dtype.size();
         if d.is_multiple_of(vector) && aligned_16(&x) {
-            let d_vectors = (d / vector) as u32;
-            let cubes_x = d_vectors.div_ceil(kernels::PLANE);
-            // Splits of STATS_SPLIT_TOKENS tokens (fewer where the grid would exceed its
-            // y limit).
-            let splits = tokens_u
-                .div_ceil(STATS_SPLIT_TOKENS)
-                .clamp(1, MAX_GRID_Y as u32);
-            let split_tokens = tokens_u.div_ceil(splits).max(1);
-            let splits = tokens_u.div_ceil(split_tokens).max(1);
-            let part_max = empty(&x, vec![splits as usize, d], DType::F32);
-            let part_sum = empty(&x, vec![splits as usize, d], DType::F32);
-            // SAFETY: `d` is a whole number of vectors and `x` 16-byte aligned (checked
-            // above), shapes were checked by the caller; every load index is clamped to
-            // `x`, and only lanes of existing vectors write, inside `[splits, d]`.
+            launch_stats_split(&x, &max_abs, &mean_sq, tokens_u, d_u, vector);
+        } else {
+            // SAFETY: shapes were checked above and every index in the kernel is guarded or
+            // clamped (see `kernels`).
             unsafe {
-                kernels::channel_stats_split_kernel::launch_unchecked::<R>(
+                kernels::channel_stats_kernel::launch_unchecked::<R>(
                     &x.client,
-                    CubeCount::Static(cubes_x, splits, 1),
+                    CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
                     CubeDim {
                         x: kernels::PLANE,
-                        y: STATS_SPLIT_PLANES,
+                        y: STATS_PLANES,
                         z: 1,
                     },
-                    vector,
                     x.clone().into_tensor_arg(),
-                    part_max.clone().into_tensor_arg(),
-                    part_sum.clone().into_tensor_arg(),
-                    tokens_u,
-                    d_vectors,
-                    split_tokens,
-                    vector as u32,
-                    STATS_SPLIT_PLANES,
-                    dtype.into(),
-                );
-                kernels::channel_stats_combine_kernel::launch_unchecked::<R>(
-                    &x.client,
-                    CubeCount::Static(d_u.div_ceil(SCALE_THREADS), 1, 1),
-                    CubeDim {
-                        x: SCALE_THREADS,
-                        y: 1,
-                        z: 1,
-                    },
-                    part_max.into_tensor_arg(),
-                    part_sum.into_tensor_arg(),
                     max_abs.clone().into_tensor_arg(),
                     mean_sq.clone().into_tensor_arg(),
-                    d_u,
-                    splits,
                     tokens_u,
+                    d_u,
+                    dtype.into(),
                 );
             }
-            return ChannelStats {
-                max_abs: wrap_float(max_abs),
-                mean_sq_normalized: wrap_float(mean_sq),
-                tokens,
-            };
-        }
-        // SAFETY: shapes were checked above and every index in the kernel is guarded or
-        // clamped (see `kernels`).
-        unsafe {
-            kernels::channel_stats_kernel::launch_unchecked::<R>(
-                &x.client,
-                CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
-                CubeDim {
-                    x: kernels::PLANE,
-                    y: STATS_PLANES,
-                    z: 1,
-                },
-                x.clone().into_tensor_arg(),
-                max_abs.clone().into_tensor_arg(),
-                mean_sq.clone().into_tensor_arg(),
-                tokens_u,
-                d_u,
-                dtype.into(),
-            );
         }
         ChannelStats {
             max_abs: wrap_float(max_abs),
@@ -801,6 +747,71 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
     }
 }
 
+/// Launches [`kernels::channel_stats_split_kernel`] and [`kernels::channel_stats_combine_kernel`]
+/// on `x` (`[tokens, d]`, contiguous, 16-byte aligned, `d` a multiple of `vector`, checked
+/// by the caller), writing `max_abs` and `mean_sq` (`[d]`, f32).
+fn launch_stats_split<R: CubeRuntime>(
+    x: &CubeTensor<R>,
+    max_abs: &CubeTensor<R>,
+    mean_sq: &CubeTensor<R>,
+    tokens_u: u32,
+    d_u: u32,
+    vector: usize,
+) {
+    let d = d_u as usize;
+    let dtype = x.dtype;
+    let d_vectors = (d / vector) as u32;
+    let cubes_x = d_vectors.div_ceil(kernels::PLANE);
+    // Splits of STATS_SPLIT_TOKENS tokens (fewer where the grid would exceed its y limit).
+    let splits = tokens_u
+        .div_ceil(STATS_SPLIT_TOKENS)
+        .clamp(1, MAX_GRID_Y as u32);
+    let split_tokens = tokens_u.div_ceil(splits).max(1);
+    let splits = tokens_u.div_ceil(split_tokens).max(1);
+    let part_max = empty(x, vec![splits as usize, d], DType::F32);
+    let part_sum = empty(x, vec![splits as usize, d], DType::F32);
+    // SAFETY: `d` is a whole number of vectors and `x` 16-byte aligned (the caller's
+    // conditions); every load index is clamped to `x`, and only lanes of existing vectors
+    // write, inside `[splits, d]`.
+    unsafe {
+        kernels::channel_stats_split_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(cubes_x, splits, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: STATS_SPLIT_PLANES,
+                z: 1,
+            },
+            vector,
+            x.clone().into_tensor_arg(),
+            part_max.clone().into_tensor_arg(),
+            part_sum.clone().into_tensor_arg(),
+            tokens_u,
+            d_vectors,
+            split_tokens,
+            vector as u32,
+            STATS_SPLIT_PLANES,
+            dtype.into(),
+        );
+        kernels::channel_stats_combine_kernel::launch_unchecked::<R>(
+            &x.client,
+            CubeCount::Static(d_u.div_ceil(SCALE_THREADS), 1, 1),
+            CubeDim {
+                x: SCALE_THREADS,
+                y: 1,
+                z: 1,
+            },
+            part_max.into_tensor_arg(),
+            part_sum.into_tensor_arg(),
+            max_abs.clone().into_tensor_arg(),
+            mean_sq.clone().into_tensor_arg(),
+            d_u,
+            splits,
+            tokens_u,
+        );
+    }
+}
+
 /// The packed words (as 32-bit ints), scales and zeros (f32) of `q`, contiguous: the weight
 /// operands every kernel that reads a quantized weight takes.
 fn weight_prims<R: CubeRuntime, F: FloatElement>(
@@ -957,27 +968,37 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
         Some(s) => float_prim(s, dtype),
         None => empty(&packed, vec![1], dtype),
     };
-    let words_per_cube = 8u32;
-    if gemv_vector_fits(dims) && aligned_16(&packed) {
-        let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
-        // SAFETY: `gemv_vector_fits` (rows of whole lines, groups of whole lines) and the
-        // 16-byte alignment were checked above, shapes by the caller; the kernel guards
-        // every row and line, and reads `col_scale` (of `cols` entries) only when `scaled`.
-        unsafe {
+    // A cube covers 32 rows × 8 units of a row (16-byte lines in the line kernel, words in
+    // the word kernel), the units grid-strided along y.
+    let units_per_cube = 8u32;
+    let lines = gemv_vector_fits(dims) && aligned_16(&packed);
+    let units_per_row = if lines {
+        dims.words_per_row / GEMV_LINE_WORDS
+    } else {
+        dims.words_per_row
+    };
+    let cubes = CubeCount::Static(
+        dims.rows.div_ceil(kernels::PLANE),
+        units_per_row
+            .div_ceil(units_per_cube)
+            .min(MAX_GRID_Y as u32),
+        1,
+    );
+    let cube_dim = CubeDim {
+        x: kernels::PLANE,
+        y: units_per_cube,
+        z: 1,
+    };
+    // SAFETY: shapes were checked by the caller; the line kernel runs only where
+    // `gemv_vector_fits` (rows of whole lines, groups of whole lines) and the 16-byte
+    // alignment hold (above); both kernels guard every row and unit, and read `col_scale`
+    // (of `cols` entries) only when `scaled`.
+    unsafe {
+        if lines {
             kernels::dequantize_t_lines_kernel::launch_unchecked::<R>(
                 &packed.client,
-                CubeCount::Static(
-                    dims.rows.div_ceil(kernels::PLANE),
-                    lines_per_row
-                        .div_ceil(words_per_cube)
-                        .min(MAX_GRID_Y as u32),
-                    1,
-                ),
-                CubeDim {
-                    x: kernels::PLANE,
-                    y: words_per_cube,
-                    z: 1,
-                },
+                cubes,
+                cube_dim,
                 GEMV_VECTOR,
                 packed.clone().into_tensor_arg(),
                 scales.into_tensor_arg(),
@@ -987,46 +1008,32 @@ fn dequantize_t_prim<R: CubeRuntime, F: FloatElement>(
                 dims.rows,
                 dims.group_shift,
                 dims.groups,
-                lines_per_row,
+                units_per_row,
                 dims.bits,
                 GEMV_LINE_WORDS,
                 scaled,
                 dtype.into(),
             );
+        } else {
+            kernels::dequantize_t_kernel::launch_unchecked::<R>(
+                &packed.client,
+                cubes,
+                cube_dim,
+                packed.clone().into_tensor_arg(),
+                scales.into_tensor_arg(),
+                zeros.into_tensor_arg(),
+                col_scale.into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                dims.rows,
+                dims.cols,
+                dims.group_shift,
+                dims.groups,
+                dims.words_per_row,
+                dims.bits,
+                scaled,
+                dtype.into(),
+            );
         }
-        return out;
-    }
-    // SAFETY: shapes were checked by the caller; the kernel guards every index, and reads
-    // `col_scale` (of `cols` entries) only when `scaled`.
-    unsafe {
-        kernels::dequantize_t_kernel::launch_unchecked::<R>(
-            &packed.client,
-            CubeCount::Static(
-                dims.rows.div_ceil(kernels::PLANE),
-                dims.words_per_row
-                    .div_ceil(words_per_cube)
-                    .min(MAX_GRID_Y as u32),
-                1,
-            ),
-            CubeDim {
-                x: kernels::PLANE,
-                y: words_per_cube,
-                z: 1,
-            },
-            packed.clone().into_tensor_arg(),
-            scales.into_tensor_arg(),
-            zeros.into_tensor_arg(),
-            col_scale.into_tensor_arg(),
-            out.clone().into_tensor_arg(),
-            dims.rows,
-            dims.cols,
-            dims.group_shift,
-            dims.groups,
-            dims.words_per_row,
-            dims.bits,
-            scaled,
-            dtype.into(),
-        );
     }
     out
 }
