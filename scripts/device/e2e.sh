@@ -64,6 +64,8 @@
 #                                 Nsight Compute durations, the whole suite, decode (fused)
 #   e2e.sh s9d     BIN OUT        session 9, last call: the statistics tests, `bench kernels`,
 #                                 the statistics kernels' Nsight Compute durations, decode
+#   e2e.sh s9e     BIN OUT        session 9, after the launcher tidy-up: the dequantizer,
+#                                 statistics and dense-path tests
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -421,6 +423,10 @@ case $part in
     use_ncu
     ncu_quantize 40 channel_stats
     decode_qwen3 fused 80
+    ;;
+  s9e)
+    step tests_tidy 200 "$bin/cuda_vs_reference" --test-threads 1 \
+      dequantize_transposed stats_ dense_ matmul_matches
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

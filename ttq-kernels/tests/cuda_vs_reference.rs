@@ -399,7 +399,8 @@ proptest! {
 
 /// The group quantizer on weights whose group scales fall outside the range where it
 /// divides through the group's reciprocal (`[1e-30, 1e30]`), so it takes the plain
-/// division, and at that range's edges: codes, scales and zeros equal the reference's.
+/// division, and within a few orders of magnitude of that range's ends: codes, scales and
+/// zeros equal the reference's.
 #[test]
 fn quantize_extreme_scales() {
     let (rows, cols) = (6, 512);
@@ -424,8 +425,8 @@ fn quantize_extreme_scales() {
 /// per split), with each channel's large values in one block of tokens that moves with the
 /// channel, so the splits' maxima differ by up to 10⁴ and their sums must be rescaled to
 /// the common maximum: maxima exact, means within 1e-5 of each channel's own reference
-/// value. Widths of whole 16-byte vectors (the split kernel) and one that is not (the
-/// fallback), in f32 and f16.
+/// value. Widths of whole 16-byte vectors (the split kernel) and 100 channels, whole
+/// vectors in f32 but not in f16 (the fallback kernel there), in f32 and f16.
 #[test]
 fn stats_token_splits() {
     for (tokens, d) in [
