@@ -66,6 +66,9 @@
 #                                 the statistics kernels' Nsight Compute durations, decode
 #   e2e.sh s9e     BIN OUT        session 9, after the launcher tidy-up: the dequantizer,
 #                                 statistics and dense-path tests
+#   e2e.sh s10a    BIN OUT        session 10: the streaming GEMV's tests, Nsight Compute
+#                                 durations of its tiles against the half2 GEMV at m = 1,
+#                                 `bench kernels` at 1-16 tokens, decode default and streaming
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -427,6 +430,19 @@ case $part in
   s9e)
     step tests_tidy 200 "$bin/cuda_vs_reference" --test-threads 1 \
       dequantize_transposed stats_ dense_ matmul_matches
+    ;;
+  s10a)
+    step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
+      gemv_stream gemv_half2_layouts
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S10_TILES:-4:4:2:st,4:4:4:st,2:8:4:st,8:4:1:st,8:4:2:st,4:8:2:st,4:4:2:st:c2,2:4:4:st:c4}"
+    step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
+      --tokens 1,4,16 --gemv-tiles "${S10_BENCH_TILES:-4:4:2:st,4:4:4:st,8:4:2:st}"
+    decode_qwen3 fused 80
+    step decode_qwen3_8b_f16_stream 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv stream --json "$out/decode_qwen3_8b_f16_stream.json"
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done

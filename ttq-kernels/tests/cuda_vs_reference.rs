@@ -561,6 +561,7 @@ fn gemv_tiles() {
                         unroll: Some(u),
                         convert,
                         prefetch,
+                        cubes_per_sm: None,
                     },
                     ..CudaKernels::default()
                 };
@@ -686,6 +687,114 @@ fn gemv_half2_layouts() {
         .matmul(x16, &q16, None)
         .expect("Auto serves 8 bits");
     close("Auto on 8 bits, f16", &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The streaming GEMV (`GemvVariant::Stream`, forced) against the reference: rows that no
+/// row group divides (37, 300), rows of one partial 32-line block (19 lines), of several
+/// blocks with a ragged last tile (75 lines), 1-8 tokens, g32/g128/whole rows, symmetric
+/// and asymmetric; a grid of one cube per SM with one-row planes, so that each cube runs
+/// several row groups back to back (the persistent path); and the errors for f32
+/// activations and for activations too wide to stage.
+#[test]
+fn gemv_stream_layouts() {
+    let device = device();
+    let one_per_sm = GemvTile {
+        rows: Some(1),
+        planes: Some(1),
+        unroll: Some(1),
+        cubes_per_sm: Some(1),
+        ..GemvTile::default()
+    };
+    let tiles = [
+        GemvTile::default(),
+        GemvTile {
+            rows: Some(3),
+            planes: Some(2),
+            unroll: Some(3),
+            ..GemvTile::default()
+        },
+        one_per_sm,
+    ];
+    for (rows, lines) in [(37, 19), (300, 75)] {
+        let cols = lines * 32;
+        for (group, scheme) in [
+            (GroupSize::Size(128), QuantScheme::Asymmetric),
+            (GroupSize::Size(32), QuantScheme::Asymmetric),
+            (GroupSize::Row, QuantScheme::Asymmetric),
+            (GroupSize::Size(128), QuantScheme::Symmetric),
+        ] {
+            let spec = QuantSpec::new(4, group, scheme).unwrap();
+            let w = random(61 + rows as u64, rows * cols, 0);
+            let hq = reference::quantize(&w, rows, cols, None, &spec);
+            let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+            for tokens in [1, 3, 8] {
+                let x16 = t2::<f16>(
+                    random(62 + tokens as u64, tokens * cols, 13),
+                    [tokens, cols],
+                );
+                let s16 = t1::<f16>(positive(63, cols));
+                let want = reference::matmul(
+                    &to_f32_vec(x16.clone()),
+                    tokens,
+                    &hq,
+                    Some(&to_f32_vec(s16.clone())),
+                );
+                for gemv_tile in tiles {
+                    let kernels = CudaKernels {
+                        gemv_variant: GemvVariant::Stream,
+                        gemv_tile,
+                        ..CudaKernels::default()
+                    };
+                    let what = format!(
+                        "stream GEMV {spec} {rows}x{cols} m={tokens} tile {:?}",
+                        gemv_tile.resolve_stream(tokens)
+                    );
+                    poison(tokens * rows * 4 + tokens * cols * 4);
+                    let y = kernels
+                        .matmul(x16.clone(), &q16, Some(s16.clone()))
+                        .expect("valid shapes");
+                    close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+                    eprintln!("{what}: ok");
+                }
+            }
+        }
+    }
+
+    let forced = CudaKernels {
+        gemv_variant: GemvVariant::Stream,
+        ..CudaKernels::default()
+    };
+    let (rows, cols) = (8, 4096);
+    let spec4 = QuantSpec::asymmetric(4, 128).unwrap();
+    let hq = reference::quantize(&random(64, rows * cols, 0), rows, cols, None, &spec4);
+    let q32 = from_host::<CudaBackend<f32>>(hq.clone(), &device);
+    let err = forced
+        .matmul(t2::<f32>(random(65, cols, 0), [1, cols]), &q32, None)
+        .expect_err("f32 activations");
+    assert!(err.to_string().contains("GemvVariant::Stream"), "{err}");
+    // 16 tokens of 4096 columns stage 128 KiB, over the 64 KiB limit.
+    let hq16 = hq.clone();
+    let q16 = from_host::<CudaBackend<f16>>(hq, &device);
+    let err = forced
+        .matmul(t2::<f16>(random(66, 16 * cols, 0), [16, cols]), &q16, None)
+        .expect_err("16 tokens of 4096 columns");
+    assert!(err.to_string().contains("staged activations"), "{err}");
+    // `AutoStream` serves the same call with the half2 GEMV instead.
+    let x16 = t2::<f16>(random(66, 16 * cols, 0), [16, cols]);
+    let want = reference::matmul(&to_f32_vec(x16.clone()), 16, &hq16, None);
+    let y = CudaKernels {
+        gemv_variant: GemvVariant::AutoStream,
+        ..CudaKernels::default()
+    }
+    .matmul(x16, &q16, None)
+    .expect("AutoStream falls back");
+    close(
+        "AutoStream, 16 tokens of 4096 columns",
+        &to_f32_vec(y),
+        &want,
+        1e-2,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4

@@ -66,6 +66,8 @@ enum TileKernel {
     Vector,
     /// The scalar fused GEMV (`:fused`, implied by `:cvt`).
     Fused,
+    /// The streaming half2 GEMV (`:st`; `U` is lines per lane and tile).
+    Stream,
 }
 
 /// One `--gemv-tiles` entry.
@@ -80,6 +82,8 @@ struct TileArg {
     prefetch: bool,
     /// The kernel.
     kernel: TileKernel,
+    /// Resident cubes per SM the streaming GEMV's grid is sized for (`:cN`).
+    cubes_per_sm: Option<u32>,
 }
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -90,6 +94,7 @@ impl TileArg {
         for (on, flag) in [
             (self.kernel == TileKernel::Fused && !self.convert, ":fused"),
             (self.kernel == TileKernel::Vector, ":f32"),
+            (self.kernel == TileKernel::Stream, ":st"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
         ] {
@@ -97,30 +102,51 @@ impl TileArg {
                 label.push_str(flag);
             }
         }
+        if let Some(c) = self.cubes_per_sm {
+            label.push_str(&format!(":c{c}"));
+        }
         label
     }
 }
 
-/// Parses `"8:4:2"` (or with the suffixes `:fused` or `:f32`, `:cvt`, `:pf`, each at most
-/// once) into a GEMV tile.
+/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32` or `:st`, `:cvt`, `:pf`, `:cN`,
+/// each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let bad = || format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32][:cvt][:pf]");
+    let bad =
+        || format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:cN]");
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
+    let (mut stream, mut cubes_per_sm) = (false, None);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
             "pf" if !prefetch => prefetch = true,
             "fused" if !fused => fused = true,
             "f32" if !f32_decode => f32_decode = true,
+            "st" if !stream => stream = true,
+            c if c.starts_with('c') && cubes_per_sm.is_none() => {
+                cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
+            }
             _ => return Err(bad().into()),
         }
     }
+    if stream && (fused || convert || f32_decode || prefetch) {
+        return Err(format!(
+            "GEMV tile `{text}`: :st is the streaming kernel; it takes no :fused, :f32, :cvt or :pf"
+        )
+        .into());
+    }
+    if cubes_per_sm.is_some() && !stream {
+        return Err(
+            format!("GEMV tile `{text}`: :cN sizes the streaming kernel's grid (:st)").into(),
+        );
+    }
     let kernel = match (fused || convert, f32_decode) {
+        _ if stream => TileKernel::Stream,
         (true, true) => {
             return Err(format!(
                 "GEMV tile `{text}`: :f32 is a vector kernel, :fused and :cvt the scalar one"
@@ -141,6 +167,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         convert,
         prefetch,
         kernel,
+        cubes_per_sm,
     })
 }
 
@@ -432,10 +459,12 @@ mod imp {
                                 unroll: Some(u),
                                 convert: tile.convert,
                                 prefetch: tile.prefetch,
+                                cubes_per_sm: tile.cubes_per_sm,
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
                                 TileKernel::Vector => GemvVariant::Vector,
+                                TileKernel::Stream => GemvVariant::Stream,
                                 TileKernel::Default => kernels.gemv_variant,
                             },
                             ..kernels
@@ -447,10 +476,10 @@ mod imp {
                         let (t_dev, hidden) = timer.time_device(&filler, call);
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
                         // As run: `resolve` clamps large tiles at many tokens.
-                        let (rr, pr, ur) = if tile.kernel == TileKernel::Fused {
-                            tiled.gemv_tile.resolve(m, spec.bits())
-                        } else {
-                            tiled.gemv_tile.resolve_vector(m, spec.bits())
+                        let (rr, pr, ur) = match tile.kernel {
+                            TileKernel::Fused => tiled.gemv_tile.resolve(m, spec.bits()),
+                            TileKernel::Stream => tiled.gemv_tile.resolve_stream(m),
+                            _ => tiled.gemv_tile.resolve_vector(m, spec.bits()),
                         };
                         let label = tile.label([rr, pr, ur]);
                         tile_rows.push(json!({
@@ -660,8 +689,9 @@ mod tests {
             convert,
             prefetch,
             kernel,
+            cubes_per_sm: None,
         };
-        use TileKernel::{Default, Fused, Vector};
+        use TileKernel::{Default, Fused, Stream, Vector};
         assert_eq!(
             parse_tile("8:4:2").unwrap(),
             tile([8, 4, 2], false, false, Default)
@@ -695,6 +725,13 @@ mod tests {
             parse_tile("8:4:1:f32").unwrap().label([8, 4, 1]),
             "8:4:1:f32"
         );
+        assert_eq!(
+            parse_tile("4:4:2:st").unwrap(),
+            tile([4, 4, 2], false, false, Stream)
+        );
+        let sized = parse_tile("4:4:2:st:c3").unwrap();
+        assert_eq!(sized.cubes_per_sm, Some(3));
+        assert_eq!(sized.label([4, 4, 2]), "4:4:2:st:c3");
         for bad in [
             "8:4",
             "8:4:2:pf:pf",
@@ -704,6 +741,12 @@ mod tests {
             "8:4:2:f32:fused",
             "8:4:2:f32:cvt",
             "8:4:2:f32:pf",
+            "8:4:2:st:pf",
+            "8:4:2:st:fused",
+            "8:4:2:st:st",
+            "8:4:2:c3",
+            "8:4:2:st:cx",
+            "8:4:2:st:c2:c3",
         ] {
             assert!(parse_tile(bad).is_err(), "{bad}");
         }

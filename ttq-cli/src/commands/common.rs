@@ -52,6 +52,16 @@ pub enum KernelChoice {
     Cubecl,
 }
 
+/// Which int4 GEMV serves decode-sized matmuls (f16 activations, 4-bit codes, the vector
+/// layout) on the CubeCL kernels; other layouts and dtypes keep `ttq_kernels`' defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GemvChoice {
+    /// The kernels' default (`GemvVariant::Auto`).
+    Auto,
+    /// The streaming half2 GEMV where it fits, else the default (`GemvVariant::AutoStream`).
+    Stream,
+}
+
 /// Where and how the model runs.
 #[derive(Debug, Args, Clone)]
 pub struct RuntimeArgs {
@@ -68,6 +78,9 @@ pub struct RuntimeArgs {
     /// activations as Burn ops instead of ttq's fused kernels (for A/B timings).
     #[arg(long)]
     pub unfused_ops: bool,
+    /// With `--kernels cubecl`: which int4 GEMV serves up to 16 tokens (for A/B timings).
+    #[arg(long, value_enum, default_value_t = GemvChoice::Auto)]
+    pub gemv: GemvChoice,
 }
 
 impl RuntimeArgs {
@@ -82,7 +95,10 @@ impl RuntimeArgs {
                 (KernelChoice::Cubecl, true) => "cubecl-unfused-ops",
                 _ => "tensor-ops",
             }
-        )
+        ) + match self.gemv {
+            GemvChoice::Auto => "",
+            GemvChoice::Stream => " gemv-stream",
+        }
     }
 
     /// `auto` resolved for the chosen backend.
@@ -98,36 +114,41 @@ impl RuntimeArgs {
 /// A backend the command line can run on, with the kernels it has.
 pub trait CliBackend: Backend {
     /// ttq's CubeCL kernels for this backend, if it has them; `fused_ops` as
-    /// `CudaKernels::fused_decoder_ops`.
-    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>>;
+    /// `CudaKernels::fused_decoder_ops`, `gemv` the GEMV for f16 4-bit weights.
+    fn cubecl_kernels(fused_ops: bool, gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>>;
 }
 
 impl CliBackend for burn::backend::NdArray<f32> {
-    fn cubecl_kernels(_fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
+    fn cubecl_kernels(_fused_ops: bool, _gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>> {
         None
     }
 }
 
-/// The default `CudaKernels` with the fused decoder ops on or off.
+/// The default `CudaKernels` with the fused decoder ops on or off and the chosen GEMV.
 #[cfg(feature = "cuda")]
-fn cuda_kernels(fused_ops: bool) -> ttq_kernels::CudaKernels {
+fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
+    use ttq_kernels::GemvVariant;
     ttq_kernels::CudaKernels {
         fused_decoder_ops: fused_ops,
+        gemv_variant: match gemv {
+            GemvChoice::Auto => GemvVariant::Auto,
+            GemvChoice::Stream => GemvVariant::AutoStream,
+        },
         ..Default::default()
     }
 }
 
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<f32> {
-    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(cuda_kernels(fused_ops)))
+    fn cubecl_kernels(fused_ops: bool, gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(cuda_kernels(fused_ops, gemv)))
     }
 }
 
 #[cfg(feature = "cuda")]
 impl CliBackend for ttq_kernels::CudaBackend<burn::tensor::f16> {
-    fn cubecl_kernels(fused_ops: bool) -> Option<Arc<dyn QuantKernels<Self>>> {
-        Some(Arc::new(cuda_kernels(fused_ops)))
+    fn cubecl_kernels(fused_ops: bool, gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(cuda_kernels(fused_ops, gemv)))
     }
 }
 
@@ -139,7 +160,7 @@ pub fn use_kernels<B: CliBackend>(
 ) -> Result<&'static str, CliError> {
     match runtime.resolved_kernels() {
         KernelChoice::Cubecl => {
-            let kernels = B::cubecl_kernels(!runtime.unfused_ops).ok_or(
+            let kernels = B::cubecl_kernels(!runtime.unfused_ops, runtime.gemv).ok_or(
                 "--kernels cubecl needs --backend cuda (and a build with `--features cuda`)",
             )?;
             let name = kernels.name();
@@ -148,6 +169,9 @@ pub fn use_kernels<B: CliBackend>(
         }
         _ if runtime.unfused_ops => {
             Err("--unfused-ops only applies to the CubeCL kernels (--backend cuda)".into())
+        }
+        _ if runtime.gemv != GemvChoice::Auto => {
+            Err("--gemv only applies to the CubeCL kernels (--backend cuda)".into())
         }
         _ => Ok("tensor-ops"),
     }

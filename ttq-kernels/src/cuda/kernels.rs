@@ -18,6 +18,7 @@
 //!   (guards or clamped indices), and the launchers check all shapes first.
 
 use burn::tensor::f16;
+use cubecl::prelude::barrier::{copy_async, Barrier};
 use cubecl::prelude::*;
 
 /// Threads per plane (warp) the kernels assume; CUDA's warp size.
@@ -1387,9 +1388,6 @@ pub fn gemv_h2_kernel<N: Size>(
     let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
     let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
     let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
-    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
-    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
-
     let step = comptime!(PLANE * unroll * planes);
     let mut base = plane * comptime!(PLANE * unroll);
     if prefetch {
@@ -1501,36 +1499,18 @@ pub fn gemv_h2_kernel<N: Size>(
                     }
                     #[unroll]
                     for r in 0..rows_per_cube {
-                        let word = words[((u * rows_per_cube + r) * 4 + w) as usize];
-                        let high = word >> 8;
-                        let be = bias_even[r as usize];
-                        let bo = bias_odd[r as usize];
-                        wv[0] =
-                            Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic)
-                                * k16
-                                + be;
-                        wv[1] =
-                            Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic)
-                                * k256
-                                + bo;
-                        wv[2] =
-                            Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic)
-                                * k16
-                                + be;
-                        wv[3] =
-                            Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic)
-                                * k256
-                                + bo;
-                        #[unroll]
-                        for t in 0..m {
-                            let i = (t * rows_per_cube + r) as usize;
-                            let mut d = part[i];
-                            #[unroll]
-                            for j in 0..4u32 {
-                                d += pairs[(t * 4 + j) as usize] * wv[j as usize];
-                            }
-                            part[i] = d;
-                        }
+                        h2_word_products(
+                            words[((u * rows_per_cube + r) * 4 + w) as usize],
+                            bias_even[r as usize],
+                            bias_odd[r as usize],
+                            magic,
+                            &pairs,
+                            &mut wv,
+                            &mut part,
+                            r,
+                            m,
+                            rows_per_cube,
+                        );
                     }
                 }
                 #[unroll]
@@ -1548,6 +1528,447 @@ pub fn gemv_h2_kernel<N: Size>(
         base += step;
     }
     store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
+}
+
+/// Capacity of [`gemv_stream_kernel`]'s staged activations, in blocks of 32 lines (the
+/// launcher rounds the row's blocks up to an even count so that few kernel variants exist).
+pub fn stream_xs_blocks(lines_per_row: u32) -> u32 {
+    lines_per_row.div_ceil(PLANE).div_ceil(2) * 2
+}
+
+/// The streaming half2 GEMV (f16 activations, 4-bit codes, the vector layout;
+/// `super::GemvVariant::Stream`): [`gemv_h2_kernel`]'s decode and products, with the loads
+/// moved off the critical path.
+///
+/// - `x ⊙ s` is computed once per cube (in f16, as [`gemv_h2_kernel`] does) into shared
+///   memory, laid out so that the 32 lanes of a plane read 32 consecutive 8-byte vectors
+///   (vector `slot` of line `32 · blk + l` of token `t` at `t · cap + 256 · blk + 32 · slot
+///   + l`): no activation load leaves the SM inside the loop, and the reads are free of bank
+///   conflicts.
+/// - Each plane owns `R` rows and streams them through the whole row in tiles of `U` lines
+///   per lane (`32 · U` lines, `R · U · 512` bytes of codes), double-buffered in shared
+///   memory: the lane's own lines, scales and zeros of tile `k + 1` are copied with
+///   `cp.async` (16 bytes for a line, 4 for a scale or zero) while tile `k` is decoded, so
+///   loads stay in flight without holding registers (the register prefetch of
+///   [`gemv_h2_kernel`] took 168 registers and was slower, session 8). Two cube-wide
+///   `mbarrier`s (one per buffer) track the copies; every thread of the cube runs the same
+///   number of tiles, so every phase gets all of its arrivals.
+/// - The cube's `P` planes own `P` neighbouring row blocks (no reduction across planes) and
+///   the grid is persistent: cube `c` takes row groups `c`, `c + grid`, … and its tiles
+///   run back to back across them, so the pipeline does not drain between row blocks.
+///   After a block's last tile its `R · m` sums are reduced with `plane_sum` and lane `i`
+///   writes output `i` (`R · m ≤ 32`).
+///
+/// Each lane only ever reads the buffer slots it copied itself, so reusing a buffer needs
+/// no barrier beyond the thread's own program order. Indices past the row's end and rows
+/// past the last are clamped for the copies and skipped in the products and stores.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_stream_kernel<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<f16>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    row_groups: u32,
+    magic: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_plane: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] xs_blocks: u32,
+) {
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let nacc = comptime!((m * rows_per_plane) as usize);
+    let xs_cap = comptime!(xs_blocks * 256);
+    let row_vectors = lines_per_row * 8;
+
+    // x ⊙ s, once per cube.
+    let mut xs =
+        SharedMemory::<Vector<f16, N>>::new_aligned(comptime!((m * xs_cap) as usize), 16usize);
+    let blocks = lines_per_row.div_ceil(PLANE);
+    let per_token = blocks * 256;
+    let mut i = UNIT_POS;
+    while i < m * per_token {
+        let t = i / per_token;
+        let pos = i % per_token;
+        let v = ((pos / 256) * 32 + pos % 32) * 8 + (pos / 32) % 8;
+        if v < row_vectors {
+            xs[(t * xs_cap + pos) as usize] = x[(t * row_vectors + v) as usize] * s[v as usize];
+        }
+        i += CUBE_DIM;
+    }
+    let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
+    sync_cube();
+
+    let stage = comptime!(planes * lines_per_lane * rows_per_plane * PLANE);
+    let mut wbuf =
+        SharedMemory::<Vector<u32, N>>::new_aligned(comptime!((2 * stage) as usize), 16usize);
+    let mut sbuf = SharedMemory::<f32>::new(comptime!((2 * stage) as usize));
+    let mut zbuf = SharedMemory::<f32>::new(comptime!((2 * stage) as usize));
+    // This lane's slot for (buffer 0, u = 0, r = 0); (u, r) adds (u · R + r) · 32.
+    let my_slot = plane * comptime!(lines_per_lane * rows_per_plane * PLANE) + lane;
+
+    let grid = CUBE_COUNT_X;
+    let mine = (row_groups - CUBE_POS_X).div_ceil(grid);
+    let tile_lines = comptime!(PLANE * lines_per_lane);
+    let steps = lines_per_row.div_ceil(tile_lines);
+    let tiles = mine * steps;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 4) as usize));
+    let mut part = Array::<Vector<f16, Const<2>>>::new(nacc);
+    let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_plane as usize));
+    let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_plane as usize));
+
+    issue_stream_tile(
+        packed,
+        scales,
+        zeros,
+        &mut wbuf,
+        &mut sbuf,
+        &mut zbuf,
+        0,
+        tiles,
+        steps,
+        my_slot,
+        rows,
+        group_shift,
+        groups,
+        lines_per_row,
+        rows_per_plane,
+        lines_per_lane,
+        planes,
+    );
+    bar0.commit_copy_async();
+    bar0.arrive();
+    let mut k = 0u32;
+    let mut phase = 0u32;
+    while k < tiles {
+        issue_stream_tile(
+            packed,
+            scales,
+            zeros,
+            &mut wbuf,
+            &mut sbuf,
+            &mut zbuf,
+            k + 1,
+            tiles,
+            steps,
+            my_slot + stage,
+            rows,
+            group_shift,
+            groups,
+            lines_per_row,
+            rows_per_plane,
+            lines_per_lane,
+            planes,
+        );
+        bar1.commit_copy_async();
+        bar1.arrive();
+        bar0.wait_parity(phase);
+        stream_tile_products(
+            &xs,
+            &wbuf,
+            &sbuf,
+            &zbuf,
+            &mut acc,
+            &mut pairs,
+            &mut part,
+            &mut wv,
+            &mut bias_even,
+            &mut bias_odd,
+            y,
+            k,
+            steps,
+            my_slot,
+            rows,
+            lines_per_row,
+            magic,
+            m,
+            rows_per_plane,
+            lines_per_lane,
+            planes,
+            xs_cap,
+        );
+        if k + 1 < tiles {
+            issue_stream_tile(
+                packed,
+                scales,
+                zeros,
+                &mut wbuf,
+                &mut sbuf,
+                &mut zbuf,
+                k + 2,
+                tiles,
+                steps,
+                my_slot,
+                rows,
+                group_shift,
+                groups,
+                lines_per_row,
+                rows_per_plane,
+                lines_per_lane,
+                planes,
+            );
+            bar0.commit_copy_async();
+            bar0.arrive();
+            bar1.wait_parity(phase);
+            stream_tile_products(
+                &xs,
+                &wbuf,
+                &sbuf,
+                &zbuf,
+                &mut acc,
+                &mut pairs,
+                &mut part,
+                &mut wv,
+                &mut bias_even,
+                &mut bias_odd,
+                y,
+                k + 1,
+                steps,
+                my_slot + stage,
+                rows,
+                lines_per_row,
+                magic,
+                m,
+                rows_per_plane,
+                lines_per_lane,
+                planes,
+                xs_cap,
+            );
+        }
+        k += 2;
+        phase ^= 1;
+    }
+}
+
+/// The row block (its first row) and step of [`gemv_stream_kernel`]'s tile `k` for this
+/// plane: tiles run through a row group's steps, then on to the cube's next row group.
+#[cube]
+fn stream_tile_origin(
+    k: u32,
+    steps: u32,
+    #[comptime] rows_per_plane: u32,
+    #[comptime] planes: u32,
+) -> (u32, u32) {
+    let group = CUBE_POS_X + (k / steps) * CUBE_COUNT_X;
+    let row0 = (group * planes + UNIT_POS_Y) * rows_per_plane;
+    (row0, k % steps)
+}
+
+/// Issues the `cp.async` copies of tile `k` (if `k < tiles`) into the buffer whose slot
+/// for this lane is `slot` (see [`gemv_stream_kernel`]); the caller commits them to the
+/// buffer's barrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn issue_stream_tile<N: Size>(
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    wbuf: &mut SharedMemory<Vector<u32, N>>,
+    sbuf: &mut SharedMemory<f32>,
+    zbuf: &mut SharedMemory<f32>,
+    k: u32,
+    tiles: u32,
+    steps: u32,
+    slot: u32,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    #[comptime] rows_per_plane: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+) {
+    if k < tiles {
+        let (row0, step) = stream_tile_origin(k, steps, rows_per_plane, planes);
+        #[unroll]
+        for u in 0..lines_per_lane {
+            let li = u32::min(
+                (step * lines_per_lane + u) * PLANE + UNIT_POS_X,
+                lines_per_row - 1,
+            );
+            let g = u32::min((li * 32) >> group_shift, groups - 1);
+            #[unroll]
+            for r in 0..rows_per_plane {
+                let row = u32::min(row0 + r, rows - 1);
+                let src = (row * lines_per_row + li) as usize;
+                let p = (row * groups + g) as usize;
+                let dst = (slot + (u * rows_per_plane + r) * PLANE) as usize;
+                copy_async(
+                    &packed.slice(src, src + 1),
+                    &mut wbuf.slice_mut(dst, dst + 1),
+                    4u32,
+                );
+                copy_async(
+                    &scales.slice(p, p + 1),
+                    &mut sbuf.slice_mut(dst, dst + 1),
+                    1u32,
+                );
+                copy_async(
+                    &zeros.slice(p, p + 1),
+                    &mut zbuf.slice_mut(dst, dst + 1),
+                    1u32,
+                );
+            }
+        }
+    }
+}
+
+/// [`gemv_stream_kernel`]'s products for tile `k` from the buffer whose slot for this lane
+/// is `slot`, and after a row block's last tile its reduction and stores.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn stream_tile_products<N: Size>(
+    xs: &SharedMemory<Vector<f16, N>>,
+    wbuf: &SharedMemory<Vector<u32, N>>,
+    sbuf: &SharedMemory<f32>,
+    zbuf: &SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    pairs: &mut Array<Vector<f16, Const<2>>>,
+    part: &mut Array<Vector<f16, Const<2>>>,
+    wv: &mut Array<Vector<f16, Const<2>>>,
+    bias_even: &mut Array<Vector<f16, Const<2>>>,
+    bias_odd: &mut Array<Vector<f16, Const<2>>>,
+    y: &mut Tensor<f16>,
+    k: u32,
+    steps: u32,
+    slot: u32,
+    rows: u32,
+    lines_per_row: u32,
+    magic: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_plane: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] xs_cap: u32,
+) {
+    let lane = UNIT_POS_X;
+    let nacc = comptime!((m * rows_per_plane) as usize);
+    let (row0, step) = stream_tile_origin(k, steps, rows_per_plane, planes);
+    #[unroll]
+    for u in 0..lines_per_lane {
+        let blk = step * lines_per_lane + u;
+        let li = blk * PLANE + lane;
+        if li < lines_per_row {
+            #[unroll]
+            for r in 0..rows_per_plane {
+                let z16 = zbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize] * 0.0625f32;
+                bias_even[r as usize] =
+                    Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z16));
+                bias_odd[r as usize] = Vector::<f16, Const<2>>::new(f16::cast_from(-4.0f32 - z16));
+            }
+            #[unroll]
+            for i in 0..nacc {
+                part[i] = Vector::<f16, Const<2>>::new(f16::cast_from(0.0f32));
+            }
+            #[unroll]
+            for w in 0..4u32 {
+                #[unroll]
+                for t in 0..m {
+                    let at = t * xs_cap + blk * 256 + w * 64 + lane;
+                    let xa = xs[at as usize];
+                    let xb = xs[(at + 32) as usize];
+                    #[unroll]
+                    for j in 0..4u32 {
+                        let mut pair = Vector::<f16, Const<2>>::empty();
+                        pair[0] = xa[j as usize];
+                        pair[1] = xb[j as usize];
+                        pairs[(t * 4 + j) as usize] = pair;
+                    }
+                }
+                #[unroll]
+                for r in 0..rows_per_plane {
+                    let line = wbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize];
+                    h2_word_products(
+                        line[w as usize],
+                        bias_even[r as usize],
+                        bias_odd[r as usize],
+                        magic,
+                        pairs,
+                        wv,
+                        part,
+                        r,
+                        m,
+                        rows_per_plane,
+                    );
+                }
+            }
+            #[unroll]
+            for r in 0..rows_per_plane {
+                let s16 = sbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize] * 16.0f32;
+                #[unroll]
+                for t in 0..m {
+                    let i = (t * rows_per_plane + r) as usize;
+                    let d = part[i];
+                    acc[i] += s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
+                }
+            }
+        }
+    }
+    if step == steps - 1 {
+        #[unroll]
+        for i in 0..nacc {
+            let v = plane_sum(acc[i]);
+            acc[i] = 0.0f32;
+            let t = i as u32 / rows_per_plane;
+            let r = i as u32 % rows_per_plane;
+            if lane == i as u32 && row0 + r < rows {
+                y[(t * rows + row0 + r) as usize] = f16::cast_from(v);
+            }
+        }
+    }
+}
+
+/// The half2 products of one packed word (codes `c0 … c7`) of row `r` with the paired
+/// activations `pairs[t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every token `t`,
+/// accumulated into `part[t · R + r]` (see [`gemv_h2_kernel`] for the decode: `be` and `bo`
+/// are the even and odd nibbles' biases `−64 − z/16` and `−4 − z/16`; `wv` is scratch).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn h2_word_products(
+    word: u32,
+    be: Vector<f16, Const<2>>,
+    bo: Vector<f16, Const<2>>,
+    magic: u32,
+    pairs: &Array<Vector<f16, Const<2>>>,
+    wv: &mut Array<Vector<f16, Const<2>>>,
+    part: &mut Array<Vector<f16, Const<2>>>,
+    r: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+) {
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
+    let high = word >> 8;
+    wv[0] = Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic) * k16 + be;
+    wv[1] = Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic) * k256 + bo;
+    wv[2] = Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic) * k16 + be;
+    wv[3] = Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic) * k256 + bo;
+    #[unroll]
+    for t in 0..m {
+        let i = (t * rows_per_cube + r) as usize;
+        let mut d = part[i];
+        #[unroll]
+        for j in 0..4u32 {
+            d += pairs[(t * 4 + j) as usize] * wv[j as usize];
+        }
+        part[i] = d;
+    }
 }
 
 /// The loads of one [`gemv_h2_kernel`] step starting at line `base`: for each of the `U`

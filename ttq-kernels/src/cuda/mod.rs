@@ -108,6 +108,9 @@ pub struct GemvTile {
     /// Load the next step's words before the current step's products (software
     /// pipelining: loads stay in flight while the lane computes).
     pub prefetch: bool,
+    /// Resident cubes per SM that [`kernels::gemv_stream_kernel`]'s persistent grid is
+    /// sized for (1..=16); by default as many as 16 warps and the shared memory allow.
+    pub cubes_per_sm: Option<u32>,
 }
 
 impl GemvTile {
@@ -156,6 +159,27 @@ impl GemvTile {
     }
 }
 
+impl GemvTile {
+    /// `(R, P, U)` for [`kernels::gemv_stream_kernel`]: rows per plane `R` (default 4),
+    /// planes per cube `P` (default 4) and lines per lane and tile `U` (default 2), clamped
+    /// to `R · tokens ≤ 32` (lane `i` stores output `i`), `P ≤ 16` and `U · R ≤ 16`.
+    pub fn resolve_stream(&self, tokens: usize) -> (u32, u32, u32) {
+        let max_rows = (32 / tokens.max(1)).clamp(1, 8) as u32;
+        let rows = self.rows.unwrap_or(4).clamp(1, max_rows);
+        let planes = self.planes.unwrap_or(4).clamp(1, 16);
+        let unroll = self.unroll.unwrap_or(2).clamp(1, 8).min((16 / rows).max(1));
+        (rows, planes, unroll)
+    }
+}
+
+/// Shared memory per SM that [`gemv_stream`] sizes its persistent grid against (an H100's
+/// or H200's 228 KiB, less 1 KiB reserved per cube and some slack).
+const STREAM_SMEM_PER_SM: usize = 220 << 10;
+
+/// Largest `x ⊙ s` staging of [`kernels::gemv_stream_kernel`] (tokens × padded columns ×
+/// 2 bytes): 64 KiB, 16384 columns at one token; wider or more tokens use the half2 GEMV.
+const STREAM_MAX_XS_BYTES: usize = 64 << 10;
+
 /// Largest grid dimension used for row-strided launches (CUDA's y/z limit).
 const MAX_GRID_Y: usize = 65_535;
 
@@ -173,6 +197,14 @@ pub enum GemvVariant {
     /// products in packed f16 pairs. Needs f16 activations, 4-bit codes and the vector
     /// layout; `matmul` returns an error otherwise.
     Half2,
+    /// [`kernels::gemv_stream_kernel`]: the half2 decode with `x ⊙ s` staged in shared
+    /// memory and the codes, scales and zeros streamed through double-buffered `cp.async`
+    /// copies by a persistent grid. Same layouts as [`GemvVariant::Half2`], and `x ⊙ s` must
+    /// fit its staging (`tokens · cols` up to 32768, rows of whole 32-line blocks counted);
+    /// `matmul` returns an error otherwise.
+    Stream,
+    /// [`GemvVariant::Stream`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
+    AutoStream,
     /// [`kernels::gemv_vec_kernel`]: 16-byte loads of four packed words per lane and
     /// vector loads of `x` and the input scale. Needs 2, 4 or 8 bits, rows of whole
     /// four-word lines and groups holding whole lines; `matmul` returns an error otherwise.
@@ -613,8 +645,12 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         u32_of(rows.saturating_mul(cols), "weight elements")?;
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
             let half2_fits = F::dtype() == DType::F16 && gemv_half2_fits(&dims);
+            let stream_ok = half2_fits && stream_fits(tokens, &dims);
             return match self.gemv_variant {
-                GemvVariant::Auto if half2_fits => {
+                GemvVariant::AutoStream if stream_ok => {
+                    gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Auto | GemvVariant::AutoStream if half2_fits => {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
                 }
                 GemvVariant::Half2 => {
@@ -635,7 +671,27 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     }
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
                 }
-                GemvVariant::Auto if gemv_vector_fits(&dims) => {
+                GemvVariant::Stream => {
+                    if !stream_ok {
+                        return Err(QuantError::Method {
+                            method: "cuda GEMV".into(),
+                            message: format!(
+                                "GemvVariant::Stream needs f16 activations, 4-bit codes, a \
+                                 multiple of 32 columns, groups of whole 32-column lines and \
+                                 at most {} bytes of staged activations (got {:?}, {} bits, \
+                                 {} columns, groups of {}, {} tokens); use GemvVariant::Auto",
+                                STREAM_MAX_XS_BYTES,
+                                F::dtype(),
+                                dims.bits,
+                                dims.cols,
+                                dims.group,
+                                tokens
+                            ),
+                        });
+                    }
+                    gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Auto | GemvVariant::AutoStream if gemv_vector_fits(&dims) => {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
                 GemvVariant::Vector => {
@@ -655,7 +711,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     }
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
-                GemvVariant::Auto | GemvVariant::Fused => {
+                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::Fused => {
                     gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
@@ -1294,6 +1350,106 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
                 tile.prefetch,
             ),
         }
+    }
+    Ok(wrap_float(y))
+}
+
+/// Bytes of [`kernels::gemv_stream_kernel`]'s `x ⊙ s` staging for `tokens` tokens.
+fn stream_xs_bytes(tokens: usize, dims: &WeightDims) -> usize {
+    let lines = dims.words_per_row / GEMV_LINE_WORDS;
+    tokens * kernels::stream_xs_blocks(lines) as usize * 256 * 8
+}
+
+/// Whether [`kernels::gemv_stream_kernel`] can serve `tokens` tokens of a weight that
+/// [`gemv_half2_fits`]: the staged activations fit, and `R · tokens ≤ 32` leaves `R ≥ 1`.
+fn stream_fits(tokens: usize, dims: &WeightDims) -> bool {
+    (1..=32).contains(&tokens) && stream_xs_bytes(tokens, dims) <= STREAM_MAX_XS_BYTES
+}
+
+/// The streaming GEMV path of [`CudaKernels::matmul`] ([`kernels::gemv_stream_kernel`];
+/// layouts of [`gemv_half2_fits`] and [`stream_fits`], f16). Falls back to the half2 GEMV
+/// for operands that do not start on a 16-byte boundary.
+fn gemv_stream<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let ops = GemvOperands::new(x, q, input_scale)?;
+    let aligned = aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed);
+    // cp.async of 4 bytes needs 4-byte aligned scales and zeros (f32 views always are).
+    if !aligned {
+        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
+    }
+    let GemvOperands {
+        x: xp,
+        s: sp,
+        packed,
+        scales,
+        zeros,
+        tokens,
+        tokens_u,
+    } = ops;
+    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
+    let (rows_per_plane, planes, lines_per_lane) = tile.resolve_stream(tokens);
+    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+    let xs_blocks = kernels::stream_xs_blocks(lines_per_row);
+    let row_groups = dims.rows.div_ceil(rows_per_plane * planes);
+    // Shared memory of one cube: the staged activations (8-byte vectors) and two buffers
+    // of 16-byte lines plus 4-byte scales and zeros per lane, line and row.
+    let stage = (planes * lines_per_lane * rows_per_plane * kernels::PLANE) as usize;
+    let smem = stream_xs_bytes(tokens, dims) + 2 * stage * (16 + 4 + 4) + 64;
+    let sms = xp
+        .client
+        .properties()
+        .hardware
+        .num_streaming_multiprocessors
+        .unwrap_or(1)
+        .max(1);
+    let per_sm = tile
+        .cubes_per_sm
+        .map(|c| c.clamp(1, 16))
+        .unwrap_or_else(|| {
+            let by_warps = (16 / planes).max(1);
+            let by_smem = (STREAM_SMEM_PER_SM / smem).max(1) as u32;
+            by_warps.min(by_smem)
+        });
+    let cubes = row_groups.min(sms * per_sm).max(1);
+    let cube_dim = CubeDim {
+        x: kernels::PLANE,
+        y: planes,
+        z: 1,
+    };
+    // SAFETY: the caller checked the layout (`gemv_half2_fits`: rows of whole lines, lines
+    // inside one group; f16), `stream_fits` bounds the staging the kernel's comptime
+    // capacity holds, the operands are 16-byte aligned (above), and every index in the
+    // kernel is clamped or guarded; the grid has at most `row_groups` cubes, as the kernel
+    // assumes.
+    unsafe {
+        kernels::gemv_stream_kernel::launch_unchecked::<R>(
+            &xp.client,
+            CubeCount::Static(cubes, 1, 1),
+            cube_dim,
+            GEMV_VECTOR,
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
+            packed.into_tensor_arg(),
+            scales.into_tensor_arg(),
+            zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            lines_per_row,
+            row_groups,
+            kernels::GEMV_H2_MAGIC,
+            tokens_u,
+            rows_per_plane,
+            lines_per_lane,
+            planes,
+            xs_blocks,
+        );
     }
     Ok(wrap_float(y))
 }
