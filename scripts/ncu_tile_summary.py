@@ -4,8 +4,10 @@
 `ttq bench kernels --tokens 1 --reps 1 --batch 1 --gemv-tiles T1,T2,...` launches the GEMV
 six times per measurement (three warm-up calls and one timed call host-timed, one queueing
 and one timed call device-timed): first the default tile, then each listed tile, shape after
-shape. This groups the profiled launches six at a time in that order and prints one row per
-(shape, tile) with the median kernel duration and the launch's resources.
+shape; since session 10 every listed tile also gets one checking call first (seven launches;
+pass `--tile-launches 6` for earlier sweeps). This groups the profiled launches in that order
+and prints one row per (shape, tile) with the median kernel duration and the launch's
+resources.
 
     python3 scripts/ncu_tile_summary.py ncu_tiles.txt \
         --shapes 4096x14336,14336x4096 --tiles default,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
@@ -45,21 +47,27 @@ def main():
     ap.add_argument("csv_file")
     ap.add_argument("--shapes", required=True, help="comma-separated, in bench order")
     ap.add_argument("--tiles", required=True, help="comma-separated, 'default' first")
+    ap.add_argument("--tile-launches", type=int, default=7,
+                    help="launches per listed tile (7 since session 10, 6 before)")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     tiles = args.tiles.split(",")
     found = launches(args.csv_file)
-    want = len(shapes) * len(tiles) * LAUNCHES_PER_TILE
+    per_shape = LAUNCHES_PER_TILE + (len(tiles) - 1) * args.tile_launches
+    want = len(shapes) * per_shape
     if len(found) != want:
         sys.exit(f"{len(found)} profiled launches, expected {want} ({len(shapes)} shapes x "
-                 f"{len(tiles)} tiles x {LAUNCHES_PER_TILE})")
+                 f"({LAUNCHES_PER_TILE} for the default + {len(tiles) - 1} tiles x "
+                 f"{args.tile_launches}))")
     print("| shape | tile | median duration µs | grid | block | registers | warps active % | DRAM % |")
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     i = 0
     for shape in shapes:
-        for tile in tiles:
-            group = found[i:i + LAUNCHES_PER_TILE]
-            i += LAUNCHES_PER_TILE
+        for k, tile in enumerate(tiles):
+            n = LAUNCHES_PER_TILE if k == 0 else args.tile_launches
+            # The checking call (the first of a listed tile's launches) is left out.
+            group = found[i + n - LAUNCHES_PER_TILE:i + n]
+            i += n
             dur = [number(g["gpu__time_duration.sum"][0]) for g in group]
             unit = group[0]["gpu__time_duration.sum"][1]
             scale = {"ns": 1e-3, "nsecond": 1e-3, "us": 1.0, "usecond": 1.0, "ms": 1e3,

@@ -469,6 +469,15 @@ mod imp {
                             },
                             ..kernels
                         };
+                        // A tile its kernel cannot serve here (the streaming GEMV's
+                        // staging at many tokens, say) is reported, not timed.
+                        if let Err(e) = tiled.matmul(x.clone(), &qs[0], Some(s_inv.clone())) {
+                            eprintln!(
+                                "  {rows}x{cols} m={m} tile {}: skipped ({e})",
+                                tile.label(tile.rpu)
+                            );
+                            continue;
+                        }
                         let call = |i: usize| {
                             let _ = tiled.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
                         };
