@@ -79,7 +79,7 @@ fn assert_each_fails(base: &[&str], cases: &[(&[&str], &str)]) {
 #[test]
 fn impossible_runtime_combinations_are_clear_errors() {
     let config = fixture_config();
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
         (
             &["--kernels", "cubecl"],
             "--kernels cubecl needs --backend cuda",
@@ -87,6 +87,10 @@ fn impossible_runtime_combinations_are_clear_errors() {
         (
             &["--unfused-ops"],
             "--unfused-ops only applies to the CubeCL kernels",
+        ),
+        (
+            &["--gemv", "stream"],
+            "--gemv only applies to the CubeCL kernels",
         ),
         (&["--dtype", "f16"], "--dtype f16 needs --backend cuda"),
         (&["--methods", "awq:w4"], "needs calibration data"),
@@ -106,14 +110,19 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
     let cases: [(&[&str], &str); 3] = [
         (
             &["--gemv-tiles", "8:4:2:fast"],
-            "is not of the form R:P:U[:fused|:f32][:cvt][:pf]",
+            "is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:cN]",
         ),
         (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
         (&["--reps", "0"], "--reps and --batch must be positive"),
     ];
     assert_each_fails(&["bench", "kernels"], &cases);
     // Well-formed arguments reach the backend check of a CPU-only build.
-    let out = ttq(&["bench", "kernels", "--gemv-tiles", "8:4:2:cvt,16:8:1"]);
+    let out = ttq(&[
+        "bench",
+        "kernels",
+        "--gemv-tiles",
+        "8:4:2:cvt,16:8:1,4:4:2:st:c2",
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if cfg!(not(feature = "cuda")) {
         assert!(stderr.contains("--features cuda"), "{stderr}");
