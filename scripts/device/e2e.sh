@@ -435,8 +435,10 @@ case $part in
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
       gemv_stream gemv_half2_layouts
     use_ncu
-    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
-      "${S10_TILES:-4:4:2:st,4:4:4:st,2:8:4:st,8:4:1:st,8:4:2:st,4:8:2:st,4:4:2:st:c2,2:4:4:st:c4}"
+    # Tiles chosen by their offline register counts (results/host-2026-12-01/
+    # s10-offline-bench-ptxas.md: 40-96 registers; 4:4:4 and 8:4:2 take 128-168).
+    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 200 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S10_TILES:-4:4:1:st,4:4:2:st,2:4:2:st,1:4:4:st,2:8:4:st,8:4:1:st,4:4:2:st:c2,4:4:2:st:c3}"
     step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
       --tokens 1,4,16 --gemv-tiles "${S10_BENCH_TILES:-4:4:2:st,4:4:4:st,8:4:2:st}"
     decode_qwen3 fused 80
