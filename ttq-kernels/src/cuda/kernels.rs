@@ -1388,6 +1388,9 @@ pub fn gemv_h2_kernel<N: Size>(
     let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
     let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
     let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
+
     let step = comptime!(PLANE * unroll * planes);
     let mut base = plane * comptime!(PLANE * unroll);
     if prefetch {
@@ -1503,6 +1506,8 @@ pub fn gemv_h2_kernel<N: Size>(
                             words[((u * rows_per_cube + r) * 4 + w) as usize],
                             bias_even[r as usize],
                             bias_odd[r as usize],
+                            k16,
+                            k256,
                             magic,
                             &pairs,
                             &mut wv,
@@ -1859,6 +1864,8 @@ fn stream_tile_products<N: Size>(
 ) {
     let lane = UNIT_POS_X;
     let nacc = comptime!((m * rows_per_plane) as usize);
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
     let (row0, step) = stream_tile_origin(k, steps, rows_per_plane, planes);
     // A run-time loop over the tile's lines: unrolled, the compiler hoisted every line's
     // shared-memory loads to the top (168 registers at U · R = 16, ptxas for sm_90a).
@@ -1899,6 +1906,8 @@ fn stream_tile_products<N: Size>(
                         line[w as usize],
                         bias_even[r as usize],
                         bias_odd[r as usize],
+                        k16,
+                        k256,
                         magic,
                         pairs,
                         wv,
@@ -1938,13 +1947,17 @@ fn stream_tile_products<N: Size>(
 /// The half2 products of one packed word (codes `c0 … c7`) of row `r` with the paired
 /// activations `pairs[t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every token `t`,
 /// accumulated into `part[t · R + r]` (see [`gemv_h2_kernel`] for the decode: `be` and `bo`
-/// are the even and odd nibbles' biases `−64 − z/16` and `−4 − z/16`; `wv` is scratch).
+/// are the even and odd nibbles' biases `−64 − z/16` and `−4 − z/16`, `k16` and `k256` the
+/// pairs `(1/16, 1/16)` and `(1/256, 1/256)`, made once by the caller: made here, each call
+/// converted them from f32 again, 62 conversions more in the PTX; `wv` is scratch).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn h2_word_products(
     word: u32,
     be: Vector<f16, Const<2>>,
     bo: Vector<f16, Const<2>>,
+    k16: Vector<f16, Const<2>>,
+    k256: Vector<f16, Const<2>>,
     magic: u32,
     pairs: &Array<Vector<f16, Const<2>>>,
     wv: &mut Array<Vector<f16, Const<2>>>,
@@ -1953,8 +1966,6 @@ fn h2_word_products(
     #[comptime] m: u32,
     #[comptime] rows_per_cube: u32,
 ) {
-    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
-    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
     let high = word >> 8;
     wv[0] = Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic) * k16 + be;
     wv[1] = Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic) * k256 + bo;
