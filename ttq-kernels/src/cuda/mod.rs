@@ -1263,6 +1263,26 @@ enum LineDecode {
     Half2,
 }
 
+/// The operands of a 16-byte-line GEMV ([`gemv_vector`], [`gemv_stream`]) and its empty
+/// `[tokens, rows]` output; or, where `x`, the input scale or the packed words do not start
+/// on a 16-byte boundary (their vector loads and copies need it), the result of
+/// [`gemv_fused`]'s kernel on the same prepared operands.
+#[allow(clippy::type_complexity)]
+fn line_operands<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Result<(GemvOperands<R>, CubeTensor<R>), Tensor<Cb<R, F>, 2>>, QuantError> {
+    let ops = GemvOperands::new(x, q, input_scale)?;
+    if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
+        return Ok(Err(launch_gemv_fused::<R, F>(ops, dims, tile)));
+    }
+    let y = empty(&ops.x, vec![ops.tokens, dims.rows as usize], F::dtype());
+    Ok(Ok((ops, y)))
+}
+
 /// The vectorized GEMV paths of [`CudaKernels::matmul`] (`tokens ≤ 16`, layouts accepted
 /// by [`gemv_vector_fits`], or [`gemv_half2_fits`] for [`LineDecode::Half2`]); falls back
 /// to [`gemv_fused`]'s kernel, on the same prepared operands, for operands that do not
@@ -1275,10 +1295,10 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
     tile: GemvTile,
     decode: LineDecode,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let ops = GemvOperands::new(x, q, input_scale)?;
-    if !(aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed)) {
-        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
-    }
+    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(prepared) => prepared,
+        Err(fallback) => return Ok(fallback),
+    };
     let GemvOperands {
         x: xp,
         s: sp,
@@ -1288,7 +1308,6 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
         tokens,
         tokens_u,
     } = ops;
-    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_cube, planes, unroll) = tile.resolve_vector(tokens, dims.bits);
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
     let cubes = CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1);
@@ -1367,8 +1386,9 @@ fn stream_fits(tokens: usize, dims: &WeightDims) -> bool {
 }
 
 /// The streaming GEMV path of [`CudaKernels::matmul`] ([`kernels::gemv_stream_kernel`];
-/// layouts of [`gemv_half2_fits`] and [`stream_fits`], f16). Falls back to the half2 GEMV
-/// for operands that do not start on a 16-byte boundary.
+/// layouts of [`gemv_half2_fits`] and [`stream_fits`], f16). Falls back to [`gemv_fused`]'s
+/// kernel for operands that do not start on a 16-byte boundary (see [`line_operands`]; the
+/// 4-byte copies of scales and zeros need only f32 alignment, which every f32 view has).
 fn gemv_stream<R: CubeRuntime, F: FloatElement>(
     x: Tensor<Cb<R, F>, 2>,
     q: &QuantizedWeight<Cb<R, F>>,
@@ -1376,12 +1396,10 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: GemvTile,
 ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
-    let ops = GemvOperands::new(x, q, input_scale)?;
-    let aligned = aligned_16(&ops.x) && aligned_16(&ops.s) && aligned_16(&ops.packed);
-    // cp.async of 4 bytes needs 4-byte aligned scales and zeros (f32 views always are).
-    if !aligned {
-        return Ok(launch_gemv_fused::<R, F>(ops, dims, tile));
-    }
+    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(prepared) => prepared,
+        Err(fallback) => return Ok(fallback),
+    };
     let GemvOperands {
         x: xp,
         s: sp,
@@ -1391,7 +1409,6 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
         tokens,
         tokens_u,
     } = ops;
-    let y = empty(&xp, vec![tokens, dims.rows as usize], F::dtype());
     let (rows_per_plane, planes, lines_per_lane) = tile.resolve_stream(tokens);
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
     let xs_blocks = kernels::stream_xs_blocks(lines_per_row);
