@@ -69,6 +69,15 @@
 #   e2e.sh s10a    BIN OUT        session 10: the streaming GEMV's tests, Nsight Compute
 #                                 durations of its tiles against the half2 GEMV at m = 1,
 #                                 `bench kernels` at 1-16 tokens, decode default and streaming
+#   e2e.sh s11all  BIN OUT        session 11: the whole GPU suite in one process
+#   e2e.sh s11ncu  BIN OUT        session 11: Nsight Compute durations of the statistics
+#                                 kernels (planes in the combine) and of three streaming-GEMV
+#                                 tiles with more warps per SM, against the half2 default
+#   e2e.sh s11bench BIN OUT       session 11: `bench kernels --reps 9` (the default table)
+#   e2e.sh s11gemma BIN OUT GEMMA session 11: Gemma 3 270M end to end on the GPU (`bench
+#                                 decode` f32, `ttq generate` TTQ-W4 and fp in f32, f16's
+#                                 clear refusal, kernel compilations), decode on the Qwen3-8B
+#                                 shape
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -430,6 +439,32 @@ case $part in
   s9e)
     step tests_tidy 200 "$bin/cuda_vs_reference" --test-threads 1 \
       dequantize_transposed stats_ dense_ matmul_matches
+    ;;
+  s11all)
+    step tests_all 420 "$bin/cuda_vs_reference" --test-threads 1
+    ;;
+  s11ncu)
+    use_ncu
+    ncu_quantize 40 channel_stats
+    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 90 4096x14336,14336x4096 \
+      "${S11_TILES:-1:16:4:st:c2,2:16:2:st:c2,2:8:4:st:c3}"
+    ;;
+  s11bench)
+    step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    ;;
+  s11gemma)
+    step decode_gemma_f32 100 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+      --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+      --runs 2 --json "$out/decode_gemma_f32.json"
+    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 60 "$bin/ttq" generate \
+      --model "$gemma" --backend cuda --dtype f32 --method ttq --bits 4 --alpha 0.25 \
+      --prompt "The capital of France is" --max-new-tokens 48
+    grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
+    step generate_gemma_fp 40 "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f32 \
+      --prompt "The capital of France is" --max-new-tokens 48
+    step generate_gemma_f16 40 "$bin/ttq" generate --model "$gemma" --backend cuda \
+      --dtype f16 --prompt "The capital of France is" --max-new-tokens 8
+    decode_qwen3 fused 80
     ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \

@@ -583,6 +583,46 @@ fn gemv_tiles() {
     }
 }
 
+/// The 4-bit layouts of the f16 line GEMVs' tests (half2 and streaming): groups of 128
+/// columns (with a short last group where the row is not a multiple), of one 32-column
+/// line and whole rows, asymmetric, and g128 symmetric.
+fn f16_line_gemv_layouts() -> [QuantSpec; 4] {
+    [
+        (GroupSize::Size(128), QuantScheme::Asymmetric),
+        (GroupSize::Size(32), QuantScheme::Asymmetric),
+        (GroupSize::Row, QuantScheme::Asymmetric),
+        (GroupSize::Size(128), QuantScheme::Symmetric),
+    ]
+    .map(|(group, scheme)| QuantSpec::new(4, group, scheme).expect("4-bit layouts"))
+}
+
+/// f16 activations for an f16 GEMV test, `[tokens, cols]` with ×100 outliers (seed
+/// `seed + tokens`), a positive input scale up to 20 (seed `seed + 1`), and the
+/// reference's output on these f16-rounded operands, as the kernel sees them.
+fn f16_gemv_operands(
+    seed: u64,
+    tokens: usize,
+    cols: usize,
+    hq: &reference::HostQuantized,
+) -> (
+    Tensor<CudaBackend<f16>, 2>,
+    Tensor<CudaBackend<f16>, 1>,
+    Vec<f32>,
+) {
+    let x16 = t2::<f16>(
+        random(seed + tokens as u64, tokens * cols, 13),
+        [tokens, cols],
+    );
+    let s16 = t1::<f16>(positive(seed + 1, cols));
+    let want = reference::matmul(
+        &to_f32_vec(x16.clone()),
+        tokens,
+        hq,
+        Some(&to_f32_vec(s16.clone())),
+    );
+    (x16, s16, want)
+}
+
 /// The half2 GEMV (`GemvVariant::Half2`, forced; the f16 default for 4-bit codes) on the
 /// layouts it accepts: groups of one line, of 128 columns with a short last group and whole
 /// rows, asymmetric and symmetric, rows that the tiles do not divide, 1-16 tokens, default
@@ -593,31 +633,14 @@ fn gemv_tiles() {
 fn gemv_half2_layouts() {
     let device = device();
     let rows = 37;
-    for (group, scheme) in [
-        (GroupSize::Size(128), QuantScheme::Asymmetric),
-        (GroupSize::Size(32), QuantScheme::Asymmetric),
-        (GroupSize::Row, QuantScheme::Asymmetric),
-        (GroupSize::Size(128), QuantScheme::Symmetric),
-    ] {
-        let spec = QuantSpec::new(4, group, scheme).unwrap();
+    for spec in f16_line_gemv_layouts() {
         // 19 lines of 32 columns: not a multiple of 128 columns.
         let cols = 19 * 32;
         let w = random(51, rows * cols, 0);
         let hq = reference::quantize(&w, rows, cols, None, &spec);
         let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
         for tokens in [1, 5, 16] {
-            let x16 = t2::<f16>(
-                random(52 + tokens as u64, tokens * cols, 13),
-                [tokens, cols],
-            );
-            let s16 = t1::<f16>(positive(53, cols));
-            // The reference on the f16-rounded operands, as the kernel sees them.
-            let want = reference::matmul(
-                &to_f32_vec(x16.clone()),
-                tokens,
-                &hq,
-                Some(&to_f32_vec(s16.clone())),
-            );
+            let (x16, s16, want) = f16_gemv_operands(52, tokens, cols, &hq);
             let tiles: &[(u32, u32, u32, bool)] = if tokens == 5 {
                 &[
                     (0, 0, 0, false),
@@ -717,28 +740,12 @@ fn gemv_stream_layouts() {
     ];
     for (rows, lines) in [(37, 19), (300, 75)] {
         let cols = lines * 32;
-        for (group, scheme) in [
-            (GroupSize::Size(128), QuantScheme::Asymmetric),
-            (GroupSize::Size(32), QuantScheme::Asymmetric),
-            (GroupSize::Row, QuantScheme::Asymmetric),
-            (GroupSize::Size(128), QuantScheme::Symmetric),
-        ] {
-            let spec = QuantSpec::new(4, group, scheme).unwrap();
+        for spec in f16_line_gemv_layouts() {
             let w = random(61 + rows as u64, rows * cols, 0);
             let hq = reference::quantize(&w, rows, cols, None, &spec);
             let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
             for tokens in [1, 3, 8] {
-                let x16 = t2::<f16>(
-                    random(62 + tokens as u64, tokens * cols, 13),
-                    [tokens, cols],
-                );
-                let s16 = t1::<f16>(positive(63, cols));
-                let want = reference::matmul(
-                    &to_f32_vec(x16.clone()),
-                    tokens,
-                    &hq,
-                    Some(&to_f32_vec(s16.clone())),
-                );
+                let (x16, s16, want) = f16_gemv_operands(62, tokens, cols, &hq);
                 for gemv_tile in tiles {
                     let kernels = CudaKernels {
                         gemv_variant: GemvVariant::Stream,

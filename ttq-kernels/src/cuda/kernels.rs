@@ -249,16 +249,45 @@ pub fn channel_stats_split_kernel<F: Float, N: Size>(
     }
 }
 
-/// Splits [`channel_stats_combine_kernel`] loads per loop step (independent loads in flight:
-/// a loop of one dependent load per split took 8-19 µs for 16-56 splits, session 9 call 3).
-const STATS_COMBINE_UNROLL: u32 = 8;
+/// Splits each plane of [`channel_stats_combine_kernel`] loads per loop step, before using
+/// any (independent loads in flight: a loop of one dependent load per split took 8-19 µs for
+/// 16-56 splits, session 9 call 3).
+const STATS_COMBINE_UNROLL: u32 = 4;
 
-/// Combines [`channel_stats_split_kernel`]'s splits, a thread per channel, in one pass over
-/// them: a running maximum `m` and a sum of squares normalized by it; a split's sum of
-/// `(x / m_b)²` enters times `(m_b / m)²`, and when a split raises the maximum the running
-/// sum is rescaled by `(m / m_b)²` first. Maxima below `1e-15` count as `1e-15`, as in
-/// [`channel_stats_kernel`] and the reference. `max_abs` is the largest maximum, exactly.
+/// Folds one split into a running `(safe, s)`: `s` is a sum of squares normalized by
+/// `safe`, the running maximum floored at `1e-15`; the split brings its maximum `mb` and its
+/// sum `sb`, normalized by `max(mb, 1e-15)`. The larger normalizer wins and the other sum
+/// enters times (its normalizer / the winner)², so no term is ever scaled up. Returns the
+/// new `(safe, s)`; the caller keeps the plain maximum itself (`max_abs` is exact).
+#[cube]
+fn fold_split(safe: f32, s: f32, mb: f32, sb: f32) -> (f32, f32) {
+    let nb = f32::max(mb, 1e-15f32);
+    let mut out_safe = safe;
+    let mut out_s = s;
+    if nb > safe {
+        let r = safe / nb;
+        out_s = s * (r * r) + sb;
+        out_safe = nb;
+    } else {
+        let r = nb / safe;
+        out_s += sb * (r * r);
+    }
+    (out_safe, out_s)
+}
+
+/// Combines [`channel_stats_split_kernel`]'s splits. A cube of `32 × planes` threads owns 32
+/// channels (lane `l`: channel `32 · bx + l`, so a plane's load is one 128-byte row piece);
+/// plane `p` folds splits `p, p + planes, …` (`STATS_COMBINE_UNROLL` loads in flight per
+/// step) into a running maximum and a sum normalized by it ([`fold_split`]); plane 0
+/// folds the planes' partials from shared memory the same way. Maxima below `1e-15` count as
+/// `1e-15`, as in [`channel_stats_kernel`] and the reference; `max_abs` is the largest
+/// maximum, exactly.
+///
+/// Why planes: a thread per channel over all splits (session 9) made 16 cubes of serial
+/// loads for 4096 channels and took 8.2-8.5 µs at 2048 tokens (32 splits), as long as the
+/// split kernel itself (session 9 call 4).
 #[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
 pub fn channel_stats_combine_kernel(
     part_max: &Tensor<f32>,
     part_sum: &Tensor<f32>,
@@ -267,41 +296,61 @@ pub fn channel_stats_combine_kernel(
     d: u32,
     splits: u32,
     tokens: u32,
+    #[comptime] planes: u32,
 ) {
-    let ch = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
-    if ch < d {
-        let d_us = d as usize;
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let ch = CUBE_POS_X * PLANE + lane;
+    let ch_c = u32::min(ch, d - 1) as usize;
+    let d_us = d as usize;
+    let mut m = 0.0f32;
+    let mut safe = 1e-15f32;
+    let mut s = 0.0f32;
+    let mut pm = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
+    let mut ps = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
+    let step = comptime!(planes * STATS_COMBINE_UNROLL);
+    let mut b0 = plane;
+    while b0 < splits {
+        // The step's loads first (clamped past the last split, skipped below).
+        #[unroll]
+        for u in 0..STATS_COMBINE_UNROLL {
+            let p = u32::min(b0 + u * planes, splits - 1) as usize * d_us + ch_c;
+            pm[u as usize] = part_max[p];
+            ps[u as usize] = part_sum[p];
+        }
+        #[unroll]
+        for u in 0..STATS_COMBINE_UNROLL {
+            if b0 + u * planes < splits {
+                let (f_safe, f_s) = fold_split(safe, s, pm[u as usize], ps[u as usize]);
+                safe = f_safe;
+                s = f_s;
+                m = f32::max(m, pm[u as usize]);
+            }
+        }
+        b0 += step;
+    }
+    // `[quantity][plane][lane]`: lanes hit consecutive banks.
+    let mut partial = SharedMemory::<f32>::new(comptime!((3 * planes * PLANE) as usize));
+    let slot = plane * PLANE + lane;
+    partial[slot as usize] = m;
+    partial[(planes * PLANE + slot) as usize] = safe;
+    partial[(2 * planes * PLANE + slot) as usize] = s;
+    sync_cube();
+    if plane == 0 && ch < d {
         let mut m = 0.0f32;
         let mut safe = 1e-15f32;
         let mut s = 0.0f32;
-        let mut pm = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
-        let mut ps = Array::<f32>::new(comptime!(STATS_COMBINE_UNROLL as usize));
-        let mut b0 = 0u32;
-        while b0 < splits {
-            // The step's loads first (clamped past the last split, skipped below).
-            #[unroll]
-            for u in 0..STATS_COMBINE_UNROLL {
-                let p = u32::min(b0 + u, splits - 1) as usize * d_us + ch as usize;
-                pm[u as usize] = part_max[p];
-                ps[u as usize] = part_sum[p];
-            }
-            #[unroll]
-            for u in 0..STATS_COMBINE_UNROLL {
-                if b0 + u < splits {
-                    let mb = pm[u as usize];
-                    let sb = f32::max(mb, 1e-15f32);
-                    if sb > safe {
-                        let r = safe / sb;
-                        s = s * (r * r) + ps[u as usize];
-                        safe = sb;
-                    } else {
-                        let r = sb / safe;
-                        s += ps[u as usize] * (r * r);
-                    }
-                    m = f32::max(m, mb);
-                }
-            }
-            b0 += STATS_COMBINE_UNROLL;
+        for k in 0..planes {
+            let o = k * PLANE + lane;
+            // A plane's partial is a split like any other: its maximum, and its sum
+            // normalized by `max(maximum, 1e-15)`, which is its `safe`. A plane that got no
+            // split has (0, 1e-15, 0) and changes nothing.
+            let pk_safe = partial[(planes * PLANE + o) as usize];
+            let pk_s = partial[(2 * planes * PLANE + o) as usize];
+            let (f_safe, f_s) = fold_split(safe, s, pk_safe, pk_s);
+            safe = f_safe;
+            s = f_s;
+            m = f32::max(m, partial[o as usize]);
         }
         max_abs[ch as usize] = m;
         mean_sq[ch as usize] = s / f32::cast_from(u32::max(tokens, 1));

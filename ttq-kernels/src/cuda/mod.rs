@@ -61,6 +61,10 @@ const STATS_PLANES: u32 = 32;
 /// Planes per cube of [`kernels::channel_stats_split_kernel`].
 const STATS_SPLIT_PLANES: u32 = 8;
 
+/// Planes per cube of [`kernels::channel_stats_combine_kernel`] (each folds every 8th split;
+/// 2048 tokens make 32 splits, 4 per plane: one step of loads).
+const STATS_COMBINE_PLANES: u32 = 8;
+
 /// Tokens per split of [`kernels::channel_stats_split_kernel`]: short enough that a cube's
 /// re-read of its split hits L1 (see the kernel), long enough for 8 planes × 4 loads in
 /// flight; 2048 tokens of 4096 channels make 512 cubes.
@@ -851,10 +855,10 @@ fn launch_stats_split<R: CubeRuntime>(
         );
         kernels::channel_stats_combine_kernel::launch_unchecked::<R>(
             &x.client,
-            CubeCount::Static(d_u.div_ceil(SCALE_THREADS), 1, 1),
+            CubeCount::Static(d_u.div_ceil(kernels::PLANE), 1, 1),
             CubeDim {
-                x: SCALE_THREADS,
-                y: 1,
+                x: kernels::PLANE,
+                y: STATS_COMBINE_PLANES,
                 z: 1,
             },
             part_max.into_tensor_arg(),
@@ -864,6 +868,7 @@ fn launch_stats_split<R: CubeRuntime>(
             d_u,
             splits,
             tokens_u,
+            STATS_COMBINE_PLANES,
         );
     }
 }
