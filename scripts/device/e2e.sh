@@ -74,6 +74,9 @@
 #                                 kernels (planes in the combine) and of three streaming-GEMV
 #                                 tiles with more warps per SM, against the half2 default
 #   e2e.sh s11bench BIN OUT       session 11: `bench kernels --reps 9` (the default table)
+#   e2e.sh s11ab   BIN OUT        session 11: decode on the Qwen3-8B shape with the streaming
+#                                 and the default GEMV alternating (stream first), to tell
+#                                 the GEMV's effect from the call's warm-up
 #   e2e.sh s11gemma BIN OUT GEMMA session 11: Gemma 3 270M end to end on the GPU (`bench
 #                                 decode` f32, `ttq generate` TTQ-W4 and fp in f32, f16's
 #                                 clear refusal, kernel compilations), decode on the Qwen3-8B
@@ -451,6 +454,16 @@ case $part in
     ;;
   s11bench)
     step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    ;;
+  s11ab)
+    for k in 1 2; do
+      step "decode_qwen3_8b_f16_stream_$k" 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 32 --runs 3 --gemv stream --json "$out/decode_qwen3_8b_f16_stream_$k.json"
+      step "decode_qwen3_8b_f16_default_$k" 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods ttq:w4:g128:a0.25 --prompt-tokens 512 \
+        --new-tokens 32 --runs 3 --json "$out/decode_qwen3_8b_f16_default_$k.json"
+    done
     ;;
   s11gemma)
     step decode_gemma_f32 100 "$bin/ttq" bench decode --model "$gemma" --backend cuda \

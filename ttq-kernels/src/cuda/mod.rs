@@ -205,7 +205,9 @@ pub enum GemvVariant {
     /// memory and the codes, scales and zeros streamed through double-buffered `cp.async`
     /// copies by a persistent grid. Same layouts as [`GemvVariant::Half2`], and `x ⊙ s` must
     /// fit its staging (`tokens · cols` up to 32768, rows of whole 32-line blocks counted);
-    /// `matmul` returns an error otherwise.
+    /// `matmul` returns an error otherwise. Opt-in: correct, but 1.05-1.9× slower than
+    /// [`GemvVariant::Half2`] at one token on the bench shapes (H200, docs/kernels.md,
+    /// session 11).
     Stream,
     /// [`GemvVariant::Stream`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
     AutoStream,
