@@ -74,6 +74,8 @@
 #                                 kernels (planes in the combine) and of three streaming-GEMV
 #                                 tiles with more warps per SM, against the half2 default
 #   e2e.sh s11bench BIN OUT       session 11: `bench kernels --reps 9` (the default table)
+#   e2e.sh s11stats BIN OUT       session 11, last call: the one-pass statistics split kernel's
+#                                 tests, its Nsight Compute durations, `bench kernels`
 #   e2e.sh s11ab   BIN OUT        session 11: decode on the Qwen3-8B shape with the streaming
 #                                 and the default GEMV alternating (stream first), to tell
 #                                 the GEMV's effect from the call's warm-up
@@ -454,6 +456,12 @@ case $part in
     ;;
   s11bench)
     step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    ;;
+  s11stats)
+    step tests_stats 60 "$bin/cuda_vs_reference" --test-threads 1 stats_ ttq_scales
+    use_ncu
+    ncu_quantize 40 channel_stats
+    step bench_kernels 90 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     ;;
   s11ab)
     for k in 1 2; do
