@@ -134,19 +134,23 @@ const STATS_SPLIT_UNROLL: u32 = 4;
 /// `bx` and the tokens of split `by` (`split_tokens` consecutive tokens): lane `l` of plane
 /// `p` loads the 16-byte vector `bx · 32 + l` of tokens `p, p + P, …` of the split, so a
 /// plane's load is one coalesced 512-byte row segment, and issues `STATS_SPLIT_UNROLL` of
-/// them before using any. One pass: per step, a channel's running maximum takes the step's
-/// values first; where it grew, the running sum (normalized by the old maximum) is rescaled
-/// by (old / new)², never up; then the step's `(x · (1 / max))²` are added. The planes'
-/// partials are folded in shared memory by [`fold_split`], as the combine kernel folds
-/// splits. The split's maximum and its sum normalized by `max(maximum, 1e-15)` go to
-/// `part_max` / `part_sum` (`[splits, d]`).
+/// them before using any. Pass 1 takes `max |x|`, combined over the planes in shared
+/// memory; pass 2 (a re-read, mostly from L1/L2) sums `(x · (1 / m))²` with the split's
+/// maximum `m`. The split's maximum and sum go to `part_max` / `part_sum` (`[splits, d]`).
 ///
-/// Why one pass: the two-pass version (maximum, then a re-read for the sum) took 9.8 /
-/// 15.8 / 23.3 µs for 4096 / 8192 / 14336 channels at 2048 tokens, 36-53% DRAM throughput
-/// (session 11 call 2). Why not [`channel_stats_kernel`]: one 2-byte load per lane and
-/// token, and a cube per 32 channels over all tokens (128 cubes for 4096 channels): 19-51 µs
-/// at 2048 tokens, 18-26% of the copy bandwidth (session 9, call 1). The launcher keeps
-/// splits short (64 tokens) for grid size: 2048 tokens of 4096 channels make 512 cubes.
+/// Why not [`channel_stats_kernel`]: one 2-byte load per lane and token, and a cube per 32
+/// channels over all tokens (128 cubes for 4096 channels): 19-51 µs at 2048 tokens, 18-26%
+/// of the copy bandwidth (session 9, call 1).
+///
+/// The launcher keeps splits short (64 tokens), so that a cube's pass-2 re-read (32 KB in
+/// f16) still sits in L1: with splits of about 205 tokens over 14336 channels the whole
+/// pass-1 footprint outgrew L2 and the re-read went to DRAM (78.7% DRAM throughput for
+/// 1.9 TB/s of input, session 9 call 3).
+///
+/// Why two passes: a one-pass version (a running maximum per element, the sum rescaled by
+/// (old / new maximum)² where a step raised it) took 24.8 / 36.7 / 59.5 µs for 4096 / 8192 /
+/// 14336 channels at 2048 tokens against this kernel's 9.8 / 15.8 / 23.3: 75 registers
+/// instead of 48, 1.5× the instructions and 14-21% DRAM throughput (session 11 call 10).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn channel_stats_split_kernel<F: Float, N: Size>(
@@ -169,21 +173,16 @@ pub fn channel_stats_split_kernel<F: Float, N: Size>(
     let t1 = u32::min(t0 + split_tokens, tokens);
     let nv = comptime!(vector as usize);
     let step = comptime!(planes * STATS_SPLIT_UNROLL);
+    // `[plane][element][lane]`: lanes hit consecutive banks.
+    let mut partial = SharedMemory::<f32>::new(comptime!((planes * vector * PLANE) as usize));
 
-    // Per element: the running maximum `m`, `inv = 1 / max(m, 1e-15)`, and the sum of
-    // squares normalized by `max(m, 1e-15)`.
+    // Pass 1: the maximum. Past the split's end the index is clamped to its last token,
+    // which changes no maximum.
     let mut m = Array::<f32>::new(nv);
-    let mut inv = Array::<f32>::new(nv);
-    let mut acc = Array::<f32>::new(nv);
     #[unroll]
     for e in 0..vector {
         m[e as usize] = 0.0f32;
-        inv[e as usize] = 1e15f32;
-        acc[e as usize] = 0.0f32;
     }
-    // The step's values as f32, `[token][element]`; past the split's end the index is
-    // clamped to its last token (no maximum changes) and the square is masked out.
-    let mut vals = Array::<f32>::new(comptime!((STATS_SPLIT_UNROLL * vector) as usize));
     let mut t = t0 + plane;
     while t < t1 {
         #[unroll]
@@ -192,65 +191,64 @@ pub fn channel_stats_split_kernel<F: Float, N: Size>(
             let v = x[tt as usize * dv + vi_c];
             #[unroll]
             for e in 0..vector {
-                vals[(u * vector + e) as usize] = f32::cast_from(v[e as usize]);
-            }
-        }
-        #[unroll]
-        for e in 0..vector {
-            let ei = e as usize;
-            let mut mx = m[ei];
-            #[unroll]
-            for u in 0..STATS_SPLIT_UNROLL {
-                mx = f32::max(mx, f32::abs(vals[(u * vector + e) as usize]));
-            }
-            if mx > m[ei] {
-                let grown = f32::max(mx, 1e-15f32);
-                let r = f32::max(m[ei], 1e-15f32) / grown;
-                acc[ei] *= r * r;
-                inv[ei] = 1.0f32 / grown;
-                m[ei] = mx;
-            }
-            #[unroll]
-            for u in 0..STATS_SPLIT_UNROLL {
-                let r = vals[(u * vector + e) as usize] * inv[ei];
-                acc[ei] += select(t + u * planes < t1, r * r, 0.0f32);
+                m[e as usize] = f32::max(m[e as usize], f32::abs(f32::cast_from(v[e as usize])));
             }
         }
         t += step;
     }
-
-    // `[quantity][plane][element][lane]`: lanes hit consecutive banks.
-    let per_q = comptime!(planes * vector * PLANE);
-    let mut partial = SharedMemory::<f32>::new(comptime!((3 * planes * vector * PLANE) as usize));
     #[unroll]
     for e in 0..vector {
-        let o = (plane * vector + e) * PLANE + lane;
-        partial[o as usize] = m[e as usize];
-        partial[(per_q + o) as usize] = f32::max(m[e as usize], 1e-15f32);
-        partial[(2 * per_q + o) as usize] = acc[e as usize];
+        partial[((plane * vector + e) * PLANE + lane) as usize] = m[e as usize];
+    }
+    sync_cube();
+    let mut inv = Array::<f32>::new(nv);
+    #[unroll]
+    for e in 0..vector {
+        let mut c = 0.0f32;
+        for k in 0..planes {
+            c = f32::max(c, partial[((k * vector + e) * PLANE + lane) as usize]);
+        }
+        m[e as usize] = c;
+        inv[e as usize] = 1.0f32 / f32::max(c, 1e-15f32);
+    }
+    sync_cube();
+
+    // Pass 2: the sum of squares normalized by the split's maximum.
+    let mut acc = Array::<f32>::new(nv);
+    #[unroll]
+    for e in 0..vector {
+        acc[e as usize] = 0.0f32;
+    }
+    let mut t = t0 + plane;
+    while t < t1 {
+        #[unroll]
+        for u in 0..STATS_SPLIT_UNROLL {
+            let tt = t + u * planes;
+            let v = x[u32::min(tt, t1 - 1) as usize * dv + vi_c];
+            let live = tt < t1;
+            #[unroll]
+            for e in 0..vector {
+                let r = f32::cast_from(v[e as usize]) * inv[e as usize];
+                acc[e as usize] += select(live, r * r, 0.0f32);
+            }
+        }
+        t += step;
+    }
+    #[unroll]
+    for e in 0..vector {
+        partial[((plane * vector + e) * PLANE + lane) as usize] = acc[e as usize];
     }
     sync_cube();
     if plane == 0 && vi < d_vectors {
         let d_us = dv * nv;
         #[unroll]
         for e in 0..vector {
-            let mut mm = 0.0f32;
-            let mut ms = 1e-15f32;
             let mut s = 0.0f32;
             for k in 0..planes {
-                let o = (k * vector + e) * PLANE + lane;
-                let (f_safe, f_s) = fold_split(
-                    ms,
-                    s,
-                    partial[(per_q + o) as usize],
-                    partial[(2 * per_q + o) as usize],
-                );
-                ms = f_safe;
-                s = f_s;
-                mm = f32::max(mm, partial[o as usize]);
+                s += partial[((k * vector + e) * PLANE + lane) as usize];
             }
             let o = CUBE_POS_Y as usize * d_us + vi as usize * nv + e as usize;
-            part_max[o] = mm;
+            part_max[o] = m[e as usize];
             part_sum[o] = s;
         }
     }

@@ -65,10 +65,9 @@ const STATS_SPLIT_PLANES: u32 = 8;
 /// 2048 tokens make 32 splits, 4 per plane: one step of loads).
 const STATS_COMBINE_PLANES: u32 = 8;
 
-/// Tokens per split of [`kernels::channel_stats_split_kernel`]: long enough for 8 planes × 4
-/// loads in flight, short enough for a full grid (2048 tokens of 4096 channels make 512
-/// cubes). Before its one-pass version, the split also had to stay short for its re-read
-/// to hit L1 (session 9 call 3).
+/// Tokens per split of [`kernels::channel_stats_split_kernel`]: short enough that a cube's
+/// re-read of its split hits L1 (see the kernel), long enough for 8 planes × 4 loads in
+/// flight; 2048 tokens of 4096 channels make 512 cubes.
 const STATS_SPLIT_TOKENS: u32 = 64;
 
 /// Planes per cube of the group-parallel quantize-pack kernel (each owns whole groups).
