@@ -59,6 +59,7 @@ pub enum GemvChoice {
     /// The kernels' default (`GemvVariant::Auto`).
     Auto,
     /// The streaming half2 GEMV where it fits, else the default (`GemvVariant::AutoStream`).
+    /// For comparison only: it is slower than the default at one token (H200, session 11).
     Stream,
 }
 
