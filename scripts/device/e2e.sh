@@ -112,6 +112,22 @@ decode_qwen3() { # fused|unfused LIMIT
     --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
     --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
 }
+# Gemma 3 270M (GEMMA) end to end: `bench decode` in f32 within BENCH_LIMIT s; `ttq generate`
+# TTQ-W4 (GEN_LIMIT + 20 s, with its kernel compilations counted) and fp in f32, and f16,
+# which must stop with the clear overflow error (GEN_LIMIT s each).
+gemma_steps() { # BENCH_LIMIT GEN_LIMIT
+  step decode_gemma_f32 "$1" "$bin/ttq" bench decode --model "$gemma" --backend cuda \
+    --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
+    --runs 2 --json "$out/decode_gemma_f32.json"
+  CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq $(($2 + 20)) "$bin/ttq" generate \
+    --model "$gemma" --backend cuda --dtype f32 --method ttq --bits 4 --alpha 0.25 \
+    --prompt "The capital of France is" --max-new-tokens 48
+  grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
+  step generate_gemma_fp "$2" "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f32 \
+    --prompt "The capital of France is" --max-new-tokens 48
+  step generate_gemma_f16 "$2" "$bin/ttq" generate --model "$gemma" --backend cuda \
+    --dtype f16 --prompt "The capital of France is" --max-new-tokens 8
+}
 # PyTorch's fp16 eager decode on the same shape and settings, within LIMIT s.
 torch_decode_qwen3() { # LIMIT
   step torch_decode_qwen3_8b "$1" python3 "$here/torch_decode.py" --preset qwen3-8b \
@@ -200,17 +216,7 @@ case $part in
     step decode_qwen3_8b_f16 140 "$bin/ttq" bench decode --random-weights qwen3-8b \
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 64 --runs 2 --json "$out/decode_qwen3_8b_f16.json"
-    step decode_gemma_f32 80 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
-      --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
-      --runs 2 --json "$out/decode_gemma_f32.json"
-    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 50 "$bin/ttq" generate \
-      --model "$gemma" --backend cuda --dtype f32 --method ttq --bits 4 --alpha 0.25 \
-      --prompt "The capital of France is" --max-new-tokens 48
-    grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
-    step generate_gemma_fp 30 "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f32 \
-      --prompt "The capital of France is" --max-new-tokens 48
-    step generate_gemma_f16 30 "$bin/ttq" generate --model "$gemma" --backend cuda \
-      --dtype f16 --prompt "The capital of France is" --max-new-tokens 8
+    gemma_steps 80 30
     CUBECL_DEBUG_LOG="$out/profile_generate.log" CUBECL_DEBUG_OPTION=profile \
       step profile_generate 30 "$bin/ttq" generate --model "$gemma" --backend cuda \
       --dtype f32 --method ttq --bits 4 --alpha 0.25 --prompt "The capital of France is" \
@@ -474,17 +480,7 @@ case $part in
     done
     ;;
   s11gemma)
-    step decode_gemma_f32 100 "$bin/ttq" bench decode --model "$gemma" --backend cuda \
-      --dtype f32 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 64 \
-      --runs 2 --json "$out/decode_gemma_f32.json"
-    CUBECL_DEBUG_LOG="/tmp/cubecl.log" step generate_gemma_ttq 60 "$bin/ttq" generate \
-      --model "$gemma" --backend cuda --dtype f32 --method ttq --bits 4 --alpha 0.25 \
-      --prompt "The capital of France is" --max-new-tokens 48
-    grep -c "START_KERNEL_COMPILATION" /tmp/cubecl.log > "$out/generate_kernel_compilations.txt" 2>&1
-    step generate_gemma_fp 40 "$bin/ttq" generate --model "$gemma" --backend cuda --dtype f32 \
-      --prompt "The capital of France is" --max-new-tokens 48
-    step generate_gemma_f16 40 "$bin/ttq" generate --model "$gemma" --backend cuda \
-      --dtype f16 --prompt "The capital of France is" --max-new-tokens 8
+    gemma_steps 100 40
     decode_qwen3 fused 80
     ;;
   s10a)
