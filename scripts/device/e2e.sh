@@ -83,6 +83,13 @@
 #                                 decode` f32, `ttq generate` TTQ-W4 and fp in f32, f16's
 #                                 clear refusal, kernel compilations), decode on the Qwen3-8B
 #                                 shape
+#   e2e.sh s12a    BIN OUT        session 12: the half2 GEMV tests (the rolling prefetch) and
+#                                 the streaming GEMV's, Nsight Compute durations of the rolling
+#                                 kernel's tiles on the four shapes at m = 1, its stall reasons
+#                                 per instruction, decode default and `--gemv rolling`
+#   e2e.sh s12b    BIN OUT        session 12: Nsight Compute durations of streaming-GEMV tiles
+#                                 with one or two planes per cube (cube barriers that span
+#                                 one or two warps) against the half2 default, four shapes
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -482,6 +489,33 @@ case $part in
   s11gemma)
     gemma_steps 100 40
     decode_qwen3 fused 80
+    ;;
+  s12a)
+    step tests_h2 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_half2_layouts gemv_stream
+    use_ncu
+    GEMV_KERNELS=gemv_h2 ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S12_TILES:-8:4:1:pf,8:2:1:pf,8:1:1:pf,4:4:1:pf,4:2:1:pf,16:1:1:pf,16:2:1:pf}"
+    # Where the rolling kernel waits (session 8 call 6's method).
+    name=gemv_h2_rolling_m1
+    step "ncu_src_$name" 60 ncu --clock-control none -c 1 -k regex:gemv_h2_rolling \
+      --section SourceCounters --section WarpStateStats --section InstructionStats \
+      --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis --import-source yes -o "$out/ncu_$name" \
+      "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1 --reps 1 --batch 1 \
+      --gemv-tiles "${S12_SRC_TILE:-8:2:1:pf}"
+    step "ncu_sass_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page source --csv \
+      --print-source sass
+    step "ncu_details_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page details
+    decode_qwen3 fused 80
+    step decode_qwen3_8b_f16_rolling 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv rolling --json "$out/decode_qwen3_8b_f16_rolling.json"
+    ;;
+  s12b)
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S12B_TILES:-4:1:2:st,8:1:1:st,2:1:4:st,4:1:4:st,8:1:2:st,4:2:2:st,2:2:4:st}"
     ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \

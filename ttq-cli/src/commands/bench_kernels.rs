@@ -78,7 +78,8 @@ struct TileArg {
     rpu: [u32; 3],
     /// Codes decoded by conversion (scalar fused GEMV only).
     convert: bool,
-    /// Words prefetched one step ahead (the half2 and the scalar fused GEMV).
+    /// Loads kept in flight while the lane computes (`GemvTile::prefetch`: the half2
+    /// GEMV's rolling prefetch, the scalar fused GEMV's register double buffer).
     prefetch: bool,
     /// The kernel.
     kernel: TileKernel,

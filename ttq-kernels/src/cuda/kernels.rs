@@ -1392,9 +1392,10 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
 /// The tail is [`store_gemv_rows`]. `magic` must be [`GEMV_H2_MAGIC`] (a run-time argument so
 /// that it sits in a register and each mask-and-OR is one instruction).
 ///
-/// With `prefetch`, the next step's words, scales and zeros are loaded before the current
-/// step is decoded (Nsight Compute, session 8 call 1: a third of the f32 kernel's stalls
-/// were waits for its loads at their first use).
+/// Each step loads all its lines first, then decodes them, so a lane has no load in flight
+/// while it computes; [`gemv_h2_rolling_kernel`] overlaps the two. (A register double buffer,
+/// the whole next step loaded before the current one was decoded, took 168 registers instead
+/// of 95 and was slower on every shape, session 8 call 2; it is gone.)
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_h2_kernel<N: Size>(
@@ -1413,31 +1414,30 @@ pub fn gemv_h2_kernel<N: Size>(
     #[comptime] rows_per_cube: u32,
     #[comptime] unroll: u32,
     #[comptime] planes: u32,
-    #[comptime] prefetch: bool,
 ) {
     // Fixed layout: 4-bit codes, lines of 4 words (32 columns), activation vectors of 4.
     let nacc = comptime!((m * rows_per_cube) as usize);
     let nline = comptime!((unroll * rows_per_cube) as usize);
-    let nwords = comptime!(nline * 4);
     let lane = UNIT_POS_X;
-    let plane = UNIT_POS_Y;
     let row0 = CUBE_POS_X * rows_per_cube;
-    let lpr = lines_per_row as usize;
+    let lines = H2Lines {
+        lpr: lines_per_row as usize,
+        g_us: groups as usize,
+        group_shift,
+        groups,
+        lines_per_row,
+    };
     // Activation vectors (of 4) per token row: `cols / 4`.
     let x_stride = (lines_per_row * 8) as usize;
-    let g_us = groups as usize;
 
     let mut acc = Array::<f32>::new(nacc);
     #[unroll]
     for i in 0..nacc {
         acc[i] = 0.0f32;
     }
-    let mut words = Array::<u32>::new(nwords);
+    let mut words = Array::<u32>::new(comptime!(nline * 4));
     let mut sc = Array::<f32>::new(nline);
     let mut zp = Array::<f32>::new(nline);
-    let mut next = Array::<u32>::new(nwords);
-    let mut next_sc = Array::<f32>::new(nline);
-    let mut next_zp = Array::<f32>::new(nline);
     let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 4) as usize));
     let mut part = Array::<Vector<f16, Const<2>>>::new(nacc);
     let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
@@ -1447,79 +1447,27 @@ pub fn gemv_h2_kernel<N: Size>(
     let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
 
     let step = comptime!(PLANE * unroll * planes);
-    let mut base = plane * comptime!(PLANE * unroll);
-    if prefetch {
-        load_h2_step(
-            packed,
-            scales,
-            zeros,
-            &mut next,
-            &mut next_sc,
-            &mut next_zp,
-            base,
-            lane,
-            row0,
-            rows,
-            lpr,
-            g_us,
-            group_shift,
-            groups,
-            lines_per_row,
-            rows_per_cube,
-            unroll,
-        );
-    }
+    let mut base = UNIT_POS_Y * comptime!(PLANE * unroll);
     while base < lines_per_row {
-        if prefetch {
+        // All of the step's loads first; clamped indices past the end re-read the last
+        // line, never used.
+        #[unroll]
+        for u in 0..unroll {
             #[unroll]
-            for i in 0..nwords {
-                words[i] = next[i];
+            for r in 0..rows_per_cube {
+                load_h2_line(
+                    packed,
+                    scales,
+                    zeros,
+                    &mut words,
+                    &mut sc,
+                    &mut zp,
+                    u * rows_per_cube + r,
+                    base + u * PLANE + lane,
+                    u32::min(row0 + r, rows - 1),
+                    &lines,
+                );
             }
-            #[unroll]
-            for i in 0..nline {
-                sc[i] = next_sc[i];
-                zp[i] = next_zp[i];
-            }
-            // Clamped indices: past the end this re-reads the last line, never used.
-            load_h2_step(
-                packed,
-                scales,
-                zeros,
-                &mut next,
-                &mut next_sc,
-                &mut next_zp,
-                base + step,
-                lane,
-                row0,
-                rows,
-                lpr,
-                g_us,
-                group_shift,
-                groups,
-                lines_per_row,
-                rows_per_cube,
-                unroll,
-            );
-        } else {
-            load_h2_step(
-                packed,
-                scales,
-                zeros,
-                &mut words,
-                &mut sc,
-                &mut zp,
-                base,
-                lane,
-                row0,
-                rows,
-                lpr,
-                g_us,
-                group_shift,
-                groups,
-                lines_per_row,
-                rows_per_cube,
-                unroll,
-            );
         }
         #[unroll]
         for u in 0..unroll {
@@ -1527,11 +1475,9 @@ pub fn gemv_h2_kernel<N: Size>(
             if li < lines_per_row {
                 #[unroll]
                 for r in 0..rows_per_cube {
-                    let z16 = zp[(u * rows_per_cube + r) as usize] * 0.0625f32;
-                    bias_even[r as usize] =
-                        Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z16));
-                    bias_odd[r as usize] =
-                        Vector::<f16, Const<2>>::new(f16::cast_from(-4.0f32 - z16));
+                    let (be, bo) = h2_biases(zp[(u * rows_per_cube + r) as usize]);
+                    bias_even[r as usize] = be;
+                    bias_odd[r as usize] = bo;
                 }
                 #[unroll]
                 for i in 0..nacc {
@@ -1539,22 +1485,15 @@ pub fn gemv_h2_kernel<N: Size>(
                 }
                 #[unroll]
                 for w in 0..4u32 {
-                    // x ⊙ s of word `w`'s 8 columns, paired (j, j + 4), for every token.
-                    let xi = (li * 8 + w * 2) as usize;
-                    let sa = s[xi];
-                    let sb = s[xi + 1];
-                    #[unroll]
-                    for t in 0..m {
-                        let xa = x[t as usize * x_stride + xi] * sa;
-                        let xb = x[t as usize * x_stride + xi + 1] * sb;
-                        #[unroll]
-                        for j in 0..4u32 {
-                            let mut pair = Vector::<f16, Const<2>>::empty();
-                            pair[0] = xa[j as usize];
-                            pair[1] = xb[j as usize];
-                            pairs[(t * 4 + j) as usize] = pair;
-                        }
-                    }
+                    h2_activation_pairs(
+                        x,
+                        s,
+                        (li * 8 + w * 2) as usize,
+                        x_stride,
+                        &mut pairs,
+                        0u32,
+                        m,
+                    );
                     #[unroll]
                     for r in 0..rows_per_cube {
                         h2_word_products(
@@ -1565,6 +1504,7 @@ pub fn gemv_h2_kernel<N: Size>(
                             k256,
                             magic,
                             &pairs,
+                            0u32,
                             &mut wv,
                             &mut part,
                             r,
@@ -1575,17 +1515,187 @@ pub fn gemv_h2_kernel<N: Size>(
                 }
                 #[unroll]
                 for r in 0..rows_per_cube {
-                    let s16 = sc[(u * rows_per_cube + r) as usize] * 16.0f32;
-                    #[unroll]
-                    for t in 0..m {
-                        let i = (t * rows_per_cube + r) as usize;
-                        let d = part[i];
-                        acc[i] += s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
-                    }
+                    h2_fold_parts(
+                        &part,
+                        r,
+                        sc[(u * rows_per_cube + r) as usize],
+                        &mut acc,
+                        r,
+                        m,
+                        rows_per_cube,
+                        rows_per_cube,
+                    );
                 }
             }
         }
         base += step;
+    }
+    store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
+}
+
+/// Most tokens [`gemv_h2_rolling_kernel`] serves: it keeps the `x ⊙ s` pairs of a whole
+/// line, 16 registers per token, live at once (`super::GemvTile::prefetch` falls back to
+/// [`gemv_h2_kernel`] above this).
+pub const GEMV_H2_ROLLING_MAX_TOKENS: u32 = 4;
+
+/// [`gemv_h2_kernel`] with a rolling prefetch (`super::GemvTile::prefetch`): the same
+/// decode, products, tile and results, but the lane reloads each row's line for the next
+/// step as soon as it has finished that row, so while it computes rows `r + 1 … R − 1` of
+/// this step, the next step's loads of rows `0 … r` are already in flight. The buffers are
+/// the same `U · R` lines as the plain kernel's, so this costs no registers for the loads.
+///
+/// Why: in the plain kernel every warp loads, waits, then computes, and the warps of a
+/// launch do so nearly in step (they start together), so DRAM idles while they compute.
+/// At 4096 × 14336 and m = 1 it issued 2.84 instructions per weight at 23% occupancy and
+/// 41% of its stall samples waited for a load at its first use (session 8 call 6).
+///
+/// The price: the rows are visited one at a time, each through its line's four words, so
+/// the `x ⊙ s` pairs of all four words (`16 · m` registers) are made once per line and kept,
+/// instead of four per word shared by the rows.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_h2_rolling_kernel<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    packed: &Tensor<Vector<u32, N>>,
+    scales: &Tensor<f32>,
+    zeros: &Tensor<f32>,
+    y: &mut Tensor<f16>,
+    rows: u32,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+    magic: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] unroll: u32,
+    #[comptime] planes: u32,
+) {
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nline = comptime!((unroll * rows_per_cube) as usize);
+    let lane = UNIT_POS_X;
+    let row0 = CUBE_POS_X * rows_per_cube;
+    let lines = H2Lines {
+        lpr: lines_per_row as usize,
+        g_us: groups as usize,
+        group_shift,
+        groups,
+        lines_per_row,
+    };
+    let x_stride = (lines_per_row * 8) as usize;
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut words = Array::<u32>::new(comptime!(nline * 4));
+    let mut sc = Array::<f32>::new(nline);
+    let mut zp = Array::<f32>::new(nline);
+    // Pairs of word `w` for token `t` at `(w · m + t) · 4 + j`.
+    let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 16) as usize));
+    let mut part = Array::<Vector<f16, Const<2>>>::new(comptime!(m as usize));
+    let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
+
+    let step = comptime!(PLANE * unroll * planes);
+    let mut base = UNIT_POS_Y * comptime!(PLANE * unroll);
+    #[unroll]
+    for u in 0..unroll {
+        #[unroll]
+        for r in 0..rows_per_cube {
+            load_h2_line(
+                packed,
+                scales,
+                zeros,
+                &mut words,
+                &mut sc,
+                &mut zp,
+                u * rows_per_cube + r,
+                base + u * PLANE + lane,
+                u32::min(row0 + r, rows - 1),
+                &lines,
+            );
+        }
+    }
+    while base < lines_per_row {
+        let next = base + step;
+        // Uniform over the plane: whether there is a next step to load.
+        let more = next < lines_per_row;
+        #[unroll]
+        for u in 0..unroll {
+            let li = base + u * PLANE + lane;
+            let valid = li < lines_per_row;
+            if valid {
+                #[unroll]
+                for w in 0..4u32 {
+                    h2_activation_pairs(
+                        x,
+                        s,
+                        (li * 8 + w * 2) as usize,
+                        x_stride,
+                        &mut pairs,
+                        w * m * 4,
+                        m,
+                    );
+                }
+            }
+            #[unroll]
+            for r in 0..rows_per_cube {
+                let slot = u * rows_per_cube + r;
+                if valid {
+                    let (be, bo) = h2_biases(zp[slot as usize]);
+                    #[unroll]
+                    for t in 0..m {
+                        part[t as usize] = Vector::<f16, Const<2>>::new(f16::cast_from(0.0f32));
+                    }
+                    #[unroll]
+                    for w in 0..4u32 {
+                        h2_word_products(
+                            words[(slot * 4 + w) as usize],
+                            be,
+                            bo,
+                            k16,
+                            k256,
+                            magic,
+                            &pairs,
+                            w * m * 4,
+                            &mut wv,
+                            &mut part,
+                            0u32,
+                            m,
+                            1u32,
+                        );
+                    }
+                    h2_fold_parts(
+                        &part,
+                        0u32,
+                        sc[slot as usize],
+                        &mut acc,
+                        r,
+                        m,
+                        1u32,
+                        rows_per_cube,
+                    );
+                }
+                if more {
+                    load_h2_line(
+                        packed,
+                        scales,
+                        zeros,
+                        &mut words,
+                        &mut sc,
+                        &mut zp,
+                        slot,
+                        next + u * PLANE + lane,
+                        u32::min(row0 + r, rows - 1),
+                        &lines,
+                    );
+                }
+            }
+        }
+        base = next;
     }
     store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
 }
@@ -1930,10 +2040,9 @@ fn stream_tile_products<N: Size>(
         if li < lines_per_row {
             #[unroll]
             for r in 0..rows_per_plane {
-                let z16 = zbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize] * 0.0625f32;
-                bias_even[r as usize] =
-                    Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z16));
-                bias_odd[r as usize] = Vector::<f16, Const<2>>::new(f16::cast_from(-4.0f32 - z16));
+                let (be, bo) = h2_biases(zbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize]);
+                bias_even[r as usize] = be;
+                bias_odd[r as usize] = bo;
             }
             #[unroll]
             for i in 0..nacc {
@@ -1965,6 +2074,7 @@ fn stream_tile_products<N: Size>(
                         k256,
                         magic,
                         pairs,
+                        0u32,
                         wv,
                         part,
                         r,
@@ -1975,13 +2085,16 @@ fn stream_tile_products<N: Size>(
             }
             #[unroll]
             for r in 0..rows_per_plane {
-                let s16 = sbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize] * 16.0f32;
-                #[unroll]
-                for t in 0..m {
-                    let i = (t * rows_per_plane + r) as usize;
-                    let d = part[i];
-                    acc[i] += s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
-                }
+                h2_fold_parts(
+                    part,
+                    r,
+                    sbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize],
+                    acc,
+                    r,
+                    m,
+                    rows_per_plane,
+                    rows_per_plane,
+                );
             }
         }
     }
@@ -2000,7 +2113,8 @@ fn stream_tile_products<N: Size>(
 }
 
 /// The half2 products of one packed word (codes `c0 … c7`) of row `r` with the paired
-/// activations `pairs[t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every token `t`,
+/// activations `pairs[pair_base + t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every
+/// token `t`,
 /// accumulated into `part[t · R + r]` (see [`gemv_h2_kernel`] for the decode: `be` and `bo`
 /// are the even and odd nibbles' biases `−64 − z/16` and `−4 − z/16`, `k16` and `k256` the
 /// pairs `(1/16, 1/16)` and `(1/256, 1/256)`, made once by the caller: made here, each call
@@ -2015,6 +2129,7 @@ fn h2_word_products(
     k256: Vector<f16, Const<2>>,
     magic: u32,
     pairs: &Array<Vector<f16, Const<2>>>,
+    pair_base: u32,
     wv: &mut Array<Vector<f16, Const<2>>>,
     part: &mut Array<Vector<f16, Const<2>>>,
     r: u32,
@@ -2032,54 +2147,114 @@ fn h2_word_products(
         let mut d = part[i];
         #[unroll]
         for j in 0..4u32 {
-            d += pairs[(t * 4 + j) as usize] * wv[j as usize];
+            d += pairs[(pair_base + t * 4 + j) as usize] * wv[j as usize];
         }
         part[i] = d;
     }
 }
 
-/// The loads of one [`gemv_h2_kernel`] step starting at line `base`: for each of the `U`
-/// runs of 32 lines and each of the cube's `R` rows, the lane's 16-byte line (as 4 words)
-/// and the scale and zero point of the line's group. Indices past the row's end and rows
-/// past the last are clamped (the loads are valid; their values are not used).
+/// The run-time dimensions [`load_h2_line`] indexes with: lines per row (also as `usize`),
+/// groups per row (also as `usize`) and `log2` of the group size.
+#[derive(CubeType, Clone, Copy)]
+pub struct H2Lines {
+    lpr: usize,
+    g_us: usize,
+    group_shift: u32,
+    groups: u32,
+    lines_per_row: u32,
+}
+
+/// Loads line `li` of row `row` (the lane's 16-byte line as 4 words, at `words[slot · 4 …]`)
+/// and the scale and zero point of its group (`sc[slot]`, `zp[slot]`), for the half2
+/// GEMVs. A line index past the row's end is clamped (the load is valid, its values are not
+/// used); the caller clamps `row`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn load_h2_step<N: Size>(
+fn load_h2_line<N: Size>(
     packed: &Tensor<Vector<u32, N>>,
     scales: &Tensor<f32>,
     zeros: &Tensor<f32>,
     words: &mut Array<u32>,
     sc: &mut Array<f32>,
     zp: &mut Array<f32>,
-    base: u32,
-    lane: u32,
-    row0: u32,
-    rows: u32,
-    lpr: usize,
-    g_us: usize,
-    group_shift: u32,
-    groups: u32,
-    lines_per_row: u32,
-    #[comptime] rows_per_cube: u32,
-    #[comptime] unroll: u32,
+    slot: u32,
+    li: u32,
+    row: u32,
+    dims: &H2Lines,
 ) {
+    let li = u32::min(li, dims.lines_per_row - 1);
+    // One group per line (the launcher's condition); 32 columns per line.
+    let g = u32::min((li * 32) >> dims.group_shift, dims.groups - 1);
+    let line = packed[row as usize * dims.lpr + li as usize];
     #[unroll]
-    for u in 0..unroll {
-        let li = u32::min(base + u * PLANE + lane, lines_per_row - 1);
-        // One group per line (the launcher's condition); 32 columns per line.
-        let g = u32::min((li * 32) >> group_shift, groups - 1);
+    for w in 0..4u32 {
+        words[(slot * 4 + w) as usize] = line[w as usize];
+    }
+    let p = row as usize * dims.g_us + g as usize;
+    sc[slot as usize] = scales[p];
+    zp[slot as usize] = zeros[p];
+}
+
+/// The biases `(−64 − z/16, −4 − z/16)` of the even and odd nibbles' decode for zero point
+/// `z` (see [`gemv_h2_kernel`]), each as a pair.
+#[cube]
+fn h2_biases(z: f32) -> (Vector<f16, Const<2>>, Vector<f16, Const<2>>) {
+    let z16 = z * 0.0625f32;
+    (
+        Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z16)),
+        Vector::<f16, Const<2>>::new(f16::cast_from(-4.0f32 - z16)),
+    )
+}
+
+/// `x ⊙ s` of the 8 columns of one word (activation vectors `xi` and `xi + 1`), paired
+/// `(j, j + 4)` as the decode pairs the codes, into `pairs[pair_base + t · 4 + j]` for every
+/// token `t` (rows of `x_stride` vectors).
+#[cube]
+fn h2_activation_pairs<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    xi: usize,
+    x_stride: usize,
+    pairs: &mut Array<Vector<f16, Const<2>>>,
+    pair_base: u32,
+    #[comptime] m: u32,
+) {
+    let sa = s[xi];
+    let sb = s[xi + 1];
+    #[unroll]
+    for t in 0..m {
+        let xa = x[t as usize * x_stride + xi] * sa;
+        let xb = x[t as usize * x_stride + xi + 1] * sb;
         #[unroll]
-        for r in 0..rows_per_cube {
-            let row = u32::min(row0 + r, rows - 1);
-            let line = packed[row as usize * lpr + li as usize];
-            #[unroll]
-            for w in 0..4u32 {
-                words[((u * rows_per_cube + r) * 4 + w) as usize] = line[w as usize];
-            }
-            let p = row as usize * g_us + g as usize;
-            sc[(u * rows_per_cube + r) as usize] = scales[p];
-            zp[(u * rows_per_cube + r) as usize] = zeros[p];
+        for j in 0..4u32 {
+            let mut pair = Vector::<f16, Const<2>>::empty();
+            pair[0] = xa[j as usize];
+            pair[1] = xb[j as usize];
+            pairs[(pair_base + t * 4 + j) as usize] = pair;
         }
+    }
+}
+
+/// Adds a line's f16 partial sums, `part[t · part_rows + part_row]` for every token `t`, times
+/// `16 · scale` into the f32 accumulators `acc[t · rows_per_cube + r]`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn h2_fold_parts(
+    part: &Array<Vector<f16, Const<2>>>,
+    part_row: u32,
+    scale: f32,
+    acc: &mut Array<f32>,
+    r: u32,
+    #[comptime] m: u32,
+    #[comptime] part_rows: u32,
+    #[comptime] rows_per_cube: u32,
+) {
+    let s16 = scale * 16.0f32;
+    #[unroll]
+    for t in 0..m {
+        let d = part[(t * part_rows + part_row) as usize];
+        acc[(t * rows_per_cube + r) as usize] +=
+            s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
     }
 }
 
