@@ -83,13 +83,16 @@
 #                                 decode` f32, `ttq generate` TTQ-W4 and fp in f32, f16's
 #                                 clear refusal, kernel compilations), decode on the Qwen3-8B
 #                                 shape
-#   e2e.sh s12a    BIN OUT        session 12: the half2 GEMV tests (the rolling prefetch) and
+#   e2e.sh s12a    BIN OUT        session 12 (binaries of 083f183, which had the rolling kernel
+#                                 and `--gemv rolling`): the half2 GEMV tests (the rolling prefetch) and
 #                                 the streaming GEMV's, Nsight Compute durations of the rolling
 #                                 kernel's tiles on the four shapes at m = 1, its stall reasons
 #                                 per instruction, decode default and `--gemv rolling`
 #   e2e.sh s12b    BIN OUT        session 12: Nsight Compute durations of streaming-GEMV tiles
 #                                 with one or two planes per cube (cube barriers that span
 #                                 one or two warps) against the half2 default, four shapes
+#   e2e.sh s12c    BIN OUT        session 12, last call: the whole GPU suite, `bench kernels
+#                                 --reps 9`, decode on the Qwen3-8B shape
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -516,6 +519,11 @@ case $part in
     use_ncu
     GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
       "${S12B_TILES:-4:1:2:st,8:1:1:st,2:1:4:st,4:1:4:st,8:1:2:st,4:2:2:st,2:2:4:st}"
+    ;;
+  s12c)
+    step tests_all 420 "$bin/cuda_vs_reference" --test-threads 1
+    step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
+    decode_qwen3 fused 80
     ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \

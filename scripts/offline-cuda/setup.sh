@@ -19,5 +19,9 @@ ln -sf "$n/cuda_nvrtc/lib/libnvrtc.so.12" "$dir/lib/libnvrtc.so"
 ln -sf "$n/cuda_nvrtc/lib/libnvrtc.so.12" "$dir/lib/libnvrtc.so.12"
 for b in "$n"/cuda_nvrtc/lib/libnvrtc-builtins*.so*; do ln -sf "$b" "$dir/lib/"; done
 chmod +x "$n/cuda_nvcc/bin/ptxas"
+# nvdisasm (CUDA 13's wheel; it reads sm_90a cubins from the 12.9 ptxas) for sass_ctrl.py.
+ls "$dir/wheels/" | grep -q "^nvidia_cuda_nvdisasm-" || pip download --no-deps -d "$dir/wheels" nvidia-cuda-nvdisasm
+python3 -m zipfile -e "$(ls "$dir"/wheels/nvidia_cuda_nvdisasm-*.whl | head -1)" "$dir/x/"
+chmod +x "$dir"/x/nvidia/cu13/bin/nvdisasm
 gcc -shared -fPIC -O1 -I"$dir/cuda/include" -o "$dir/lib/libcuda.so" "$here/fake_cuda.c"
 echo "ready: $dir (run commands through $here/run.sh)"

@@ -626,32 +626,20 @@ fn f16_gemv_operands(
 /// The half2 GEMV (`GemvVariant::Half2`, forced; the f16 default for 4-bit codes) on the
 /// layouts it accepts: groups of one line, of 128 columns with a short last group and whole
 /// rows, asymmetric and symmetric, rows that the tiles do not divide, 1-16 tokens, default
-/// and non-default tiles, with and without the rolling prefetch, rows of one step and of
-/// several steps with a ragged last one. Activations carry ×100 outliers and
+/// and non-default tiles, rows of one step and of several steps with a ragged last one. Activations carry ×100 outliers and
 /// the input scale reaches 20 (`|x ⊙ s|` up to 2000), the range in which its f16 partial
 /// sums must stay finite. And a forced `Half2` where it cannot serve is an error.
 #[test]
 fn gemv_half2_layouts() {
     let device = device();
     let rows = 37;
-    // (lines of 32 columns, tokens, tiles as (R, P, U, prefetch) with R = 0 for the default).
-    // 19 lines are not a multiple of 128 columns and fit one step of every tile. 75 lines
-    // with one or two planes take several steps with a ragged last one, the path in which
-    // the rolling prefetch reloads lines for the next step (up to 4 tokens).
-    let narrow: &[(u32, u32, u32, bool)] = &[(0, 0, 0, false), (0, 0, 0, true)];
-    let narrow5: &[(u32, u32, u32, bool)] = &[
-        (0, 0, 0, false),
-        (0, 0, 0, true),
-        (3, 2, 1, true),
-        (4, 1, 2, false),
-    ];
-    let wide: &[(u32, u32, u32, bool)] = &[
-        (8, 1, 1, true),
-        (3, 1, 2, true),
-        (8, 2, 1, true),
-        (8, 1, 1, false),
-    ];
-    let cases: &[(usize, usize, &[(u32, u32, u32, bool)])] = &[
+    // (lines of 32 columns, tokens, tiles as (R, P, U) with R = 0 for the default). 19 lines
+    // are not a multiple of 128 columns and fit one step of every tile; 75 lines with one or
+    // two planes take several steps with a ragged last one.
+    let narrow: &[(u32, u32, u32)] = &[(0, 0, 0)];
+    let narrow5: &[(u32, u32, u32)] = &[(0, 0, 0), (3, 2, 1), (4, 1, 2)];
+    let wide: &[(u32, u32, u32)] = &[(0, 0, 0), (8, 1, 1), (3, 1, 2), (8, 2, 1)];
+    let cases: &[(usize, usize, &[(u32, u32, u32)])] = &[
         (19, 1, narrow),
         (19, 5, narrow5),
         (19, 16, narrow),
@@ -666,18 +654,14 @@ fn gemv_half2_layouts() {
             let hq = reference::quantize(&w, rows, cols, None, &spec);
             let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
             let (x16, s16, want) = f16_gemv_operands(52, tokens, cols, &hq);
-            for &(r, p, u, prefetch) in tiles {
+            for &(r, p, u) in tiles {
                 let gemv_tile = if r == 0 {
-                    GemvTile {
-                        prefetch,
-                        ..GemvTile::default()
-                    }
+                    GemvTile::default()
                 } else {
                     GemvTile {
                         rows: Some(r),
                         planes: Some(p),
                         unroll: Some(u),
-                        prefetch,
                         ..GemvTile::default()
                     }
                 };
@@ -686,9 +670,7 @@ fn gemv_half2_layouts() {
                     gemv_tile,
                     ..CudaKernels::default()
                 };
-                let what = format!(
-                    "half2 GEMV {spec} {rows}x{cols} m={tokens} tile {r}:{p}:{u} pf={prefetch}"
-                );
+                let what = format!("half2 GEMV {spec} {rows}x{cols} m={tokens} tile {r}:{p}:{u}");
                 poison(tokens * rows * 4 + tokens * cols * 4);
                 let y = kernels
                     .matmul(x16.clone(), &q16, Some(s16.clone()))

@@ -50,7 +50,8 @@ pub struct BenchKernelsArgs {
     /// default kernel (the half2 GEMV for f16 and 4 bits, else the vectorized GEMV where
     /// the layout allows it); `:f32` runs the vectorized GEMV with the f32 decode, `:fused`
     /// the scalar fused GEMV (`:cvt` decodes its codes with the integer-to-float conversion
-    /// and implies it); `:pf` loads each step's words one step ahead (half2 and scalar).
+    /// and implies it); `:pf` makes the scalar fused GEMV load each step's words one step
+    /// ahead (with `:fused` or `:cvt` only: the vector and half2 GEMVs have no prefetch).
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
@@ -78,8 +79,7 @@ struct TileArg {
     rpu: [u32; 3],
     /// Codes decoded by conversion (scalar fused GEMV only).
     convert: bool,
-    /// Loads kept in flight while the lane computes (`GemvTile::prefetch`: the half2
-    /// GEMV's rolling prefetch, the scalar fused GEMV's register double buffer).
+    /// Words prefetched one step ahead (`GemvTile::prefetch`; the scalar fused GEMV only).
     prefetch: bool,
     /// The kernel.
     kernel: TileKernel,
@@ -159,6 +159,13 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             return Err(
                 format!("GEMV tile `{text}`: the f32-decode vector kernel has no :pf").into(),
             )
+        }
+        (false, false) if prefetch => {
+            return Err(format!(
+                "GEMV tile `{text}`: :pf is the scalar fused GEMV's prefetch (add :fused); \
+                 the half2 and vector GEMVs have none"
+            )
+            .into())
         }
         (false, true) => TileKernel::Vector,
         (false, false) => TileKernel::Default,
@@ -714,10 +721,10 @@ mod tests {
             parse_tile("8:4:1:f32").unwrap(),
             tile([8, 4, 1], false, false, Vector)
         );
-        // `:pf` applies to the selected kernel; `:cvt` selects the scalar one.
+        // `:pf` needs the scalar kernel, which `:fused` or `:cvt` selects.
         assert_eq!(
-            parse_tile("16:8:1:pf").unwrap(),
-            tile([16, 8, 1], false, true, Default)
+            parse_tile("16:8:1:fused:pf").unwrap(),
+            tile([16, 8, 1], false, true, Fused)
         );
         assert_eq!(
             parse_tile("4:4:2:cvt:pf").unwrap(),
@@ -744,7 +751,8 @@ mod tests {
         assert_eq!(sized.label([4, 4, 2]), "4:4:2:st:c3");
         for bad in [
             "8:4",
-            "8:4:2:pf:pf",
+            "8:4:2:fused:pf:pf",
+            "16:8:1:pf",
             "8:4:2:fast",
             "a:4:2",
             "8:4:2:fused:fused",

@@ -61,9 +61,6 @@ pub enum GemvChoice {
     /// The streaming half2 GEMV where it fits, else the default (`GemvVariant::AutoStream`).
     /// For comparison only: it is slower than the default at one token (H200, session 11).
     Stream,
-    /// The default GEMVs with `GemvTile::prefetch`: the half2 GEMV's rolling prefetch (up
-    /// to 4 tokens), the scalar GEMV's register double buffer.
-    Rolling,
 }
 
 /// Where and how the model runs.
@@ -102,7 +99,6 @@ impl RuntimeArgs {
         ) + match self.gemv {
             GemvChoice::Auto => "",
             GemvChoice::Stream => " gemv-stream",
-            GemvChoice::Rolling => " gemv-rolling",
         }
     }
 
@@ -136,12 +132,8 @@ fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
     ttq_kernels::CudaKernels {
         fused_decoder_ops: fused_ops,
         gemv_variant: match gemv {
-            GemvChoice::Auto | GemvChoice::Rolling => GemvVariant::Auto,
+            GemvChoice::Auto => GemvVariant::Auto,
             GemvChoice::Stream => GemvVariant::AutoStream,
-        },
-        gemv_tile: ttq_kernels::GemvTile {
-            prefetch: gemv == GemvChoice::Rolling,
-            ..Default::default()
         },
         ..Default::default()
     }

@@ -1393,9 +1393,15 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
 /// that it sits in a register and each mask-and-OR is one instruction).
 ///
 /// Each step loads all its lines first, then decodes them, so a lane has no load in flight
-/// while it computes; [`gemv_h2_rolling_kernel`] overlaps the two. (A register double buffer,
-/// the whole next step loaded before the current one was decoded, took 168 registers instead
-/// of 95 and was slower on every shape, session 8 call 2; it is gone.)
+/// while it computes. Two ways to overlap them in registers were measured and dropped:
+/// - a register double buffer (the whole next step loaded before the current one is
+///   decoded): 168 registers instead of 95, slower on every shape (session 8 call 2);
+/// - a rolling prefetch (each row's line reloaded for the next step as soon as the row is
+///   done; commit 083f183): correct, 1.1-3.7× slower (session 12). ptxas put every reload
+///   on one scoreboard, so each row's first use waited for all outstanding reloads, the
+///   previous row's included: a full memory latency per row. Written without branches,
+///   ptxas moved all reloads to the end of the loop body instead: this kernel's schedule
+///   with 128 registers. (`scripts/offline-cuda/sass_ctrl.py` shows the scoreboards.)
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_h2_kernel<N: Size>(
@@ -1529,173 +1535,6 @@ pub fn gemv_h2_kernel<N: Size>(
             }
         }
         base += step;
-    }
-    store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
-}
-
-/// Most tokens [`gemv_h2_rolling_kernel`] serves: it keeps the `x ⊙ s` pairs of a whole
-/// line, 16 registers per token, live at once (`super::GemvTile::prefetch` falls back to
-/// [`gemv_h2_kernel`] above this).
-pub const GEMV_H2_ROLLING_MAX_TOKENS: u32 = 4;
-
-/// [`gemv_h2_kernel`] with a rolling prefetch (`super::GemvTile::prefetch`): the same
-/// decode, products, tile and results, but the lane reloads each row's line for the next
-/// step as soon as it has finished that row, so while it computes rows `r + 1 … R − 1` of
-/// this step, the next step's loads of rows `0 … r` are already in flight. The buffers are
-/// the same `U · R` lines as the plain kernel's, so this costs no registers for the loads.
-///
-/// Why: in the plain kernel every warp loads, waits, then computes, and the warps of a
-/// launch do so nearly in step (they start together), so DRAM idles while they compute.
-/// At 4096 × 14336 and m = 1 it issued 2.84 instructions per weight at 23% occupancy and
-/// 41% of its stall samples waited for a load at its first use (session 8 call 6).
-///
-/// The price: the rows are visited one at a time, each through its line's four words, so
-/// the `x ⊙ s` pairs of all four words (`16 · m` registers) are made once per line and kept,
-/// instead of four per word shared by the rows.
-#[cube(launch_unchecked)]
-#[allow(clippy::too_many_arguments)]
-pub fn gemv_h2_rolling_kernel<N: Size>(
-    x: &Tensor<Vector<f16, N>>,
-    s: &Tensor<Vector<f16, N>>,
-    packed: &Tensor<Vector<u32, N>>,
-    scales: &Tensor<f32>,
-    zeros: &Tensor<f32>,
-    y: &mut Tensor<f16>,
-    rows: u32,
-    group_shift: u32,
-    groups: u32,
-    lines_per_row: u32,
-    magic: u32,
-    #[comptime] m: u32,
-    #[comptime] rows_per_cube: u32,
-    #[comptime] unroll: u32,
-    #[comptime] planes: u32,
-) {
-    let nacc = comptime!((m * rows_per_cube) as usize);
-    let nline = comptime!((unroll * rows_per_cube) as usize);
-    let lane = UNIT_POS_X;
-    let row0 = CUBE_POS_X * rows_per_cube;
-    let lines = H2Lines {
-        lpr: lines_per_row as usize,
-        g_us: groups as usize,
-        group_shift,
-        groups,
-        lines_per_row,
-    };
-    let x_stride = (lines_per_row * 8) as usize;
-
-    let mut acc = Array::<f32>::new(nacc);
-    #[unroll]
-    for i in 0..nacc {
-        acc[i] = 0.0f32;
-    }
-    let mut words = Array::<u32>::new(comptime!(nline * 4));
-    let mut sc = Array::<f32>::new(nline);
-    let mut zp = Array::<f32>::new(nline);
-    // Pairs of word `w` for token `t` at `(w · m + t) · 4 + j`.
-    let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 16) as usize));
-    let mut part = Array::<Vector<f16, Const<2>>>::new(comptime!(m as usize));
-    let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
-    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
-    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
-
-    let step = comptime!(PLANE * unroll * planes);
-    let mut base = UNIT_POS_Y * comptime!(PLANE * unroll);
-    #[unroll]
-    for u in 0..unroll {
-        #[unroll]
-        for r in 0..rows_per_cube {
-            load_h2_line(
-                packed,
-                scales,
-                zeros,
-                &mut words,
-                &mut sc,
-                &mut zp,
-                u * rows_per_cube + r,
-                base + u * PLANE + lane,
-                u32::min(row0 + r, rows - 1),
-                &lines,
-            );
-        }
-    }
-    while base < lines_per_row {
-        let next = base + step;
-        // Uniform over the plane: whether there is a next step to load.
-        let more = next < lines_per_row;
-        #[unroll]
-        for u in 0..unroll {
-            let li = base + u * PLANE + lane;
-            let valid = li < lines_per_row;
-            if valid {
-                #[unroll]
-                for w in 0..4u32 {
-                    h2_activation_pairs(
-                        x,
-                        s,
-                        (li * 8 + w * 2) as usize,
-                        x_stride,
-                        &mut pairs,
-                        w * m * 4,
-                        m,
-                    );
-                }
-            }
-            #[unroll]
-            for r in 0..rows_per_cube {
-                let slot = u * rows_per_cube + r;
-                if valid {
-                    let (be, bo) = h2_biases(zp[slot as usize]);
-                    #[unroll]
-                    for t in 0..m {
-                        part[t as usize] = Vector::<f16, Const<2>>::new(f16::cast_from(0.0f32));
-                    }
-                    #[unroll]
-                    for w in 0..4u32 {
-                        h2_word_products(
-                            words[(slot * 4 + w) as usize],
-                            be,
-                            bo,
-                            k16,
-                            k256,
-                            magic,
-                            &pairs,
-                            w * m * 4,
-                            &mut wv,
-                            &mut part,
-                            0u32,
-                            m,
-                            1u32,
-                        );
-                    }
-                    h2_fold_parts(
-                        &part,
-                        0u32,
-                        sc[slot as usize],
-                        &mut acc,
-                        r,
-                        m,
-                        1u32,
-                        rows_per_cube,
-                    );
-                }
-                if more {
-                    load_h2_line(
-                        packed,
-                        scales,
-                        zeros,
-                        &mut words,
-                        &mut sc,
-                        &mut zp,
-                        slot,
-                        next + u * PLANE + lane,
-                        u32::min(row0 + r, rows - 1),
-                        &lines,
-                    );
-                }
-            }
-        }
-        base = next;
     }
     store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
 }

@@ -109,12 +109,9 @@ pub struct GemvTile {
     /// Decode codes with the integer-to-float conversion instead of the default 2²³
     /// mantissa trick (kept to measure one against the other).
     pub convert: bool,
-    /// Keep loads in flight while the lane computes. The scalar fused GEMV loads the next
-    /// step's words before the current step's products (a register double buffer); the
-    /// half2 GEMV switches to [`kernels::gemv_h2_rolling_kernel`], which reloads each row's
-    /// line for the next step as soon as the row is done (up to
-    /// [`kernels::GEMV_H2_ROLLING_MAX_TOKENS`] tokens; the plain half2 kernel above that).
-    /// The f32 vector GEMV has no prefetching.
+    /// Load the next step's words before the current step's products (a register double
+    /// buffer; the scalar fused GEMV only). The vector and half2 GEMVs ignore it: both
+    /// register prefetches measured slower there (see [`kernels::gemv_h2_kernel`]).
     pub prefetch: bool,
     /// Resident cubes per SM that [`kernels::gemv_stream_kernel`]'s persistent grid is
     /// sized for (1..=16); by default as many as 16 warps and the shared memory allow.
@@ -1357,39 +1354,27 @@ fn gemv_vector<R: CubeRuntime, F: FloatElement>(
                 planes,
                 F::dtype().into(),
             ),
-            LineDecode::Half2 => {
-                // The two half2 kernels take the same arguments.
-                macro_rules! launch_h2 {
-                    ($kernel:ident) => {
-                        kernels::$kernel::launch_unchecked::<R>(
-                            &xp.client,
-                            cubes,
-                            cube_dim,
-                            GEMV_VECTOR,
-                            xp.clone().into_tensor_arg(),
-                            sp.into_tensor_arg(),
-                            packed.into_tensor_arg(),
-                            scales.into_tensor_arg(),
-                            zeros.into_tensor_arg(),
-                            y.clone().into_tensor_arg(),
-                            dims.rows,
-                            dims.group_shift,
-                            dims.groups,
-                            lines_per_row,
-                            kernels::GEMV_H2_MAGIC,
-                            tokens_u,
-                            rows_per_cube,
-                            unroll,
-                            planes,
-                        )
-                    };
-                }
-                if tile.prefetch && tokens_u <= kernels::GEMV_H2_ROLLING_MAX_TOKENS {
-                    launch_h2!(gemv_h2_rolling_kernel)
-                } else {
-                    launch_h2!(gemv_h2_kernel)
-                }
-            }
+            LineDecode::Half2 => kernels::gemv_h2_kernel::launch_unchecked::<R>(
+                &xp.client,
+                cubes,
+                cube_dim,
+                GEMV_VECTOR,
+                xp.clone().into_tensor_arg(),
+                sp.into_tensor_arg(),
+                packed.into_tensor_arg(),
+                scales.into_tensor_arg(),
+                zeros.into_tensor_arg(),
+                y.clone().into_tensor_arg(),
+                dims.rows,
+                dims.group_shift,
+                dims.groups,
+                lines_per_row,
+                kernels::GEMV_H2_MAGIC,
+                tokens_u,
+                rows_per_cube,
+                unroll,
+                planes,
+            ),
         }
     }
     Ok(wrap_float(y))
