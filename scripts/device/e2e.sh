@@ -93,6 +93,9 @@
 #                                 one or two warps) against the half2 default, four shapes
 #   e2e.sh s12c    BIN OUT        session 12, last call: the whole GPU suite, `bench kernels
 #                                 --reps 9`, decode on the Qwen3-8B shape
+#   e2e.sh s12rest BIN OUT        session 12: the ten tests the s12c suite did not reach
+#   e2e.sh s12d    BIN OUT        session 12: the streaming GEMV's tests, Nsight Compute durations of
+#                                 streaming tiles that read x ⊙ s from global memory (:gx)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -524,6 +527,19 @@ case $part in
     step tests_all 420 "$bin/cuda_vs_reference" --test-threads 1
     step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9
     decode_qwen3 fused 80
+    ;;
+  s12rest)
+    # The tests call 3's suite did not reach before its time limit.
+    step tests_rest 250 "$bin/cuda_vs_reference" --test-threads 1 \
+      matmul_matches_f32 quantize_ rms_norm rope stats_ ttq_scales
+    ;;
+  s12d)
+    # The streaming GEMV's tests (global-x tiles added).
+    step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_stream_layouts
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S12D_TILES:-2:1:4:st:gx,4:1:2:st:gx,8:1:1:st:gx,4:1:2:st:gx:c24,2:1:4:st:gx:c32,4:2:2:st:gx,4:4:2:st:gx,2:4:2:st:gx}"
     ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \

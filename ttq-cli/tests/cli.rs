@@ -107,10 +107,14 @@ fn impossible_runtime_combinations_are_clear_errors() {
 
 #[test]
 fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--gemv-tiles", "16:8:1:pf"],
+            ":pf is the scalar fused GEMV's prefetch",
+        ),
         (
             &["--gemv-tiles", "8:4:2:fast"],
-            "is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:cN]",
+            "is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:gx][:cN]",
         ),
         (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
         (&["--reps", "0"], "--reps and --batch must be positive"),

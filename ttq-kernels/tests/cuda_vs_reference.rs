@@ -561,7 +561,7 @@ fn gemv_tiles() {
                         unroll: Some(u),
                         convert,
                         prefetch,
-                        cubes_per_sm: None,
+                        ..GemvTile::default()
                     },
                     ..CudaKernels::default()
                 };
@@ -636,10 +636,11 @@ fn gemv_half2_layouts() {
     // (lines of 32 columns, tokens, tiles as (R, P, U) with R = 0 for the default). 19 lines
     // are not a multiple of 128 columns and fit one step of every tile; 75 lines with one or
     // two planes take several steps with a ragged last one.
-    let narrow: &[(u32, u32, u32)] = &[(0, 0, 0)];
-    let narrow5: &[(u32, u32, u32)] = &[(0, 0, 0), (3, 2, 1), (4, 1, 2)];
-    let wide: &[(u32, u32, u32)] = &[(0, 0, 0), (8, 1, 1), (3, 1, 2), (8, 2, 1)];
-    let cases: &[(usize, usize, &[(u32, u32, u32)])] = &[
+    type Tile = (u32, u32, u32);
+    let narrow: &[Tile] = &[(0, 0, 0)];
+    let narrow5: &[Tile] = &[(0, 0, 0), (3, 2, 1), (4, 1, 2)];
+    let wide: &[Tile] = &[(0, 0, 0), (8, 1, 1), (3, 1, 2), (8, 2, 1)];
+    let cases: &[(usize, usize, &[Tile])] = &[
         (19, 1, narrow),
         (19, 5, narrow5),
         (19, 16, narrow),
@@ -713,7 +714,8 @@ fn gemv_half2_layouts() {
 /// row group divides (37, 300), rows of one partial 32-line block (19 lines), of several
 /// blocks with a ragged last tile (75 lines), 1-8 tokens, g32/g128/whole rows, symmetric
 /// and asymmetric; a grid of one cube per SM with one-row planes, so that each cube runs
-/// several row groups back to back (the persistent path); and the errors for f32
+/// several row groups back to back (the persistent path); `x ⊙ s` read from global memory
+/// instead of staged (`GemvTile::stream_global_x`); and the errors for f32
 /// activations and for activations too wide to stage.
 #[test]
 fn gemv_stream_layouts() {
@@ -734,6 +736,18 @@ fn gemv_stream_layouts() {
             ..GemvTile::default()
         },
         one_per_sm,
+        // `x ⊙ s` read from global memory instead of staged, one-plane cubes.
+        GemvTile {
+            rows: Some(2),
+            planes: Some(1),
+            unroll: Some(4),
+            stream_global_x: true,
+            ..GemvTile::default()
+        },
+        GemvTile {
+            stream_global_x: true,
+            ..one_per_sm
+        },
     ];
     for (rows, lines) in [(37, 19), (300, 75)] {
         let cols = lines * 32;
@@ -750,8 +764,9 @@ fn gemv_stream_layouts() {
                         ..CudaKernels::default()
                     };
                     let what = format!(
-                        "stream GEMV {spec} {rows}x{cols} m={tokens} tile {:?}",
-                        gemv_tile.resolve_stream(tokens)
+                        "stream GEMV {spec} {rows}x{cols} m={tokens} tile {:?} global x {}",
+                        gemv_tile.resolve_stream(tokens),
+                        gemv_tile.stream_global_x
                     );
                     poison(tokens * rows * 4 + tokens * cols * 4);
                     let y = kernels

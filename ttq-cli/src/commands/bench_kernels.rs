@@ -85,6 +85,8 @@ struct TileArg {
     kernel: TileKernel,
     /// Resident cubes per SM the streaming GEMV's grid is sized for (`:cN`).
     cubes_per_sm: Option<u32>,
+    /// The streaming GEMV reads `x ⊙ s` from global memory (`:gx`).
+    global_x: bool,
 }
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -98,6 +100,7 @@ impl TileArg {
             (self.kernel == TileKernel::Stream, ":st"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
+            (self.global_x, ":gx"),
         ] {
             if on {
                 label.push_str(flag);
@@ -115,13 +118,14 @@ impl TileArg {
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
-    let bad =
-        || format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:cN]");
+    let bad = || {
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:gx][:cN]")
+    };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
-    let (mut stream, mut cubes_per_sm) = (false, None);
+    let (mut stream, mut cubes_per_sm, mut global_x) = (false, None, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -129,6 +133,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "fused" if !fused => fused = true,
             "f32" if !f32_decode => f32_decode = true,
             "st" if !stream => stream = true,
+            "gx" if !global_x => global_x = true,
             c if c.starts_with('c') && cubes_per_sm.is_none() => {
                 cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
             }
@@ -140,6 +145,11 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "GEMV tile `{text}`: :st is the streaming kernel; it takes no :fused, :f32, :cvt or :pf"
         )
         .into());
+    }
+    if global_x && !stream {
+        return Err(
+            format!("GEMV tile `{text}`: :gx is the streaming kernel's option (:st)").into(),
+        );
     }
     if cubes_per_sm.is_some() && !stream {
         return Err(
@@ -176,6 +186,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         prefetch,
         kernel,
         cubes_per_sm,
+        global_x,
     })
 }
 
@@ -468,6 +479,7 @@ mod imp {
                                 convert: tile.convert,
                                 prefetch: tile.prefetch,
                                 cubes_per_sm: tile.cubes_per_sm,
+                                stream_global_x: tile.global_x,
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
@@ -707,6 +719,7 @@ mod tests {
             prefetch,
             kernel,
             cubes_per_sm: None,
+            global_x: false,
         };
         use TileKernel::{Default, Fused, Stream, Vector};
         assert_eq!(
@@ -749,6 +762,9 @@ mod tests {
         let sized = parse_tile("4:4:2:st:c3").unwrap();
         assert_eq!(sized.cubes_per_sm, Some(3));
         assert_eq!(sized.label([4, 4, 2]), "4:4:2:st:c3");
+        let global = parse_tile("2:1:4:st:gx:c16").unwrap();
+        assert!(global.global_x);
+        assert_eq!(global.label([2, 1, 4]), "2:1:4:st:gx:c16");
         for bad in [
             "8:4",
             "8:4:2:fused:pf:pf",
@@ -765,6 +781,8 @@ mod tests {
             "8:4:2:c3",
             "8:4:2:st:cx",
             "8:4:2:st:c2:c3",
+            "8:4:2:gx",
+            "8:4:2:st:gx:gx",
         ] {
             assert!(parse_tile(bad).is_err(), "{bad}");
         }

@@ -1591,6 +1591,7 @@ pub fn gemv_stream_kernel<N: Size>(
     #[comptime] lines_per_lane: u32,
     #[comptime] planes: u32,
     #[comptime] xs_blocks: u32,
+    #[comptime] global_xs: bool,
 ) {
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
@@ -1598,20 +1599,26 @@ pub fn gemv_stream_kernel<N: Size>(
     let xs_cap = comptime!(xs_blocks * 256);
     let row_vectors = lines_per_row * 8;
 
-    // x ⊙ s, once per cube.
-    let mut xs =
-        SharedMemory::<Vector<f16, N>>::new_aligned(comptime!((m * xs_cap) as usize), 16usize);
-    let blocks = lines_per_row.div_ceil(PLANE);
-    let per_token = blocks * 256;
-    let mut i = UNIT_POS;
-    while i < m * per_token {
-        let t = i / per_token;
-        let pos = i % per_token;
-        let v = ((pos / 256) * 32 + pos % 32) * 8 + (pos / 32) % 8;
-        if v < row_vectors {
-            xs[(t * xs_cap + pos) as usize] = x[(t * row_vectors + v) as usize] * s[v as usize];
+    // x ⊙ s, once per cube (with `global_xs`, read from `x` and `s` in the products instead).
+    let xs_len = comptime!(if global_xs {
+        8usize
+    } else {
+        (m * xs_cap) as usize
+    });
+    let mut xs = SharedMemory::<Vector<f16, N>>::new_aligned(xs_len, 16usize);
+    if !global_xs {
+        let blocks = lines_per_row.div_ceil(PLANE);
+        let per_token = blocks * 256;
+        let mut i = UNIT_POS;
+        while i < m * per_token {
+            let t = i / per_token;
+            let pos = i % per_token;
+            let v = ((pos / 256) * 32 + pos % 32) * 8 + (pos / 32) % 8;
+            if v < row_vectors {
+                xs[(t * xs_cap + pos) as usize] = x[(t * row_vectors + v) as usize] * s[v as usize];
+            }
+            i += CUBE_DIM;
         }
-        i += CUBE_DIM;
     }
     let bar0 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
     let bar1 = Barrier::shared(CUBE_DIM, UNIT_POS == 0);
@@ -1689,6 +1696,8 @@ pub fn gemv_stream_kernel<N: Size>(
         bar1.arrive();
         bar0.wait_parity(phase);
         stream_tile_products(
+            x,
+            s,
             &xs,
             &wbuf,
             &sbuf,
@@ -1711,6 +1720,7 @@ pub fn gemv_stream_kernel<N: Size>(
             lines_per_lane,
             planes,
             xs_cap,
+            global_xs,
         );
         if k + 1 < tiles {
             issue_stream_tile(
@@ -1736,6 +1746,8 @@ pub fn gemv_stream_kernel<N: Size>(
             bar0.arrive();
             bar1.wait_parity(phase);
             stream_tile_products(
+                x,
+                s,
                 &xs,
                 &wbuf,
                 &sbuf,
@@ -1758,6 +1770,7 @@ pub fn gemv_stream_kernel<N: Size>(
                 lines_per_lane,
                 planes,
                 xs_cap,
+                global_xs,
             );
         }
         k += 2;
@@ -1843,6 +1856,8 @@ fn issue_stream_tile<N: Size>(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn stream_tile_products<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
     xs: &SharedMemory<Vector<f16, N>>,
     wbuf: &SharedMemory<Vector<u32, N>>,
     sbuf: &SharedMemory<f32>,
@@ -1865,6 +1880,7 @@ fn stream_tile_products<N: Size>(
     #[comptime] lines_per_lane: u32,
     #[comptime] planes: u32,
     #[comptime] xs_cap: u32,
+    #[comptime] global_xs: bool,
 ) {
     let lane = UNIT_POS_X;
     let nacc = comptime!((m * rows_per_plane) as usize);
@@ -1889,17 +1905,22 @@ fn stream_tile_products<N: Size>(
             }
             #[unroll]
             for w in 0..4u32 {
-                #[unroll]
-                for t in 0..m {
-                    let at = t * xs_cap + blk * 256 + w * 64 + lane;
-                    let xa = xs[at as usize];
-                    let xb = xs[(at + 32) as usize];
+                if global_xs {
+                    let x_stride = (lines_per_row * 8) as usize;
+                    h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, pairs, 0u32, m);
+                } else {
                     #[unroll]
-                    for j in 0..4u32 {
-                        let mut pair = Vector::<f16, Const<2>>::empty();
-                        pair[0] = xa[j as usize];
-                        pair[1] = xb[j as usize];
-                        pairs[(t * 4 + j) as usize] = pair;
+                    for t in 0..m {
+                        let at = t * xs_cap + blk * 256 + w * 64 + lane;
+                        let xa = xs[at as usize];
+                        let xb = xs[(at + 32) as usize];
+                        #[unroll]
+                        for j in 0..4u32 {
+                            let mut pair = Vector::<f16, Const<2>>::empty();
+                            pair[0] = xa[j as usize];
+                            pair[1] = xb[j as usize];
+                            pairs[(t * 4 + j) as usize] = pair;
+                        }
                     }
                 }
                 #[unroll]

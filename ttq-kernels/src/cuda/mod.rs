@@ -114,8 +114,12 @@ pub struct GemvTile {
     /// register prefetches measured slower there (see [`kernels::gemv_h2_kernel`]).
     pub prefetch: bool,
     /// Resident cubes per SM that [`kernels::gemv_stream_kernel`]'s persistent grid is
-    /// sized for (1..=16); by default as many as 16 warps and the shared memory allow.
+    /// sized for (1..=32); by default as many as 16 warps and the shared memory allow.
     pub cubes_per_sm: Option<u32>,
+    /// [`kernels::gemv_stream_kernel`] reads `x` and `s` from global memory (through L1)
+    /// in its products instead of staging `x ⊙ s` in each cube's shared memory: cubes of
+    /// one or two planes then fit 16-32 per SM (session 12).
+    pub stream_global_x: bool,
 }
 
 impl GemvTile {
@@ -1423,7 +1427,12 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
     // Shared memory of one cube: the staged activations (8-byte vectors) and two buffers
     // of 16-byte lines plus 4-byte scales and zeros per lane, line and row.
     let stage = (planes * lines_per_lane * rows_per_plane * kernels::PLANE) as usize;
-    let smem = stream_xs_bytes(tokens, dims) + 2 * stage * (16 + 4 + 4) + 64;
+    let staged = if tile.stream_global_x {
+        0
+    } else {
+        stream_xs_bytes(tokens, dims)
+    };
+    let smem = staged + 2 * stage * (16 + 4 + 4) + 64;
     let sms = xp
         .client
         .properties()
@@ -1433,7 +1442,7 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
         .max(1);
     let per_sm = tile
         .cubes_per_sm
-        .map(|c| c.clamp(1, 16))
+        .map(|c| c.clamp(1, 32))
         .unwrap_or_else(|| {
             let by_warps = (16 / planes).max(1);
             let by_smem = (STREAM_SMEM_PER_SM / smem).max(1) as u32;
@@ -1473,6 +1482,7 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
             lines_per_lane,
             planes,
             xs_blocks,
+            tile.stream_global_x,
         );
     }
     Ok(wrap_float(y))
