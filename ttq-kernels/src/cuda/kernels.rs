@@ -1491,15 +1491,7 @@ pub fn gemv_h2_kernel<N: Size>(
                 }
                 #[unroll]
                 for w in 0..4u32 {
-                    h2_activation_pairs(
-                        x,
-                        s,
-                        (li * 8 + w * 2) as usize,
-                        x_stride,
-                        &mut pairs,
-                        0u32,
-                        m,
-                    );
+                    h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, &mut pairs, m);
                     #[unroll]
                     for r in 0..rows_per_cube {
                         h2_word_products(
@@ -1510,7 +1502,6 @@ pub fn gemv_h2_kernel<N: Size>(
                             k256,
                             magic,
                             &pairs,
-                            0u32,
                             &mut wv,
                             &mut part,
                             r,
@@ -1523,12 +1514,10 @@ pub fn gemv_h2_kernel<N: Size>(
                 for r in 0..rows_per_cube {
                     h2_fold_parts(
                         &part,
-                        r,
                         sc[(u * rows_per_cube + r) as usize],
                         &mut acc,
                         r,
                         m,
-                        rows_per_cube,
                         rows_per_cube,
                     );
                 }
@@ -1907,20 +1896,12 @@ fn stream_tile_products<N: Size>(
             for w in 0..4u32 {
                 if global_xs {
                     let x_stride = (lines_per_row * 8) as usize;
-                    h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, pairs, 0u32, m);
+                    h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, pairs, m);
                 } else {
                     #[unroll]
                     for t in 0..m {
                         let at = t * xs_cap + blk * 256 + w * 64 + lane;
-                        let xa = xs[at as usize];
-                        let xb = xs[(at + 32) as usize];
-                        #[unroll]
-                        for j in 0..4u32 {
-                            let mut pair = Vector::<f16, Const<2>>::empty();
-                            pair[0] = xa[j as usize];
-                            pair[1] = xb[j as usize];
-                            pairs[(t * 4 + j) as usize] = pair;
-                        }
+                        h2_pair_up(xs[at as usize], xs[(at + 32) as usize], pairs, t);
                     }
                 }
                 #[unroll]
@@ -1934,7 +1915,6 @@ fn stream_tile_products<N: Size>(
                         k256,
                         magic,
                         pairs,
-                        0u32,
                         wv,
                         part,
                         r,
@@ -1947,12 +1927,10 @@ fn stream_tile_products<N: Size>(
             for r in 0..rows_per_plane {
                 h2_fold_parts(
                     part,
-                    r,
                     sbuf[(slot + (u * rows_per_plane + r) * PLANE) as usize],
                     acc,
                     r,
                     m,
-                    rows_per_plane,
                     rows_per_plane,
                 );
             }
@@ -1973,8 +1951,7 @@ fn stream_tile_products<N: Size>(
 }
 
 /// The half2 products of one packed word (codes `c0 … c7`) of row `r` with the paired
-/// activations `pairs[pair_base + t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every
-/// token `t`,
+/// activations `pairs[t · 4 + j] = (xs_j, xs_{j+4})` of its 8 columns, for every token `t`,
 /// accumulated into `part[t · R + r]` (see [`gemv_h2_kernel`] for the decode: `be` and `bo`
 /// are the even and odd nibbles' biases `−64 − z/16` and `−4 − z/16`, `k16` and `k256` the
 /// pairs `(1/16, 1/16)` and `(1/256, 1/256)`, made once by the caller: made here, each call
@@ -1989,7 +1966,6 @@ fn h2_word_products(
     k256: Vector<f16, Const<2>>,
     magic: u32,
     pairs: &Array<Vector<f16, Const<2>>>,
-    pair_base: u32,
     wv: &mut Array<Vector<f16, Const<2>>>,
     part: &mut Array<Vector<f16, Const<2>>>,
     r: u32,
@@ -2007,7 +1983,7 @@ fn h2_word_products(
         let mut d = part[i];
         #[unroll]
         for j in 0..4u32 {
-            d += pairs[(pair_base + t * 4 + j) as usize] * wv[j as usize];
+            d += pairs[(t * 4 + j) as usize] * wv[j as usize];
         }
         part[i] = d;
     }
@@ -2067,8 +2043,8 @@ fn h2_biases(z: f32) -> (Vector<f16, Const<2>>, Vector<f16, Const<2>>) {
 }
 
 /// `x ⊙ s` of the 8 columns of one word (activation vectors `xi` and `xi + 1`), paired
-/// `(j, j + 4)` as the decode pairs the codes, into `pairs[pair_base + t · 4 + j]` for every
-/// token `t` (rows of `x_stride` vectors).
+/// `(j, j + 4)` as the decode pairs the codes, into `pairs[t · 4 + j]` for every token `t`
+/// (rows of `x_stride` vectors).
 #[cube]
 fn h2_activation_pairs<N: Size>(
     x: &Tensor<Vector<f16, N>>,
@@ -2076,7 +2052,6 @@ fn h2_activation_pairs<N: Size>(
     xi: usize,
     x_stride: usize,
     pairs: &mut Array<Vector<f16, Const<2>>>,
-    pair_base: u32,
     #[comptime] m: u32,
 ) {
     let sa = s[xi];
@@ -2085,36 +2060,45 @@ fn h2_activation_pairs<N: Size>(
     for t in 0..m {
         let xa = x[t as usize * x_stride + xi] * sa;
         let xb = x[t as usize * x_stride + xi + 1] * sb;
-        #[unroll]
-        for j in 0..4u32 {
-            let mut pair = Vector::<f16, Const<2>>::empty();
-            pair[0] = xa[j as usize];
-            pair[1] = xb[j as usize];
-            pairs[(pair_base + t * 4 + j) as usize] = pair;
-        }
+        h2_pair_up(xa, xb, pairs, t);
     }
 }
 
-/// Adds a line's f16 partial sums, `part[t · part_rows + part_row]` for every token `t`, times
-/// `16 · scale` into the f32 accumulators `acc[t · rows_per_cube + r]`.
+/// Pairs `(xa_j, xb_j)` of token `t`'s two activation vectors (a word's columns `j` and
+/// `j + 4`) into `pairs[t · 4 + j]`.
 #[cube]
-#[allow(clippy::too_many_arguments)]
+fn h2_pair_up<N: Size>(
+    xa: Vector<f16, N>,
+    xb: Vector<f16, N>,
+    pairs: &mut Array<Vector<f16, Const<2>>>,
+    t: u32,
+) {
+    #[unroll]
+    for j in 0..4u32 {
+        let mut pair = Vector::<f16, Const<2>>::empty();
+        pair[0] = xa[j as usize];
+        pair[1] = xb[j as usize];
+        pairs[(t * 4 + j) as usize] = pair;
+    }
+}
+
+/// Adds row `r`'s f16 partial sums of a line, `part[t · R + r]` for every token `t`, times
+/// `16 · scale` into the f32 accumulators `acc[t · R + r]`.
+#[cube]
 fn h2_fold_parts(
     part: &Array<Vector<f16, Const<2>>>,
-    part_row: u32,
     scale: f32,
     acc: &mut Array<f32>,
     r: u32,
     #[comptime] m: u32,
-    #[comptime] part_rows: u32,
     #[comptime] rows_per_cube: u32,
 ) {
     let s16 = scale * 16.0f32;
     #[unroll]
     for t in 0..m {
-        let d = part[(t * part_rows + part_row) as usize];
-        acc[(t * rows_per_cube + r) as usize] +=
-            s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
+        let i = (t * rows_per_cube + r) as usize;
+        let d = part[i];
+        acc[i] += s16 * (f32::cast_from(d[0]) + f32::cast_from(d[1]));
     }
 }
 
