@@ -541,6 +541,17 @@ case $part in
     GEMV_KERNELS='gemv_(h2|stream)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
       "${S12D_TILES:-2:1:4:st:gx,4:1:2:st:gx,8:1:1:st:gx,4:1:2:st:gx:c24,2:1:4:st:gx:c32,4:2:2:st:gx,4:4:2:st:gx,2:4:2:st:gx}"
     ;;
+  s13a)
+    # The TMA GEMV: its tests, then Nsight Compute durations of it and the default at m = 1.
+    step tests_tma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_layouts
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S13A_TILES:-8:1:1:tma,8:2:1:tma,8:4:1:tma,8:8:1:tma,8:2:2:tma,8:4:2:tma,4:4:1:tma,16:4:1:tma}"
+    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3 fused 80
+    ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
       gemv_stream gemv_half2_layouts

@@ -5,6 +5,7 @@
 #include <cuda.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 static int ptx_count = 0;
@@ -126,3 +127,26 @@ CUresult cuGetErrorString(CUresult r, const char **s) { *s = "fake cuda error"; 
 CUresult cuGetErrorName(CUresult r, const char **s) { *s = "FAKE_CUDA_ERROR"; OK; }
 CUresult cuPointerGetAttribute(void *d, CUpointer_attribute a, CUdeviceptr p) { OK; }
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *n, CUfunction f, int b, size_t s) { *n = 1; OK; }
+/* Tensor maps (TMA): checks the encoding rules the real driver enforces, so an offline run
+   reports a map the GPU would refuse, then leaves the (opaque) map zeroed. */
+CUresult cuTensorMapEncodeTiled(CUtensorMap *map, CUtensorMapDataType ty, cuuint32_t rank,
+                                void *addr, const cuuint64_t *dims, const cuuint64_t *strides,
+                                const cuuint32_t *box, const cuuint32_t *elem_strides,
+                                CUtensorMapInterleave il, CUtensorMapSwizzle sw,
+                                CUtensorMapL2promotion l2, CUtensorMapFloatOOBfill oob) {
+  static const unsigned sizes[] = {1, 2, 4, 4, 8, 8, 2, 4, 8, 2, 4, 4, 4};
+  unsigned es = (unsigned)ty < sizeof sizes / sizeof *sizes ? sizes[ty] : 0;
+  int bad = es == 0 || rank < 1 || rank > 5 || ((uintptr_t)addr % 16) != 0;
+  for (cuuint32_t i = 0; !bad && i < rank; i++) {
+    bad |= dims[i] == 0 || box[i] == 0 || box[i] > 256 || elem_strides[i] == 0 || elem_strides[i] > 8;
+    if (i + 1 < rank) bad |= strides[i] % 16 != 0;
+  }
+  if (!bad) bad |= (box[0] * es) % 16 != 0;
+  if (bad) {
+    fprintf(stderr, "fake cuda: cuTensorMapEncodeTiled refused (type %d, rank %u, addr %p, box0 %u)\n",
+            (int)ty, rank, addr, rank ? box[0] : 0);
+    return CUDA_ERROR_INVALID_VALUE;
+  }
+  memset(map, 0, sizeof(*map));
+  OK;
+}

@@ -816,6 +816,102 @@ fn gemv_stream_layouts() {
     .unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The TMA GEMV (`GemvVariant::Tma`, forced) against the reference: groups of 32 to 256
+/// columns, asymmetric and symmetric; rows that the cube's rows do not divide and rows
+/// that end inside a block of lines (the tensor copies zero-fill past the edges); more
+/// planes than a row has blocks (whole blocks past the edge); two lines per lane; 1, 3
+/// and 8 tokens; and the errors for f32 activations and a layout it cannot serve, which
+/// `AutoTma` serves with the half2 GEMV instead.
+#[test]
+fn gemv_tma_layouts() {
+    let device = device();
+    let tiles = [
+        GemvTile::default(),
+        GemvTile {
+            rows: Some(4),
+            planes: Some(2),
+            unroll: Some(2),
+            ..GemvTile::default()
+        },
+        GemvTile {
+            rows: Some(1),
+            planes: Some(3),
+            unroll: Some(1),
+            ..GemvTile::default()
+        },
+        GemvTile {
+            rows: Some(2),
+            planes: Some(8),
+            unroll: Some(1),
+            ..GemvTile::default()
+        },
+    ];
+    let spec = |group, scheme| QuantSpec::new(4, GroupSize::Size(group), scheme).unwrap();
+    let cases = [
+        (37, 1536, spec(128, QuantScheme::Asymmetric)),
+        (37, 1536, spec(32, QuantScheme::Asymmetric)),
+        (300, 4608, spec(128, QuantScheme::Symmetric)),
+        (300, 4608, spec(64, QuantScheme::Asymmetric)),
+        (5, 4096, spec(256, QuantScheme::Asymmetric)),
+    ];
+    for (rows, cols, spec) in cases {
+        let w = random(71 + rows as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for tokens in [1, 3, 8] {
+            let (x16, s16, want) = f16_gemv_operands(72, tokens, cols, &hq);
+            for gemv_tile in tiles {
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Tma,
+                    gemv_tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!(
+                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?}",
+                    gemv_tile.resolve_tma(tokens, (cols / 32) as u32)
+                );
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let y = kernels
+                    .matmul(x16.clone(), &q16, Some(s16.clone()))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok");
+            }
+        }
+    }
+
+    let forced = CudaKernels {
+        gemv_variant: GemvVariant::Tma,
+        ..CudaKernels::default()
+    };
+    let (rows, cols) = (8, 4096);
+    let spec4 = QuantSpec::asymmetric(4, 128).unwrap();
+    let hq = reference::quantize(&random(74, rows * cols, 0), rows, cols, None, &spec4);
+    let q32 = from_host::<CudaBackend<f32>>(hq, &device);
+    let err = forced
+        .matmul(t2::<f32>(random(75, cols, 0), [1, cols]), &q32, None)
+        .expect_err("f32 activations");
+    assert!(err.to_string().contains("GemvVariant::Tma"), "{err}");
+    // One group per row: the scales' rows are 4 bytes, not a multiple of 16.
+    let row_spec = QuantSpec::new(4, GroupSize::Row, QuantScheme::Asymmetric).unwrap();
+    let hq = reference::quantize(&random(76, rows * cols, 0), rows, cols, None, &row_spec);
+    let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+    let x16 = t2::<f16>(random(77, cols, 0), [1, cols]);
+    let err = forced
+        .matmul(x16.clone(), &q16, None)
+        .expect_err("one group per row");
+    assert!(err.to_string().contains("GemvVariant::Tma"), "{err}");
+    let want = reference::matmul(&to_f32_vec(x16.clone()), 1, &hq, None);
+    let y = CudaKernels {
+        gemv_variant: GemvVariant::AutoTma,
+        ..CudaKernels::default()
+    }
+    .matmul(x16, &q16, None)
+    .expect("AutoTma falls back");
+    close("AutoTma, one group per row", &to_f32_vec(y), &want, 1e-2)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
 /// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
 /// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and

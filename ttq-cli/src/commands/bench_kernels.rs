@@ -51,7 +51,10 @@ pub struct BenchKernelsArgs {
     /// the layout allows it); `:f32` runs the vectorized GEMV with the f32 decode, `:fused`
     /// the scalar fused GEMV (`:cvt` decodes its codes with the integer-to-float conversion
     /// and implies it); `:pf` makes the scalar fused GEMV load each step's words one step
-    /// ahead (with `:fused` or `:cvt` only: the vector and half2 GEMVs have no prefetch).
+    /// ahead (with `:fused` or `:cvt` only: the vector and half2 GEMVs have no prefetch);
+    /// `:st` runs the streaming half2 GEMV (`:gx` reads its activations from global
+    /// memory, `:cN` sizes its grid for N cubes per SM) and `:tma` the TMA half2 GEMV (`R`
+    /// rows per cube, `P` planes splitting each row, `U` lines per lane and block).
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
@@ -69,6 +72,8 @@ enum TileKernel {
     Fused,
     /// The streaming half2 GEMV (`:st`; `U` is lines per lane and tile).
     Stream,
+    /// The TMA half2 GEMV (`:tma`; `R` rows per cube, `U` lines per lane and block).
+    Tma,
 }
 
 /// One `--gemv-tiles` entry.
@@ -98,6 +103,7 @@ impl TileArg {
             (self.kernel == TileKernel::Fused && !self.convert, ":fused"),
             (self.kernel == TileKernel::Vector, ":f32"),
             (self.kernel == TileKernel::Stream, ":st"),
+            (self.kernel == TileKernel::Tma, ":tma"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
             (self.global_x, ":gx"),
@@ -113,19 +119,19 @@ impl TileArg {
     }
 }
 
-/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32` or `:st`, `:cvt`, `:pf`, `:cN`,
-/// each at most once) into a GEMV tile.
+/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st` or `:tma`, `:cvt`, `:pf`,
+/// `:gx`, `:cN`, each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st][:cvt][:pf][:gx][:cN]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:cN]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
-    let (mut stream, mut cubes_per_sm, mut global_x) = (false, None, false);
+    let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -134,11 +140,19 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "f32" if !f32_decode => f32_decode = true,
             "st" if !stream => stream = true,
             "gx" if !global_x => global_x = true,
+            "tma" if !tma => tma = true,
             c if c.starts_with('c') && cubes_per_sm.is_none() => {
                 cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
             }
             _ => return Err(bad().into()),
         }
+    }
+    if tma && (stream || fused || convert || f32_decode || prefetch || global_x) {
+        return Err(format!(
+            "GEMV tile `{text}`: :tma is the TMA kernel; it takes no :st, :fused, :f32, :cvt, \
+             :pf or :gx"
+        )
+        .into());
     }
     if stream && (fused || convert || f32_decode || prefetch) {
         return Err(format!(
@@ -158,6 +172,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     }
     let kernel = match (fused || convert, f32_decode) {
         _ if stream => TileKernel::Stream,
+        _ if tma => TileKernel::Tma,
         (true, true) => {
             return Err(format!(
                 "GEMV tile `{text}`: :f32 is a vector kernel, :fused and :cvt the scalar one"
@@ -485,6 +500,7 @@ mod imp {
                                 TileKernel::Fused => GemvVariant::Fused,
                                 TileKernel::Vector => GemvVariant::Vector,
                                 TileKernel::Stream => GemvVariant::Stream,
+                                TileKernel::Tma => GemvVariant::Tma,
                                 TileKernel::Default => kernels.gemv_variant,
                             },
                             ..kernels
@@ -508,6 +524,9 @@ mod imp {
                         let (rr, pr, ur) = match tile.kernel {
                             TileKernel::Fused => tiled.gemv_tile.resolve(m, spec.bits()),
                             TileKernel::Stream => tiled.gemv_tile.resolve_stream(m),
+                            TileKernel::Tma => tiled
+                                .gemv_tile
+                                .resolve_tma(m, (cols / 32).min(u32::MAX as usize) as u32),
                             _ => tiled.gemv_tile.resolve_vector(m, spec.bits()),
                         };
                         let label = tile.label([rr, pr, ur]);

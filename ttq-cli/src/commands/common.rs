@@ -61,6 +61,8 @@ pub enum GemvChoice {
     /// The streaming half2 GEMV where it fits, else the default (`GemvVariant::AutoStream`).
     /// For comparison only: it is slower than the default at one token (H200, session 11).
     Stream,
+    /// The TMA half2 GEMV where it fits, else the default (`GemvVariant::AutoTma`).
+    Tma,
 }
 
 /// Where and how the model runs.
@@ -99,6 +101,7 @@ impl RuntimeArgs {
         ) + match self.gemv {
             GemvChoice::Auto => "",
             GemvChoice::Stream => " gemv-stream",
+            GemvChoice::Tma => " gemv-tma",
         }
     }
 
@@ -134,6 +137,7 @@ fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
         gemv_variant: match gemv {
             GemvChoice::Auto => GemvVariant::Auto,
             GemvChoice::Stream => GemvVariant::AutoStream,
+            GemvChoice::Tma => GemvVariant::AutoTma,
         },
         ..Default::default()
     }

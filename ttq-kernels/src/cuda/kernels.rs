@@ -1767,6 +1767,367 @@ pub fn gemv_stream_kernel<N: Size>(
     }
 }
 
+/// The TMA half2 GEMV (f16 activations, 4-bit codes, the vector layout with groups of 32 to
+/// `256 · U` columns and a multiple of 4 groups per row; `super::GemvVariant::Tma`):
+/// [`gemv_h2_kernel`]'s tiling, decode and products, with the codes, scales and zeros
+/// brought into shared memory by the Tensor Memory Accelerator instead of loaded into
+/// registers.
+///
+/// A cube of `P` planes owns `R` rows (`row0 = CUBE_POS_X · R`), and its planes split each
+/// row (split-K): plane `p` takes the row's column blocks `p, p + P, p + 2P, …` of `32 · U`
+/// lines (`1024 · U` columns). For each block, lane 0 of the plane issues three tensor
+/// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, and the
+/// `R × 1024 · U / group` scales and zero points. Each plane has two such slots in shared
+/// memory (a double buffer), so one block's copies are in flight while the previous one is
+/// decoded, without holding registers (the register double buffer of [`gemv_h2_kernel`]
+/// took 168 registers, session 8) and without one copy instruction per lane and line (the
+/// `cp.async` of [`gemv_stream_kernel`]). Two cube-wide mbarriers, one per slot, each
+/// expect one arrival per plane (its lane 0, with the block's bytes as transactions): all
+/// planes run the same number of blocks, so every phase gets all of its arrivals, and no
+/// plane gets more than one phase ahead of another (it re-arms a slot only after waiting on
+/// it). A plane reuses a slot after `sync_plane`: only its own lanes read it.
+///
+/// Blocks and rows past the weight's edge are zero-filled by the copies (scale 0, so they
+/// add nothing); their activations are never read (lines past the row are skipped) and
+/// rows past `rows` are not stored. The tail is [`store_gemv_rows`].
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn gemv_tma_kernel<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    packed: &TensorMap<u32, Tiled>,
+    scales: &TensorMap<f32, Tiled>,
+    zeros: &TensorMap<f32, Tiled>,
+    y: &mut Tensor<f16>,
+    rows: u32,
+    group_shift: u32,
+    lines_per_row: u32,
+    magic: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] groups_per_block: u32,
+) {
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let row0 = CUBE_POS_X * rows_per_cube;
+    let block_lines = comptime!(PLANE * lines_per_lane);
+    let blocks = lines_per_row.div_ceil(block_lines * planes);
+    let w_slot = comptime!(rows_per_cube * block_lines);
+    // Each slot of scales (and of zeros) starts on a 128-byte boundary, as tensor copies
+    // into shared memory want.
+    let g_slot = comptime!((rows_per_cube * groups_per_block).div_ceil(32) * 32);
+    let mut wsm = SharedMemory::<Vector<u32, N>>::new_aligned(
+        comptime!((2 * planes * w_slot) as usize),
+        128usize,
+    );
+    let mut ssm =
+        SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
+    let mut zsm =
+        SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
+    let bar0 = Barrier::shared(planes, UNIT_POS == 0);
+    let bar1 = Barrier::shared(planes, UNIT_POS == 0);
+    sync_async_proxy_shared();
+    sync_cube();
+
+    let mut acc = Array::<f32>::new(nacc);
+    #[unroll]
+    for i in 0..nacc {
+        acc[i] = 0.0f32;
+    }
+    let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 4) as usize));
+    let mut part = Array::<Vector<f16, Const<2>>>::new(nacc);
+    let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+    let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+
+    let w0 = UNIT_POS_Y * w_slot;
+    let g0 = UNIT_POS_Y * g_slot;
+    let w1 = w0 + comptime!(planes * w_slot);
+    let g1 = g0 + comptime!(planes * g_slot);
+    let dims = TmaBlock {
+        row0,
+        blocks,
+        lines_per_row,
+        group_shift,
+        magic,
+    };
+    issue_tma_block(
+        &bar0,
+        packed,
+        scales,
+        zeros,
+        &mut wsm,
+        &mut ssm,
+        &mut zsm,
+        w0,
+        g0,
+        0,
+        &dims,
+        rows_per_cube,
+        lines_per_lane,
+        planes,
+        groups_per_block,
+    );
+    issue_tma_block(
+        &bar1,
+        packed,
+        scales,
+        zeros,
+        &mut wsm,
+        &mut ssm,
+        &mut zsm,
+        w1,
+        g1,
+        1,
+        &dims,
+        rows_per_cube,
+        lines_per_lane,
+        planes,
+        groups_per_block,
+    );
+    let mut k = 0u32;
+    let mut phase = 0u32;
+    while k < blocks {
+        bar0.wait_parity(phase);
+        tma_block_products(
+            x,
+            s,
+            &wsm,
+            &ssm,
+            &zsm,
+            &mut acc,
+            &mut pairs,
+            &mut part,
+            &mut wv,
+            &mut bias_even,
+            &mut bias_odd,
+            w0,
+            g0,
+            k,
+            &dims,
+            m,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+        );
+        sync_plane();
+        issue_tma_block(
+            &bar0,
+            packed,
+            scales,
+            zeros,
+            &mut wsm,
+            &mut ssm,
+            &mut zsm,
+            w0,
+            g0,
+            k + 2,
+            &dims,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+        );
+        if k + 1 < blocks {
+            bar1.wait_parity(phase);
+            tma_block_products(
+                x,
+                s,
+                &wsm,
+                &ssm,
+                &zsm,
+                &mut acc,
+                &mut pairs,
+                &mut part,
+                &mut wv,
+                &mut bias_even,
+                &mut bias_odd,
+                w1,
+                g1,
+                k + 1,
+                &dims,
+                m,
+                rows_per_cube,
+                lines_per_lane,
+                planes,
+                groups_per_block,
+            );
+            sync_plane();
+            issue_tma_block(
+                &bar1,
+                packed,
+                scales,
+                zeros,
+                &mut wsm,
+                &mut ssm,
+                &mut zsm,
+                w1,
+                g1,
+                k + 3,
+                &dims,
+                rows_per_cube,
+                lines_per_lane,
+                planes,
+                groups_per_block,
+            );
+        }
+        k += 2;
+        phase ^= 1;
+    }
+    store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
+}
+
+/// The run-time values [`gemv_tma_kernel`]'s block helpers share: the cube's first row, the
+/// blocks per plane, lines per row, `log2` of the group size and the half2 decode's bits.
+#[derive(CubeType, Clone, Copy)]
+pub struct TmaBlock {
+    row0: u32,
+    blocks: u32,
+    lines_per_row: u32,
+    group_shift: u32,
+    magic: u32,
+}
+
+/// Lane 0 of the plane issues the tensor copies of its block `k` (if `k < blocks`) into the
+/// slot at `w_at` (codes, in 16-byte lines) and `g_at` (scales and zeros), and arrives on
+/// `bar` expecting their bytes; see [`gemv_tma_kernel`].
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn issue_tma_block<N: Size>(
+    bar: &Shared<Barrier>,
+    packed: &TensorMap<u32, Tiled>,
+    scales: &TensorMap<f32, Tiled>,
+    zeros: &TensorMap<f32, Tiled>,
+    wsm: &mut SharedMemory<Vector<u32, N>>,
+    ssm: &mut SharedMemory<f32>,
+    zsm: &mut SharedMemory<f32>,
+    w_at: u32,
+    g_at: u32,
+    k: u32,
+    dims: &TmaBlock,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] groups_per_block: u32,
+) {
+    if k < dims.blocks && UNIT_POS_X == 0 {
+        let blk = k * planes + UNIT_POS_Y;
+        let w_len = comptime!(rows_per_cube * PLANE * lines_per_lane);
+        let g_len = comptime!(rows_per_cube * groups_per_block);
+        let row = dims.row0 as i32;
+        bar.tma_load_2d(
+            packed,
+            &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
+            row,
+            (blk * comptime!(PLANE * lines_per_lane * 4)) as i32,
+        );
+        let g_col = (blk * groups_per_block) as i32;
+        bar.tma_load_2d(
+            scales,
+            &mut ssm.slice_mut(g_at as usize, (g_at + g_len) as usize),
+            row,
+            g_col,
+        );
+        bar.tma_load_2d(
+            zeros,
+            &mut zsm.slice_mut(g_at as usize, (g_at + g_len) as usize),
+            row,
+            g_col,
+        );
+        bar.arrive_and_expect_tx(1, comptime!(w_len * 16 + 2 * g_len * 4));
+    }
+}
+
+/// [`gemv_tma_kernel`]'s products for the plane's block `k`, read from the slot at `w_at`
+/// and `g_at` (see [`gemv_h2_kernel`] for the decode), accumulated into `acc`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tma_block_products<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    wsm: &SharedMemory<Vector<u32, N>>,
+    ssm: &SharedMemory<f32>,
+    zsm: &SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    pairs: &mut Array<Vector<f16, Const<2>>>,
+    part: &mut Array<Vector<f16, Const<2>>>,
+    wv: &mut Array<Vector<f16, Const<2>>>,
+    bias_even: &mut Array<Vector<f16, Const<2>>>,
+    bias_odd: &mut Array<Vector<f16, Const<2>>>,
+    w_at: u32,
+    g_at: u32,
+    k: u32,
+    dims: &TmaBlock,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] groups_per_block: u32,
+) {
+    let lane = UNIT_POS_X;
+    let nacc = comptime!((m * rows_per_cube) as usize);
+    let block_lines = comptime!(PLANE * lines_per_lane);
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
+    let blk = k * planes + UNIT_POS_Y;
+    let x_stride = (dims.lines_per_row * 8) as usize;
+    // A run-time loop over the lane's lines, as in `stream_tile_products` (unrolled, the
+    // compiler hoists every line's shared-memory loads to the top).
+    for u in 0..lines_per_lane {
+        let l = u * PLANE + lane;
+        let li = blk * block_lines + l;
+        if li < dims.lines_per_row {
+            // The line's group within the block (blocks hold whole groups).
+            let gi = (l * 32) >> dims.group_shift;
+            #[unroll]
+            for r in 0..rows_per_cube {
+                let (be, bo) = h2_biases(zsm[(g_at + r * groups_per_block + gi) as usize]);
+                bias_even[r as usize] = be;
+                bias_odd[r as usize] = bo;
+            }
+            #[unroll]
+            for i in 0..nacc {
+                part[i] = Vector::<f16, Const<2>>::new(f16::cast_from(0.0f32));
+            }
+            #[unroll]
+            for w in 0..4u32 {
+                h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, pairs, m);
+                #[unroll]
+                for r in 0..rows_per_cube {
+                    let line = wsm[(w_at + r * block_lines + l) as usize];
+                    h2_word_products(
+                        line[w as usize],
+                        bias_even[r as usize],
+                        bias_odd[r as usize],
+                        k16,
+                        k256,
+                        dims.magic,
+                        pairs,
+                        wv,
+                        part,
+                        r,
+                        m,
+                        rows_per_cube,
+                    );
+                }
+            }
+            #[unroll]
+            for r in 0..rows_per_cube {
+                h2_fold_parts(
+                    part,
+                    ssm[(g_at + r * groups_per_block + gi) as usize],
+                    acc,
+                    r,
+                    m,
+                    rows_per_cube,
+                );
+            }
+        }
+    }
+}
+
 /// The row block (its first row) and step of [`gemv_stream_kernel`]'s tile `k` for this
 /// plane: tiles run through a row group's steps, then on to the cube's next row group.
 #[cube]

@@ -181,6 +181,41 @@ impl GemvTile {
     }
 }
 
+impl GemvTile {
+    /// `(R, P, U)` for [`kernels::gemv_tma_kernel`] on rows of `lines_per_row` 32-column
+    /// lines: rows per cube `R` (default 8 up to 4 tokens, else 4; clamped to
+    /// `R · tokens ≤ 64` and to 1..=32, a power of two as tensor copies want), lines per lane
+    /// and block `U` (1 or 2, default 1) and planes per cube `P` (1..=8): by default as many
+    /// as leave each plane at least three blocks of `32 · U` lines (4 at 14336 columns, 2 at
+    /// 8192, 1 at 4096), so that its double buffer has blocks to overlap.
+    pub fn resolve_tma(&self, tokens: usize, lines_per_row: u32) -> (u32, u32, u32) {
+        let max_rows = (64 / tokens.max(1)).clamp(1, 32) as u32;
+        let default_rows = if tokens <= 4 { 8 } else { 4 };
+        let rows = self
+            .rows
+            .unwrap_or(default_rows)
+            .clamp(1, max_rows)
+            .next_power_of_two()
+            .min(prev_power_of_two(max_rows));
+        let unroll = self.unroll.unwrap_or(1).clamp(1, 2);
+        let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
+        let planes = self
+            .planes
+            .unwrap_or_else(|| match blocks {
+                0..=5 => 1,
+                6..=11 => 2,
+                _ => 4,
+            })
+            .clamp(1, 8);
+        (rows, planes, unroll)
+    }
+}
+
+/// The largest power of two not above `n` (`n ≥ 1`).
+fn prev_power_of_two(n: u32) -> u32 {
+    1 << (31 - n.max(1).leading_zeros())
+}
+
 /// Shared memory per SM that [`gemv_stream`] sizes its persistent grid against (an H100's
 /// or H200's 228 KiB, less 1 KiB reserved per cube and some slack).
 const STREAM_SMEM_PER_SM: usize = 220 << 10;
@@ -216,6 +251,14 @@ pub enum GemvVariant {
     Stream,
     /// [`GemvVariant::Stream`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
     AutoStream,
+    /// [`kernels::gemv_tma_kernel`]: the half2 decode with the codes, scales and zeros
+    /// double-buffered in shared memory by tensor copies (TMA, sm_90 and later). Needs what
+    /// [`GemvVariant::Half2`] needs, groups of 32 to `256 · U` columns (a power of two), a
+    /// multiple of 4 groups per row, 16-byte aligned operands and a device with TMA;
+    /// `matmul` returns an error otherwise.
+    Tma,
+    /// [`GemvVariant::Tma`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
+    AutoTma,
     /// [`kernels::gemv_vec_kernel`]: 16-byte loads of four packed words per lane and
     /// vector loads of `x` and the input scale. Needs 2, 4 or 8 bits, rows of whole
     /// four-word lines and groups holding whole lines; `matmul` returns an error otherwise.
@@ -657,11 +700,36 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
             let half2_fits = F::dtype() == DType::F16 && gemv_half2_fits(&dims);
             let stream_ok = half2_fits && stream_fits(tokens, &dims);
+            let tma_ok = half2_fits && tma_fits(&x, q, &dims, self.gemv_tile, tokens);
             return match self.gemv_variant {
+                GemvVariant::AutoTma if tma_ok => {
+                    gemv_tma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Tma => {
+                    if !tma_ok {
+                        return Err(QuantError::Method {
+                            method: "cuda GEMV".into(),
+                            message: format!(
+                                "GemvVariant::Tma needs a device with tensor copies (TMA), f16 \
+                                 activations, 4-bit codes, a multiple of 32 columns, groups \
+                                 of 32 to 256 columns per line of the tile, a multiple of 4 \
+                                 groups per row and 16-byte aligned operands (got {:?}, {} \
+                                 bits, {} columns, groups of {}); use GemvVariant::Auto",
+                                F::dtype(),
+                                dims.bits,
+                                dims.cols,
+                                dims.group
+                            ),
+                        });
+                    }
+                    gemv_tma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
                 GemvVariant::AutoStream if stream_ok => {
                     gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
-                GemvVariant::Auto | GemvVariant::AutoStream if half2_fits => {
+                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::AutoTma
+                    if half2_fits =>
+                {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
                 }
                 GemvVariant::Half2 => {
@@ -702,7 +770,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     }
                     gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
-                GemvVariant::Auto | GemvVariant::AutoStream if gemv_vector_fits(&dims) => {
+                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::AutoTma
+                    if gemv_vector_fits(&dims) =>
+                {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
                 GemvVariant::Vector => {
@@ -722,7 +792,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     }
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
                 }
-                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::Fused => {
+                GemvVariant::Auto
+                | GemvVariant::AutoStream
+                | GemvVariant::AutoTma
+                | GemvVariant::Fused => {
                     gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
                 GemvVariant::Padded => gemv::<R, F>(x, q, input_scale, &dims),
@@ -1483,6 +1556,115 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
             planes,
             xs_blocks,
             tile.stream_global_x,
+        );
+    }
+    Ok(wrap_float(y))
+}
+
+/// Whether [`kernels::gemv_tma_kernel`] can serve `tokens` tokens of a weight that
+/// [`gemv_half2_fits`], with `tile`: the device has tensor copies; groups are a power of
+/// two from 32 columns to a block's `1024 · U` / 4 (a block's scales must be at least 16
+/// bytes) and a row holds a multiple of 4 of them (the scales' row pitch must be a multiple
+/// of 16 bytes); the scales and zeros start on 16-byte boundaries; `[rows, words]` codes.
+fn tma_fits<R: CubeRuntime, F: FloatElement>(
+    x: &Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+    tokens: usize,
+) -> bool {
+    let (_, _, unroll) = tile.resolve_tma(tokens, dims.words_per_row / GEMV_LINE_WORDS);
+    let block_cols = kernels::PLANE * unroll * GEMV_LINE_WORDS * 8;
+    let layout = dims.groups > 1
+        && dims.group.is_power_of_two()
+        && (32..=block_cols / 4).contains(&dims.group)
+        && dims.groups.is_multiple_of(4)
+        && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize];
+    if !layout {
+        return false;
+    }
+    let (_, scales, zeros) = weight_prims(q);
+    if !(aligned_16(&scales) && aligned_16(&zeros)) {
+        return false;
+    }
+    let client = R::client(&x.device());
+    client
+        .properties()
+        .features
+        .tma
+        .contains(cubecl::ir::features::Tma::Base)
+}
+
+/// The TMA GEMV path of [`CudaKernels::matmul`] ([`kernels::gemv_tma_kernel`]; layouts of
+/// [`tma_fits`], f16). Falls back to [`gemv_fused`]'s kernel where `x`, the input scale or
+/// the codes do not start on a 16-byte boundary (see [`line_operands`]).
+fn gemv_tma<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(prepared) => prepared,
+        Err(fallback) => return Ok(fallback),
+    };
+    let GemvOperands {
+        x: xp,
+        s: sp,
+        packed,
+        scales,
+        zeros,
+        tokens,
+        tokens_u,
+    } = ops;
+    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+    let (rows_per_cube, planes, unroll) = tile.resolve_tma(tokens, lines_per_row);
+    let block_cols = kernels::PLANE * unroll * GEMV_LINE_WORDS * 8;
+    let groups_per_block = block_cols / dims.group;
+    let map = |t: CubeTensor<R>, inner: u32, ty: cubecl::ir::StorageType| {
+        cubecl::prelude::TensorMapArg::new(
+            cubecl::prelude::TiledArgs {
+                tile_size: Shape::from(vec![rows_per_cube as usize, inner as usize]),
+            },
+            t.into_tensor_arg(),
+            ty,
+        )
+    };
+    let u32_ty =
+        cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::UInt(cubecl::ir::UIntKind::U32));
+    let f32_ty =
+        cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32));
+    let cube_dim = CubeDim {
+        x: kernels::PLANE,
+        y: planes,
+        z: 1,
+    };
+    // SAFETY: `tma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller;
+    // groups that tile a block, scales rows of whole 16-byte units, `[rows, words]` codes),
+    // the operands are 16-byte aligned (above), and the kernel guards every index it
+    // computes itself; the tensor copies zero-fill what lies past the weight's edges.
+    unsafe {
+        kernels::gemv_tma_kernel::launch_unchecked::<R>(
+            &xp.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            cube_dim,
+            GEMV_VECTOR,
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
+            map(packed, kernels::PLANE * unroll * GEMV_LINE_WORDS, u32_ty),
+            map(scales, groups_per_block, f32_ty),
+            map(zeros, groups_per_block, f32_ty),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            lines_per_row,
+            kernels::GEMV_H2_MAGIC,
+            tokens_u,
+            rows_per_cube,
+            unroll,
+            planes,
+            groups_per_block,
         );
     }
     Ok(wrap_float(y))
