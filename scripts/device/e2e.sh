@@ -552,6 +552,22 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s13b)
+    # The TMA GEMV's halves alone (:lo copies, :co products), and where it waits.
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 150 4096x14336,14336x4096,4096x4096 \
+      "${S13B_TILES:-8:4:1:tma,8:4:1:tma:lo,8:4:1:tma:co,8:1:1:tma,8:1:1:tma:lo,8:1:1:tma:co,8:2:1:tma:lo,8:2:1:tma:co}"
+    name=gemv_tma_m1
+    step "ncu_src_$name" 60 ncu --clock-control none -c 1 -k regex:gemv_tma \
+      --section SourceCounters --section WarpStateStats --section InstructionStats \
+      --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis --import-source yes -o "$out/ncu_$name" \
+      "$bin/ttq" bench kernels --shapes 4096x14336 --tokens 1 --reps 1 --batch 1 \
+      --gemv-tiles "${S13B_SRC_TILE:-8:4:1:tma}"
+    step "ncu_sass_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page source --csv \
+      --print-source sass
+    step "ncu_details_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page details
+    ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
       gemv_stream gemv_half2_layouts

@@ -19,4 +19,6 @@ pub use ttq_core::{QuantKernels, TensorOpsKernels};
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant, QuantizeVariant};
+pub use cuda::{
+    CudaBackend, CudaKernels, DenseVariant, GemvProbe, GemvTile, GemvVariant, QuantizeVariant,
+};

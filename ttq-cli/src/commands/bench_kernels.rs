@@ -54,7 +54,8 @@ pub struct BenchKernelsArgs {
     /// ahead (with `:fused` or `:cvt` only: the vector and half2 GEMVs have no prefetch);
     /// `:st` runs the streaming half2 GEMV (`:gx` reads its activations from global
     /// memory, `:cN` sizes its grid for N cubes per SM) and `:tma` the TMA half2 GEMV (`R`
-    /// rows per cube, `P` planes splitting each row, `U` lines per lane and block).
+    /// rows per cube, `P` planes splitting each row, `U` lines per lane and block; `:lo`
+    /// times its copies alone and `:co` its products alone, both with wrong results).
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
@@ -92,6 +93,18 @@ struct TileArg {
     cubes_per_sm: Option<u32>,
     /// The streaming GEMV reads `x ⊙ s` from global memory (`:gx`).
     global_x: bool,
+    /// The TMA GEMV's copies alone (`:lo`) or its products alone (`:co`): timings of one
+    /// half, with wrong results.
+    probe: Probe,
+}
+
+/// [`TileArg::probe`]; mirrors `ttq_kernels::GemvProbe` (which exists in CUDA builds only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+enum Probe {
+    Off,
+    LoadsOnly,
+    ComputeOnly,
 }
 
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -107,6 +120,8 @@ impl TileArg {
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
             (self.global_x, ":gx"),
+            (self.probe == Probe::LoadsOnly, ":lo"),
+            (self.probe == Probe::ComputeOnly, ":co"),
         ] {
             if on {
                 label.push_str(flag);
@@ -125,13 +140,14 @@ impl TileArg {
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:cN]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
+    let mut probe = Probe::Off;
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -141,6 +157,8 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "st" if !stream => stream = true,
             "gx" if !global_x => global_x = true,
             "tma" if !tma => tma = true,
+            "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
+            "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
             c if c.starts_with('c') && cubes_per_sm.is_none() => {
                 cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
             }
@@ -151,6 +169,12 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         return Err(format!(
             "GEMV tile `{text}`: :tma is the TMA kernel; it takes no :st, :fused, :f32, :cvt, \
              :pf or :gx"
+        )
+        .into());
+    }
+    if probe != Probe::Off && !tma {
+        return Err(format!(
+            "GEMV tile `{text}`: :lo and :co time halves of the TMA kernel (:tma)"
         )
         .into());
     }
@@ -202,6 +226,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         kernel,
         cubes_per_sm,
         global_x,
+        probe,
     })
 }
 
@@ -250,7 +275,7 @@ mod imp {
     use std::time::Instant;
     use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
     use ttq_kernels::{
-        CudaBackend, CudaKernels, DenseVariant, GemvTile, GemvVariant, QuantizeVariant,
+        CudaBackend, CudaKernels, DenseVariant, GemvProbe, GemvTile, GemvVariant, QuantizeVariant,
     };
 
     type B = CudaBackend<f16>;
@@ -495,6 +520,11 @@ mod imp {
                                 prefetch: tile.prefetch,
                                 cubes_per_sm: tile.cubes_per_sm,
                                 stream_global_x: tile.global_x,
+                                probe: match tile.probe {
+                                    Probe::Off => GemvProbe::Off,
+                                    Probe::LoadsOnly => GemvProbe::LoadsOnly,
+                                    Probe::ComputeOnly => GemvProbe::ComputeOnly,
+                                },
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
@@ -728,7 +758,7 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_tile, TileArg, TileKernel};
+    use super::{parse_tile, Probe, TileArg, TileKernel};
 
     #[test]
     fn tiles_parse_with_their_flags() {
@@ -739,8 +769,9 @@ mod tests {
             kernel,
             cubes_per_sm: None,
             global_x: false,
+            probe: Probe::Off,
         };
-        use TileKernel::{Default, Fused, Stream, Vector};
+        use TileKernel::{Default, Fused, Stream, Tma, Vector};
         assert_eq!(
             parse_tile("8:4:2").unwrap(),
             tile([8, 4, 2], false, false, Default)
@@ -784,7 +815,23 @@ mod tests {
         let global = parse_tile("2:1:4:st:gx:c16").unwrap();
         assert!(global.global_x);
         assert_eq!(global.label([2, 1, 4]), "2:1:4:st:gx:c16");
+        assert_eq!(
+            parse_tile("8:4:1:tma").unwrap(),
+            tile([8, 4, 1], false, false, Tma)
+        );
+        let loads = parse_tile("8:2:1:tma:lo").unwrap();
+        assert_eq!(loads.probe, Probe::LoadsOnly);
+        assert_eq!(loads.label([8, 2, 1]), "8:2:1:tma:lo");
+        assert_eq!(
+            parse_tile("8:2:1:tma:co").unwrap().probe,
+            Probe::ComputeOnly
+        );
         for bad in [
+            "8:4:1:tma:st",
+            "8:4:1:tma:gx",
+            "8:4:1:tma:pf",
+            "8:4:1:lo",
+            "8:4:1:tma:lo:co",
             "8:4",
             "8:4:2:fused:pf:pf",
             "16:8:1:pf",

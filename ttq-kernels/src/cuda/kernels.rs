@@ -1790,6 +1790,9 @@ pub fn gemv_stream_kernel<N: Size>(
 /// Blocks and rows past the weight's edge are zero-filled by the copies (scale 0, so they
 /// add nothing); their activations are never read (lines past the row are skipped) and
 /// rows past `rows` are not stored. The tail is [`store_gemv_rows`].
+///
+/// `loads` and `products` are both true for the GEMV. `bench kernels` turns one off to
+/// time the other half alone (`super::GemvProbe`; the output is then not the product).
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_tma_kernel<N: Size>(
@@ -1808,6 +1811,8 @@ pub fn gemv_tma_kernel<N: Size>(
     #[comptime] lines_per_lane: u32,
     #[comptime] planes: u32,
     #[comptime] groups_per_block: u32,
+    #[comptime] loads: bool,
+    #[comptime] products: bool,
 ) {
     let nacc = comptime!((m * rows_per_cube) as usize);
     let row0 = CUBE_POS_X * rows_per_cube;
@@ -1852,67 +1857,7 @@ pub fn gemv_tma_kernel<N: Size>(
         group_shift,
         magic,
     };
-    issue_tma_block(
-        &bar0,
-        packed,
-        scales,
-        zeros,
-        &mut wsm,
-        &mut ssm,
-        &mut zsm,
-        w0,
-        g0,
-        0,
-        &dims,
-        rows_per_cube,
-        lines_per_lane,
-        planes,
-        groups_per_block,
-    );
-    issue_tma_block(
-        &bar1,
-        packed,
-        scales,
-        zeros,
-        &mut wsm,
-        &mut ssm,
-        &mut zsm,
-        w1,
-        g1,
-        1,
-        &dims,
-        rows_per_cube,
-        lines_per_lane,
-        planes,
-        groups_per_block,
-    );
-    let mut k = 0u32;
-    let mut phase = 0u32;
-    while k < blocks {
-        bar0.wait_parity(phase);
-        tma_block_products(
-            x,
-            s,
-            &wsm,
-            &ssm,
-            &zsm,
-            &mut acc,
-            &mut pairs,
-            &mut part,
-            &mut wv,
-            &mut bias_even,
-            &mut bias_odd,
-            w0,
-            g0,
-            k,
-            &dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-        );
-        sync_plane();
+    if loads {
         issue_tma_block(
             &bar0,
             packed,
@@ -1923,15 +1868,38 @@ pub fn gemv_tma_kernel<N: Size>(
             &mut zsm,
             w0,
             g0,
-            k + 2,
+            0,
             &dims,
             rows_per_cube,
             lines_per_lane,
             planes,
             groups_per_block,
         );
-        if k + 1 < blocks {
-            bar1.wait_parity(phase);
+        issue_tma_block(
+            &bar1,
+            packed,
+            scales,
+            zeros,
+            &mut wsm,
+            &mut ssm,
+            &mut zsm,
+            w1,
+            g1,
+            1,
+            &dims,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+        );
+    }
+    let mut k = 0u32;
+    let mut phase = 0u32;
+    while k < blocks {
+        if loads {
+            bar0.wait_parity(phase);
+        }
+        if products {
             tma_block_products(
                 x,
                 s,
@@ -1944,9 +1912,9 @@ pub fn gemv_tma_kernel<N: Size>(
                 &mut wv,
                 &mut bias_even,
                 &mut bias_odd,
-                w1,
-                g1,
-                k + 1,
+                w0,
+                g0,
+                k,
                 &dims,
                 m,
                 rows_per_cube,
@@ -1954,24 +1922,75 @@ pub fn gemv_tma_kernel<N: Size>(
                 planes,
                 groups_per_block,
             );
+        }
+        if loads {
             sync_plane();
             issue_tma_block(
-                &bar1,
+                &bar0,
                 packed,
                 scales,
                 zeros,
                 &mut wsm,
                 &mut ssm,
                 &mut zsm,
-                w1,
-                g1,
-                k + 3,
+                w0,
+                g0,
+                k + 2,
                 &dims,
                 rows_per_cube,
                 lines_per_lane,
                 planes,
                 groups_per_block,
             );
+        }
+        if k + 1 < blocks {
+            if loads {
+                bar1.wait_parity(phase);
+            }
+            if products {
+                tma_block_products(
+                    x,
+                    s,
+                    &wsm,
+                    &ssm,
+                    &zsm,
+                    &mut acc,
+                    &mut pairs,
+                    &mut part,
+                    &mut wv,
+                    &mut bias_even,
+                    &mut bias_odd,
+                    w1,
+                    g1,
+                    k + 1,
+                    &dims,
+                    m,
+                    rows_per_cube,
+                    lines_per_lane,
+                    planes,
+                    groups_per_block,
+                );
+            }
+            if loads {
+                sync_plane();
+                issue_tma_block(
+                    &bar1,
+                    packed,
+                    scales,
+                    zeros,
+                    &mut wsm,
+                    &mut ssm,
+                    &mut zsm,
+                    w1,
+                    g1,
+                    k + 3,
+                    &dims,
+                    rows_per_cube,
+                    lines_per_lane,
+                    planes,
+                    groups_per_block,
+                );
+            }
         }
         k += 2;
         phase ^= 1;

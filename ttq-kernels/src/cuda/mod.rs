@@ -120,6 +120,22 @@ pub struct GemvTile {
     /// in its products instead of staging `x ⊙ s` in each cube's shared memory: cubes of
     /// one or two planes then fit 16-32 per SM (session 12).
     pub stream_global_x: bool,
+    /// A measurement aid for [`kernels::gemv_tma_kernel`] only (see [`GemvProbe`]).
+    pub probe: GemvProbe,
+}
+
+/// Half of [`kernels::gemv_tma_kernel`]'s work to run alone, for timing: what the copies
+/// cost without the decode, and the decode without the copies (`bench kernels` tiles
+/// `:lo` and `:co`). Anything but [`GemvProbe::Off`] makes `matmul` return a wrong result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GemvProbe {
+    /// The GEMV.
+    #[default]
+    Off,
+    /// Copies and waits only; no products (the output holds zeros).
+    LoadsOnly,
+    /// Products on whatever the shared memory holds; no copies and no waits.
+    ComputeOnly,
 }
 
 impl GemvTile {
@@ -201,7 +217,7 @@ impl GemvTile {
         let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
         let planes = self
             .planes
-            .unwrap_or_else(|| match blocks {
+            .unwrap_or(match blocks {
                 0..=5 => 1,
                 6..=11 => 2,
                 _ => 4,
@@ -1665,6 +1681,8 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             unroll,
             planes,
             groups_per_block,
+            tile.probe != GemvProbe::ComputeOnly,
+            tile.probe != GemvProbe::LoadsOnly,
         );
     }
     Ok(wrap_float(y))
