@@ -568,6 +568,25 @@ case $part in
       --print-source sass
     step "ncu_details_$name" 60 ncu -i "$out/ncu_$name.ncu-rep" --page details
     ;;
+  s13c)
+    # The TMA GEMV with its activations by tensor copy: tests, Nsight Compute durations,
+    # the kernel table with TMA tiles, decode A/B.
+    step tests_tma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_layouts
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 120 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S13C_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma,8:4:1:tma:lo,8:4:1:tma:co,8:1:1:tma:co,8:2:2:tma,16:4:1:tma,4:4:1:tma}"
+    step ncu_xs_pairs 40 ncu --clock-control none -k regex:xs_pairs --csv \
+      --metrics gpu__time_duration.sum,launch__grid_size,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+      "$bin/ttq" bench kernels --shapes 4096x14336,14336x4096 --tokens 1 --reps 1 --batch 1 \
+      --gemv-tiles 8:4:1:tma
+    step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
+      --tokens 1,4,16 --gemv-tiles "${S13C_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
+    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3 fused 80
+    ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
       gemv_stream gemv_half2_layouts

@@ -1775,9 +1775,12 @@ pub fn gemv_stream_kernel<N: Size>(
 ///
 /// A cube of `P` planes owns `R` rows (`row0 = CUBE_POS_X · R`), and its planes split each
 /// row (split-K): plane `p` takes the row's column blocks `p, p + P, p + 2P, …` of `32 · U`
-/// lines (`1024 · U` columns). For each block, lane 0 of the plane issues three tensor
-/// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, and the
-/// `R × 1024 · U / group` scales and zero points. Each plane has two such slots in shared
+/// lines (`1024 · U` columns). For each block, lane 0 of the plane issues four tensor
+/// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, the
+/// `R × 1024 · U / group` scales and zero points, and the block's `x ⊙ s`, paired for the
+/// decode by [`xs_pairs_kernel`] beforehand (`xs`; reading `x` and `s` from global memory in
+/// the products, as [`gemv_h2_kernel`] does, left the products waiting on those loads:
+/// session 13, 48% of the stall samples). Each plane has two such slots in shared
 /// memory (a double buffer), so one block's copies are in flight while the previous one is
 /// decoded, without holding registers (the register double buffer of [`gemv_h2_kernel`]
 /// took 168 registers, session 8) and without one copy instruction per lane and line (the
@@ -1796,8 +1799,7 @@ pub fn gemv_stream_kernel<N: Size>(
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_tma_kernel<N: Size>(
-    x: &Tensor<Vector<f16, N>>,
-    s: &Tensor<Vector<f16, N>>,
+    xs: &TensorMap<u32, Tiled>,
     packed: &TensorMap<u32, Tiled>,
     scales: &TensorMap<f32, Tiled>,
     zeros: &TensorMap<f32, Tiled>,
@@ -1830,6 +1832,12 @@ pub fn gemv_tma_kernel<N: Size>(
         SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
     let mut zsm =
         SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
+    // The paired activations of a block: 16 bytes per token, line and word.
+    let a_slot = comptime!(m * lines_per_lane * 4 * PLANE);
+    let mut asm = SharedMemory::<Vector<u32, N>>::new_aligned(
+        comptime!((2 * planes * a_slot) as usize),
+        128usize,
+    );
     let bar0 = Barrier::shared(planes, UNIT_POS == 0);
     let bar1 = Barrier::shared(planes, UNIT_POS == 0);
     sync_async_proxy_shared();
@@ -1846,10 +1854,16 @@ pub fn gemv_tma_kernel<N: Size>(
     let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
     let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
 
-    let w0 = UNIT_POS_Y * w_slot;
-    let g0 = UNIT_POS_Y * g_slot;
-    let w1 = w0 + comptime!(planes * w_slot);
-    let g1 = g0 + comptime!(planes * g_slot);
+    let slot0 = TmaSlot {
+        w: UNIT_POS_Y * w_slot,
+        g: UNIT_POS_Y * g_slot,
+        a: UNIT_POS_Y * a_slot,
+    };
+    let slot1 = TmaSlot {
+        w: slot0.w + comptime!(planes * w_slot),
+        g: slot0.g + comptime!(planes * g_slot),
+        a: slot0.a + comptime!(planes * a_slot),
+    };
     let dims = TmaBlock {
         row0,
         blocks,
@@ -1860,16 +1874,18 @@ pub fn gemv_tma_kernel<N: Size>(
     if loads {
         issue_tma_block(
             &bar0,
+            xs,
             packed,
             scales,
             zeros,
+            &mut asm,
             &mut wsm,
             &mut ssm,
             &mut zsm,
-            w0,
-            g0,
+            &slot0,
             0,
             &dims,
+            m,
             rows_per_cube,
             lines_per_lane,
             planes,
@@ -1877,16 +1893,18 @@ pub fn gemv_tma_kernel<N: Size>(
         );
         issue_tma_block(
             &bar1,
+            xs,
             packed,
             scales,
             zeros,
+            &mut asm,
             &mut wsm,
             &mut ssm,
             &mut zsm,
-            w1,
-            g1,
+            &slot1,
             1,
             &dims,
+            m,
             rows_per_cube,
             lines_per_lane,
             planes,
@@ -1901,8 +1919,7 @@ pub fn gemv_tma_kernel<N: Size>(
         }
         if products {
             tma_block_products(
-                x,
-                s,
+                &asm,
                 &wsm,
                 &ssm,
                 &zsm,
@@ -1912,8 +1929,7 @@ pub fn gemv_tma_kernel<N: Size>(
                 &mut wv,
                 &mut bias_even,
                 &mut bias_odd,
-                w0,
-                g0,
+                &slot0,
                 k,
                 &dims,
                 m,
@@ -1927,16 +1943,18 @@ pub fn gemv_tma_kernel<N: Size>(
             sync_plane();
             issue_tma_block(
                 &bar0,
+                xs,
                 packed,
                 scales,
                 zeros,
+                &mut asm,
                 &mut wsm,
                 &mut ssm,
                 &mut zsm,
-                w0,
-                g0,
+                &slot0,
                 k + 2,
                 &dims,
+                m,
                 rows_per_cube,
                 lines_per_lane,
                 planes,
@@ -1949,8 +1967,7 @@ pub fn gemv_tma_kernel<N: Size>(
             }
             if products {
                 tma_block_products(
-                    x,
-                    s,
+                    &asm,
                     &wsm,
                     &ssm,
                     &zsm,
@@ -1960,8 +1977,7 @@ pub fn gemv_tma_kernel<N: Size>(
                     &mut wv,
                     &mut bias_even,
                     &mut bias_odd,
-                    w1,
-                    g1,
+                    &slot1,
                     k + 1,
                     &dims,
                     m,
@@ -1975,16 +1991,18 @@ pub fn gemv_tma_kernel<N: Size>(
                 sync_plane();
                 issue_tma_block(
                     &bar1,
+                    xs,
                     packed,
                     scales,
                     zeros,
+                    &mut asm,
                     &mut wsm,
                     &mut ssm,
                     &mut zsm,
-                    w1,
-                    g1,
+                    &slot1,
                     k + 3,
                     &dims,
+                    m,
                     rows_per_cube,
                     lines_per_lane,
                     planes,
@@ -1998,6 +2016,46 @@ pub fn gemv_tma_kernel<N: Size>(
     store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
 }
 
+/// `x ⊙ s` (f16, `[tokens, cols]` times `[cols]`, in vectors of 4) paired as
+/// [`gemv_h2_kernel`]'s decode pairs the codes, for [`gemv_tma_kernel`]: one `u32` per pair
+/// (column `j` of a word in its low half, column `j + 4` in its high half), 16 bytes per
+/// token, line and word, laid out `[token][line / 32][word][line % 32]` so that a block's
+/// pairs are one tensor copy and the 32 lanes of a plane read 32 consecutive vectors (free
+/// of bank conflicts). A thread per output vector (lines padded to a multiple of 32; the
+/// padding is not written and never read). Its products are the same f16 values as
+/// [`h2_activation_pairs`]'.
+#[cube(launch_unchecked)]
+pub fn xs_pairs_kernel<N: Size>(
+    x: &Tensor<Vector<f16, N>>,
+    s: &Tensor<Vector<f16, N>>,
+    out: &mut Tensor<Vector<u32, N>>,
+    lines_per_row: u32,
+    groups32: u32,
+    total: u32,
+) {
+    let i = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
+    let lane = i % PLANE;
+    let w = (i / PLANE) % 4;
+    let g = (i / (PLANE * 4)) % groups32;
+    let t = i / (PLANE * 4 * groups32);
+    let li = g * PLANE + lane;
+    if i < total && li < lines_per_row {
+        let xi = li * 8 + w * 2;
+        let row = t * lines_per_row * 8;
+        let xa = x[(row + xi) as usize] * s[xi as usize];
+        let xb = x[(row + xi + 1) as usize] * s[(xi + 1) as usize];
+        let mut v = Vector::<u32, N>::empty();
+        #[unroll]
+        for j in 0..4u32 {
+            let mut pair = Vector::<f16, Const<2>>::empty();
+            pair[0] = xa[j as usize];
+            pair[1] = xb[j as usize];
+            v[j as usize] = u32::reinterpret(pair);
+        }
+        out[i as usize] = v;
+    }
+}
+
 /// The run-time values [`gemv_tma_kernel`]'s block helpers share: the cube's first row, the
 /// blocks per plane, lines per row, `log2` of the group size and the half2 decode's bits.
 #[derive(CubeType, Clone, Copy)]
@@ -2009,6 +2067,16 @@ pub struct TmaBlock {
     magic: u32,
 }
 
+/// Where a plane's slot of [`gemv_tma_kernel`]'s double buffer starts in each of its shared
+/// memories: codes (`w`, 16-byte lines), scales and zeros (`g`) and paired activations
+/// (`a`, 16-byte vectors).
+#[derive(CubeType, Clone, Copy)]
+pub struct TmaSlot {
+    w: u32,
+    g: u32,
+    a: u32,
+}
+
 /// Lane 0 of the plane issues the tensor copies of its block `k` (if `k < blocks`) into the
 /// slot at `w_at` (codes, in 16-byte lines) and `g_at` (scales and zeros), and arrives on
 /// `bar` expecting their bytes; see [`gemv_tma_kernel`].
@@ -2016,16 +2084,18 @@ pub struct TmaBlock {
 #[allow(clippy::too_many_arguments)]
 fn issue_tma_block<N: Size>(
     bar: &Shared<Barrier>,
+    xs: &TensorMap<u32, Tiled>,
     packed: &TensorMap<u32, Tiled>,
     scales: &TensorMap<f32, Tiled>,
     zeros: &TensorMap<f32, Tiled>,
+    asm: &mut SharedMemory<Vector<u32, N>>,
     wsm: &mut SharedMemory<Vector<u32, N>>,
     ssm: &mut SharedMemory<f32>,
     zsm: &mut SharedMemory<f32>,
-    w_at: u32,
-    g_at: u32,
+    slot: &TmaSlot,
     k: u32,
     dims: &TmaBlock,
+    #[comptime] m: u32,
     #[comptime] rows_per_cube: u32,
     #[comptime] lines_per_lane: u32,
     #[comptime] planes: u32,
@@ -2035,7 +2105,17 @@ fn issue_tma_block<N: Size>(
         let blk = k * planes + UNIT_POS_Y;
         let w_len = comptime!(rows_per_cube * PLANE * lines_per_lane);
         let g_len = comptime!(rows_per_cube * groups_per_block);
+        let a_len = comptime!(m * lines_per_lane * 4 * PLANE);
         let row = dims.row0 as i32;
+        let (w_at, g_at, a_at) = (slot.w, slot.g, slot.a);
+        bar.tma_load_4d(
+            xs,
+            &mut asm.slice_mut(a_at as usize, (a_at + a_len) as usize),
+            0,
+            (blk * lines_per_lane) as i32,
+            0,
+            0,
+        );
         bar.tma_load_2d(
             packed,
             &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
@@ -2055,7 +2135,7 @@ fn issue_tma_block<N: Size>(
             row,
             g_col,
         );
-        bar.arrive_and_expect_tx(1, comptime!(w_len * 16 + 2 * g_len * 4));
+        bar.arrive_and_expect_tx(1, comptime!((w_len + a_len) * 16 + 2 * g_len * 4));
     }
 }
 
@@ -2064,8 +2144,7 @@ fn issue_tma_block<N: Size>(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn tma_block_products<N: Size>(
-    x: &Tensor<Vector<f16, N>>,
-    s: &Tensor<Vector<f16, N>>,
+    asm: &SharedMemory<Vector<u32, N>>,
     wsm: &SharedMemory<Vector<u32, N>>,
     ssm: &SharedMemory<f32>,
     zsm: &SharedMemory<f32>,
@@ -2075,8 +2154,7 @@ fn tma_block_products<N: Size>(
     wv: &mut Array<Vector<f16, Const<2>>>,
     bias_even: &mut Array<Vector<f16, Const<2>>>,
     bias_odd: &mut Array<Vector<f16, Const<2>>>,
-    w_at: u32,
-    g_at: u32,
+    slot: &TmaSlot,
     k: u32,
     dims: &TmaBlock,
     #[comptime] m: u32,
@@ -2091,7 +2169,7 @@ fn tma_block_products<N: Size>(
     let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
     let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
     let blk = k * planes + UNIT_POS_Y;
-    let x_stride = (dims.lines_per_row * 8) as usize;
+    let (w_at, g_at) = (slot.w, slot.g);
     // A run-time loop over the lane's lines, as in `stream_tile_products` (unrolled, the
     // compiler hoists every line's shared-memory loads to the top).
     for u in 0..lines_per_lane {
@@ -2112,7 +2190,16 @@ fn tma_block_products<N: Size>(
             }
             #[unroll]
             for w in 0..4u32 {
-                h2_activation_pairs(x, s, (li * 8 + w * 2) as usize, x_stride, pairs, m);
+                #[unroll]
+                for t in 0..m {
+                    let at = slot.a + ((t * lines_per_lane + u) * 4 + w) * PLANE + lane;
+                    let v = asm[at as usize];
+                    #[unroll]
+                    for j in 0..4u32 {
+                        pairs[(t * 4 + j) as usize] =
+                            Vector::<f16, Const<2>>::reinterpret(v[j as usize]);
+                    }
+                }
                 #[unroll]
                 for r in 0..rows_per_cube {
                     let line = wsm[(w_at + r * block_lines + l) as usize];

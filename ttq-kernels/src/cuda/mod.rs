@@ -215,13 +215,19 @@ impl GemvTile {
             .min(prev_power_of_two(max_rows));
         let unroll = self.unroll.unwrap_or(1).clamp(1, 2);
         let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
+        // Each plane stages `tokens · U · 2 KiB` of paired activations per slot: fewer
+        // planes for more tokens keep a cube's shared memory small enough for two per SM.
+        let by_tokens = (8 / tokens.max(1) as u32).max(1);
         let planes = self
             .planes
-            .unwrap_or(match blocks {
-                0..=5 => 1,
-                6..=11 => 2,
-                _ => 4,
-            })
+            .unwrap_or(
+                match blocks {
+                    0..=5 => 1,
+                    6..=11 => 2,
+                    _ => 4,
+                }
+                .min(by_tokens),
+            )
             .clamp(1, 8);
         (rows, planes, unroll)
     }
@@ -729,12 +735,16 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                                 "GemvVariant::Tma needs a device with tensor copies (TMA), f16 \
                                  activations, 4-bit codes, a multiple of 32 columns, groups \
                                  of 32 to 256 columns per line of the tile, a multiple of 4 \
-                                 groups per row and 16-byte aligned operands (got {:?}, {} \
-                                 bits, {} columns, groups of {}); use GemvVariant::Auto",
+                                 groups per row, 16-byte aligned operands and at most {} KiB of \
+                                 shared memory per cube (fewer planes or tokens) (got {:?}, \
+                                 {} bits, {} columns, groups of {}, {} tokens); use \
+                                 GemvVariant::Auto",
+                                TMA_MAX_SMEM >> 10,
                                 F::dtype(),
                                 dims.bits,
                                 dims.cols,
-                                dims.group
+                                dims.group,
+                                tokens
                             ),
                         });
                     }
@@ -1577,11 +1587,26 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
     Ok(wrap_float(y))
 }
 
+/// Largest shared memory [`kernels::gemv_tma_kernel`] may take per cube (an H100's or
+/// H200's 227 KiB per cube, with room for the mbarriers and the tail's partial sums).
+const TMA_MAX_SMEM: usize = 200 << 10;
+
+/// Shared memory of one [`kernels::gemv_tma_kernel`] cube: two slots per plane of codes
+/// (`R · U · 512` bytes), scales and zeros (each padded to 128 bytes) and paired
+/// activations (`tokens · U · 2048` bytes).
+fn tma_smem_bytes(tokens: usize, rows: u32, planes: u32, unroll: u32, group: u32) -> usize {
+    let (rows, planes, unroll) = (rows as usize, planes as usize, unroll as usize);
+    let groups_per_block = 1024 * unroll / group.max(1) as usize;
+    let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
+    2 * planes * (rows * unroll * 512 + 2 * params + tokens * unroll * 2048)
+}
+
 /// Whether [`kernels::gemv_tma_kernel`] can serve `tokens` tokens of a weight that
 /// [`gemv_half2_fits`], with `tile`: the device has tensor copies; groups are a power of
 /// two from 32 columns to a block's `1024 · U` / 4 (a block's scales must be at least 16
 /// bytes) and a row holds a multiple of 4 of them (the scales' row pitch must be a multiple
-/// of 16 bytes); the scales and zeros start on 16-byte boundaries; `[rows, words]` codes.
+/// of 16 bytes); the cube's shared memory fits [`TMA_MAX_SMEM`]; the scales and zeros start
+/// on 16-byte boundaries; `[rows, words]` codes.
 fn tma_fits<R: CubeRuntime, F: FloatElement>(
     x: &Tensor<Cb<R, F>, 2>,
     q: &QuantizedWeight<Cb<R, F>>,
@@ -1597,6 +1622,10 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
         && dims.groups.is_multiple_of(4)
         && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize];
     if !layout {
+        return false;
+    }
+    let (rows, planes, unroll) = tile.resolve_tma(tokens, dims.words_per_row / GEMV_LINE_WORDS);
+    if tma_smem_bytes(tokens, rows, planes, unroll, dims.group) > TMA_MAX_SMEM {
         return false;
     }
     let (_, scales, zeros) = weight_prims(q);
@@ -1651,6 +1680,43 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::UInt(cubecl::ir::UIntKind::U32));
     let f32_ty =
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32));
+    // `x ⊙ s` paired for the decode, `[tokens, lines / 32, 4 words, 128 u32]` (lines
+    // rounded up to whole 32-line groups).
+    let groups32 = lines_per_row.div_ceil(kernels::PLANE);
+    let xs = empty(
+        &xp,
+        vec![tokens, groups32 as usize, 4, 4 * kernels::PLANE as usize],
+        DType::U32,
+    );
+    let vectors = tokens_u * groups32 * 4 * kernels::PLANE;
+    // SAFETY: `x` is `[tokens, lines · 32]` and the input scale `[lines · 32]` in f16,
+    // 16-byte aligned (above); the kernel writes only the `vectors` vectors of `xs`.
+    unsafe {
+        kernels::xs_pairs_kernel::launch_unchecked::<R>(
+            &xp.client,
+            CubeCount::Static(vectors.div_ceil(256), 1, 1),
+            CubeDim { x: 256, y: 1, z: 1 },
+            GEMV_VECTOR,
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
+            xs.clone().into_tensor_arg(),
+            lines_per_row,
+            groups32,
+            vectors,
+        );
+    }
+    let xs_map = cubecl::prelude::TensorMapArg::new(
+        cubecl::prelude::TiledArgs {
+            tile_size: Shape::from(vec![
+                tokens,
+                unroll as usize,
+                4,
+                4 * kernels::PLANE as usize,
+            ]),
+        },
+        xs.into_tensor_arg(),
+        u32_ty,
+    );
     let cube_dim = CubeDim {
         x: kernels::PLANE,
         y: planes,
@@ -1666,8 +1732,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
             cube_dim,
             GEMV_VECTOR,
-            xp.clone().into_tensor_arg(),
-            sp.into_tensor_arg(),
+            xs_map,
             map(packed, kernels::PLANE * unroll * GEMV_LINE_WORDS, u32_ty),
             map(scales, groups_per_block, f32_ty),
             map(zeros, groups_per_block, f32_ty),
