@@ -587,6 +587,20 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s13d)
+    # The TMA GEMV with x and s by tensor copy (no pairing kernel): as s13c.
+    step tests_tma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_layouts
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 120 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S13D_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma,8:4:1:tma:lo,8:4:1:tma:co,8:2:1:tma:co,8:1:1:tma:co,8:2:2:tma,4:2:1:tma}"
+    step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
+      --tokens 1,4 --gemv-tiles "${S13D_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
+    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3 fused 80
+    ;;
   s10a)
     step tests_stream 200 "$bin/cuda_vs_reference" --test-threads 1 \
       gemv_stream gemv_half2_layouts

@@ -1777,10 +1777,12 @@ pub fn gemv_stream_kernel<N: Size>(
 /// row (split-K): plane `p` takes the row's column blocks `p, p + P, p + 2P, …` of `32 · U`
 /// lines (`1024 · U` columns). For each block, lane 0 of the plane issues four tensor
 /// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, the
-/// `R × 1024 · U / group` scales and zero points, and the block's `x ⊙ s`, paired for the
-/// decode by [`xs_pairs_kernel`] beforehand (`xs`; reading `x` and `s` from global memory in
-/// the products, as [`gemv_h2_kernel`] does, left the products waiting on those loads:
-/// session 13, 48% of the stall samples). Each plane has two such slots in shared
+/// `R × 1024 · U / group` scales and zero points, and the block's activations and input
+/// scale (`x` as `[m, cols / 8, 8]`, `s` as `[cols / 8, 8]`, 128-byte swizzled so that the
+/// lanes' 16-byte reads of vector `4 · l + w` hit distinct banks; see [`swizzled_128`]).
+/// Reading `x` and `s` from global memory in the products, as [`gemv_h2_kernel`] does, left
+/// them waiting on those loads (session 13 call 2: 48% of the stall samples), and pairing
+/// `x ⊙ s` in a kernel of its own cost a launch per call. Each plane has two such slots in shared
 /// memory (a double buffer), so one block's copies are in flight while the previous one is
 /// decoded, without holding registers (the register double buffer of [`gemv_h2_kernel`]
 /// took 168 registers, session 8) and without one copy instruction per lane and line (the
@@ -1799,7 +1801,8 @@ pub fn gemv_stream_kernel<N: Size>(
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn gemv_tma_kernel<N: Size>(
-    xs: &TensorMap<u32, Tiled>,
+    x: &TensorMap<f16, Tiled>,
+    s: &TensorMap<f16, Tiled>,
     packed: &TensorMap<u32, Tiled>,
     scales: &TensorMap<f32, Tiled>,
     zeros: &TensorMap<f32, Tiled>,
@@ -1832,11 +1835,18 @@ pub fn gemv_tma_kernel<N: Size>(
         SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
     let mut zsm =
         SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
-    // The paired activations of a block: 16 bytes per token, line and word.
-    let a_slot = comptime!(m * lines_per_lane * 4 * PLANE);
-    let mut asm = SharedMemory::<Vector<u32, N>>::new_aligned(
-        comptime!((2 * planes * a_slot) as usize),
-        128usize,
+    // A block's activations (`m` tokens) and input scale, 16-byte vectors of 8 columns,
+    // 128-byte swizzled by the copies (slots of whole KiB, so the pattern starts afresh in
+    // each).
+    let x_slot = comptime!(m * lines_per_lane * 4 * PLANE);
+    let s_slot = comptime!(lines_per_lane * 4 * PLANE);
+    let mut xsm = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
+        comptime!((2 * planes * x_slot) as usize),
+        1024usize,
+    );
+    let mut isc = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
+        comptime!((2 * planes * s_slot) as usize),
+        1024usize,
     );
     let bar0 = Barrier::shared(planes, UNIT_POS == 0);
     let bar1 = Barrier::shared(planes, UNIT_POS == 0);
@@ -1857,12 +1867,14 @@ pub fn gemv_tma_kernel<N: Size>(
     let slot0 = TmaSlot {
         w: UNIT_POS_Y * w_slot,
         g: UNIT_POS_Y * g_slot,
-        a: UNIT_POS_Y * a_slot,
+        x: UNIT_POS_Y * x_slot,
+        s: UNIT_POS_Y * s_slot,
     };
     let slot1 = TmaSlot {
         w: slot0.w + comptime!(planes * w_slot),
         g: slot0.g + comptime!(planes * g_slot),
-        a: slot0.a + comptime!(planes * a_slot),
+        x: slot0.x + comptime!(planes * x_slot),
+        s: slot0.s + comptime!(planes * s_slot),
     };
     let dims = TmaBlock {
         row0,
@@ -1874,11 +1886,13 @@ pub fn gemv_tma_kernel<N: Size>(
     if loads {
         issue_tma_block(
             &bar0,
-            xs,
+            x,
+            s,
             packed,
             scales,
             zeros,
-            &mut asm,
+            &mut xsm,
+            &mut isc,
             &mut wsm,
             &mut ssm,
             &mut zsm,
@@ -1893,11 +1907,13 @@ pub fn gemv_tma_kernel<N: Size>(
         );
         issue_tma_block(
             &bar1,
-            xs,
+            x,
+            s,
             packed,
             scales,
             zeros,
-            &mut asm,
+            &mut xsm,
+            &mut isc,
             &mut wsm,
             &mut ssm,
             &mut zsm,
@@ -1919,7 +1935,8 @@ pub fn gemv_tma_kernel<N: Size>(
         }
         if products {
             tma_block_products(
-                &asm,
+                &xsm,
+                &isc,
                 &wsm,
                 &ssm,
                 &zsm,
@@ -1943,11 +1960,13 @@ pub fn gemv_tma_kernel<N: Size>(
             sync_plane();
             issue_tma_block(
                 &bar0,
-                xs,
+                x,
+                s,
                 packed,
                 scales,
                 zeros,
-                &mut asm,
+                &mut xsm,
+                &mut isc,
                 &mut wsm,
                 &mut ssm,
                 &mut zsm,
@@ -1967,7 +1986,8 @@ pub fn gemv_tma_kernel<N: Size>(
             }
             if products {
                 tma_block_products(
-                    &asm,
+                    &xsm,
+                    &isc,
                     &wsm,
                     &ssm,
                     &zsm,
@@ -1991,11 +2011,13 @@ pub fn gemv_tma_kernel<N: Size>(
                 sync_plane();
                 issue_tma_block(
                     &bar1,
-                    xs,
+                    x,
+                    s,
                     packed,
                     scales,
                     zeros,
-                    &mut asm,
+                    &mut xsm,
+                    &mut isc,
                     &mut wsm,
                     &mut ssm,
                     &mut zsm,
@@ -2016,46 +2038,6 @@ pub fn gemv_tma_kernel<N: Size>(
     store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
 }
 
-/// `x ⊙ s` (f16, `[tokens, cols]` times `[cols]`, in vectors of 4) paired as
-/// [`gemv_h2_kernel`]'s decode pairs the codes, for [`gemv_tma_kernel`]: one `u32` per pair
-/// (column `j` of a word in its low half, column `j + 4` in its high half), 16 bytes per
-/// token, line and word, laid out `[token][line / 32][word][line % 32]` so that a block's
-/// pairs are one tensor copy and the 32 lanes of a plane read 32 consecutive vectors (free
-/// of bank conflicts). A thread per output vector (lines padded to a multiple of 32; the
-/// padding is not written and never read). Its products are the same f16 values as
-/// [`h2_activation_pairs`]'.
-#[cube(launch_unchecked)]
-pub fn xs_pairs_kernel<N: Size>(
-    x: &Tensor<Vector<f16, N>>,
-    s: &Tensor<Vector<f16, N>>,
-    out: &mut Tensor<Vector<u32, N>>,
-    lines_per_row: u32,
-    groups32: u32,
-    total: u32,
-) {
-    let i = CUBE_POS_X * CUBE_DIM_X + UNIT_POS_X;
-    let lane = i % PLANE;
-    let w = (i / PLANE) % 4;
-    let g = (i / (PLANE * 4)) % groups32;
-    let t = i / (PLANE * 4 * groups32);
-    let li = g * PLANE + lane;
-    if i < total && li < lines_per_row {
-        let xi = li * 8 + w * 2;
-        let row = t * lines_per_row * 8;
-        let xa = x[(row + xi) as usize] * s[xi as usize];
-        let xb = x[(row + xi + 1) as usize] * s[(xi + 1) as usize];
-        let mut v = Vector::<u32, N>::empty();
-        #[unroll]
-        for j in 0..4u32 {
-            let mut pair = Vector::<f16, Const<2>>::empty();
-            pair[0] = xa[j as usize];
-            pair[1] = xb[j as usize];
-            v[j as usize] = u32::reinterpret(pair);
-        }
-        out[i as usize] = v;
-    }
-}
-
 /// The run-time values [`gemv_tma_kernel`]'s block helpers share: the cube's first row, the
 /// blocks per plane, lines per row, `log2` of the group size and the half2 decode's bits.
 #[derive(CubeType, Clone, Copy)]
@@ -2068,13 +2050,23 @@ pub struct TmaBlock {
 }
 
 /// Where a plane's slot of [`gemv_tma_kernel`]'s double buffer starts in each of its shared
-/// memories: codes (`w`, 16-byte lines), scales and zeros (`g`) and paired activations
-/// (`a`, 16-byte vectors).
+/// memories: codes (`w`, 16-byte lines), scales and zeros (`g`), activations (`x`) and
+/// input scale (`s`, both 16-byte vectors of 8 columns).
 #[derive(CubeType, Clone, Copy)]
 pub struct TmaSlot {
     w: u32,
     g: u32,
-    a: u32,
+    x: u32,
+    s: u32,
+}
+
+/// The shared-memory index of 16-byte vector `v` of a slot filled by a tensor copy with
+/// 128-byte swizzling: its 16-byte unit within each 128-byte row is XORed with the row's
+/// index modulo 8 (slots start on 1 KiB boundaries). A plane's lanes read vectors `4 · l + w`,
+/// which this spreads over all 32 banks.
+#[cube]
+fn swizzled_128(v: u32) -> u32 {
+    v ^ ((v >> 3) & 7)
 }
 
 /// Lane 0 of the plane issues the tensor copies of its block `k` (if `k < blocks`) into the
@@ -2084,11 +2076,13 @@ pub struct TmaSlot {
 #[allow(clippy::too_many_arguments)]
 fn issue_tma_block<N: Size>(
     bar: &Shared<Barrier>,
-    xs: &TensorMap<u32, Tiled>,
+    x: &TensorMap<f16, Tiled>,
+    s: &TensorMap<f16, Tiled>,
     packed: &TensorMap<u32, Tiled>,
     scales: &TensorMap<f32, Tiled>,
     zeros: &TensorMap<f32, Tiled>,
-    asm: &mut SharedMemory<Vector<u32, N>>,
+    xsm: &mut SharedMemory<Vector<f16, Const<8>>>,
+    isc: &mut SharedMemory<Vector<f16, Const<8>>>,
     wsm: &mut SharedMemory<Vector<u32, N>>,
     ssm: &mut SharedMemory<f32>,
     zsm: &mut SharedMemory<f32>,
@@ -2105,15 +2099,22 @@ fn issue_tma_block<N: Size>(
         let blk = k * planes + UNIT_POS_Y;
         let w_len = comptime!(rows_per_cube * PLANE * lines_per_lane);
         let g_len = comptime!(rows_per_cube * groups_per_block);
-        let a_len = comptime!(m * lines_per_lane * 4 * PLANE);
+        let s_len = comptime!(lines_per_lane * 4 * PLANE);
+        let x_len = comptime!(m * lines_per_lane * 4 * PLANE);
         let row = dims.row0 as i32;
-        let (w_at, g_at, a_at) = (slot.w, slot.g, slot.a);
-        bar.tma_load_4d(
-            xs,
-            &mut asm.slice_mut(a_at as usize, (a_at + a_len) as usize),
+        let (w_at, g_at, x_at, s_at) = (slot.w, slot.g, slot.x, slot.s);
+        let v0 = (blk * comptime!(lines_per_lane * 4 * PLANE)) as i32;
+        bar.tma_load_3d(
+            x,
+            &mut xsm.slice_mut(x_at as usize, (x_at + x_len) as usize),
             0,
-            (blk * lines_per_lane) as i32,
+            v0,
             0,
+        );
+        bar.tma_load_2d(
+            s,
+            &mut isc.slice_mut(s_at as usize, (s_at + s_len) as usize),
+            v0,
             0,
         );
         bar.tma_load_2d(
@@ -2135,7 +2136,7 @@ fn issue_tma_block<N: Size>(
             row,
             g_col,
         );
-        bar.arrive_and_expect_tx(1, comptime!((w_len + a_len) * 16 + 2 * g_len * 4));
+        bar.arrive_and_expect_tx(1, comptime!((w_len + x_len + s_len) * 16 + 2 * g_len * 4));
     }
 }
 
@@ -2144,7 +2145,8 @@ fn issue_tma_block<N: Size>(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn tma_block_products<N: Size>(
-    asm: &SharedMemory<Vector<u32, N>>,
+    xsm: &SharedMemory<Vector<f16, Const<8>>>,
+    isc: &SharedMemory<Vector<f16, Const<8>>>,
     wsm: &SharedMemory<Vector<u32, N>>,
     ssm: &SharedMemory<f32>,
     zsm: &SharedMemory<f32>,
@@ -2190,14 +2192,19 @@ fn tma_block_products<N: Size>(
             }
             #[unroll]
             for w in 0..4u32 {
+                // Vector `4 · l + w` of the block holds the word's 8 columns: `j` and
+                // `j + 4` pair up as the decode pairs the codes.
+                let v = l * 4 + w;
+                let sv = isc[(slot.s + swizzled_128(v)) as usize];
                 #[unroll]
                 for t in 0..m {
-                    let at = slot.a + ((t * lines_per_lane + u) * 4 + w) * PLANE + lane;
-                    let v = asm[at as usize];
+                    let xv = xsm[(slot.x + swizzled_128(t * block_lines * 4 + v)) as usize] * sv;
                     #[unroll]
                     for j in 0..4u32 {
-                        pairs[(t * 4 + j) as usize] =
-                            Vector::<f16, Const<2>>::reinterpret(v[j as usize]);
+                        let mut pair = Vector::<f16, Const<2>>::empty();
+                        pair[0] = xv[j as usize];
+                        pair[1] = xv[(j + 4) as usize];
+                        pairs[(t * 4 + j) as usize] = pair;
                     }
                 }
                 #[unroll]

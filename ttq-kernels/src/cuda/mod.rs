@@ -1592,13 +1592,13 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
 const TMA_MAX_SMEM: usize = 200 << 10;
 
 /// Shared memory of one [`kernels::gemv_tma_kernel`] cube: two slots per plane of codes
-/// (`R · U · 512` bytes), scales and zeros (each padded to 128 bytes) and paired
-/// activations (`tokens · U · 2048` bytes).
+/// (`R · U · 512` bytes), scales and zeros (each padded to 128 bytes), activations
+/// (`tokens · U · 2048` bytes) and input scale (`U · 2048`), and 1 KiB of alignment.
 fn tma_smem_bytes(tokens: usize, rows: u32, planes: u32, unroll: u32, group: u32) -> usize {
     let (rows, planes, unroll) = (rows as usize, planes as usize, unroll as usize);
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
-    2 * planes * (rows * unroll * 512 + 2 * params + tokens * unroll * 2048)
+    2 * planes * (rows * unroll * 512 + 2 * params + (tokens + 1) * unroll * 2048) + 1024
 }
 
 /// Whether [`kernels::gemv_tma_kernel`] can serve `tokens` tokens of a weight that
@@ -1680,43 +1680,37 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::UInt(cubecl::ir::UIntKind::U32));
     let f32_ty =
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32));
-    // `x ⊙ s` paired for the decode, `[tokens, lines / 32, 4 words, 128 u32]` (lines
-    // rounded up to whole 32-line groups).
-    let groups32 = lines_per_row.div_ceil(kernels::PLANE);
-    let xs = empty(
-        &xp,
-        vec![tokens, groups32 as usize, 4, 4 * kernels::PLANE as usize],
-        DType::U32,
-    );
-    let vectors = tokens_u * groups32 * 4 * kernels::PLANE;
-    // SAFETY: `x` is `[tokens, lines · 32]` and the input scale `[lines · 32]` in f16,
-    // 16-byte aligned (above); the kernel writes only the `vectors` vectors of `xs`.
-    unsafe {
-        kernels::xs_pairs_kernel::launch_unchecked::<R>(
-            &xp.client,
-            CubeCount::Static(vectors.div_ceil(256), 1, 1),
-            CubeDim { x: 256, y: 1, z: 1 },
-            GEMV_VECTOR,
-            xp.clone().into_tensor_arg(),
-            sp.into_tensor_arg(),
-            xs.clone().into_tensor_arg(),
-            lines_per_row,
-            groups32,
-            vectors,
-        );
-    }
-    let xs_map = cubecl::prelude::TensorMapArg::new(
+    // `x` as `[tokens, cols / 8, 8]` and the input scale as `[cols / 8, 8]` (views of the
+    // contiguous operands): a block's `32 · U` lines are one box of 16-byte vectors, which
+    // the copies swizzle by 128 bytes so that the lanes' reads hit distinct banks.
+    let f16_ty =
+        cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F16));
+    let vectors = (dims.cols / 8) as usize;
+    let box_vectors = (kernels::PLANE * unroll * GEMV_LINE_WORDS) as usize;
+    let x3: CubeTensor<R> = wrap_float::<R, F, 2>(xp.clone())
+        .reshape([tokens, vectors, 8])
+        .into_primitive()
+        .tensor();
+    let s2: CubeTensor<R> = wrap_float::<R, F, 1>(sp)
+        .reshape([vectors, 8])
+        .into_primitive()
+        .tensor();
+    let x_map = cubecl::prelude::TensorMapArg::new(
         cubecl::prelude::TiledArgs {
-            tile_size: Shape::from(vec![
-                tokens,
-                unroll as usize,
-                4,
-                4 * kernels::PLANE as usize,
-            ]),
+            tile_size: Shape::from(vec![tokens, box_vectors, 8]),
         },
-        xs.into_tensor_arg(),
-        u32_ty,
-    );
+        x3.into_tensor_arg(),
+        f16_ty,
+    )
+    .with_swizzle(cubecl::prelude::TensorMapSwizzle::B128);
+    let s_map = cubecl::prelude::TensorMapArg::new(
+        cubecl::prelude::TiledArgs {
+            tile_size: Shape::from(vec![box_vectors, 8]),
+        },
+        s2.into_tensor_arg(),
+        f16_ty,
+    )
+    .with_swizzle(cubecl::prelude::TensorMapSwizzle::B128);
     let cube_dim = CubeDim {
         x: kernels::PLANE,
         y: planes,
@@ -1732,7 +1726,8 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
             cube_dim,
             GEMV_VECTOR,
-            xs_map,
+            x_map,
+            s_map,
             map(packed, kernels::PLANE * unroll * GEMV_LINE_WORDS, u32_ty),
             map(scales, groups_per_block, f32_ty),
             map(zeros, groups_per_block, f32_ty),
