@@ -1778,8 +1778,9 @@ pub fn gemv_stream_kernel<N: Size>(
 /// lines (`1024 · U` columns). For each block, lane 0 of the plane issues four tensor
 /// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, the
 /// `R × 1024 · U / group` scales and zero points, and the block's activations and input
-/// scale (`x` as `[m, cols / 8, 8]`, `s` as `[cols / 8, 8]`, 128-byte swizzled so that the
-/// lanes' 16-byte reads of vector `4 · l + w` hit distinct banks; see [`swizzled_128`]).
+/// scale (`x` as `[m, cols / 64, 64]`, `s` as `[cols / 64, 64]`: rows of 128 bytes,
+/// 128-byte swizzled so that the lanes' 16-byte reads of vector `4 · l + w` hit distinct
+/// banks; see [`swizzled_128`]).
 /// Reading `x` and `s` from global memory in the products, as [`gemv_h2_kernel`] does, left
 /// them waiting on those loads (session 13 call 2: 48% of the stall samples), and pairing
 /// `x ⊙ s` in a kernel of its own cost a launch per call. Each plane has two such slots in shared
@@ -2103,7 +2104,9 @@ fn issue_tma_block<N: Size>(
         let x_len = comptime!(m * lines_per_lane * 4 * PLANE);
         let row = dims.row0 as i32;
         let (w_at, g_at, x_at, s_at) = (slot.w, slot.g, slot.x, slot.s);
-        let v0 = (blk * comptime!(lines_per_lane * 4 * PLANE)) as i32;
+        // `x` and `s` are viewed as rows of 64 columns (128 bytes, the swizzle's span): a
+        // block is `16 · U` of them.
+        let v0 = (blk * comptime!(lines_per_lane * 16)) as i32;
         bar.tma_load_3d(
             x,
             &mut xsm.slice_mut(x_at as usize, (x_at + x_len) as usize),

@@ -733,7 +733,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                             method: "cuda GEMV".into(),
                             message: format!(
                                 "GemvVariant::Tma needs a device with tensor copies (TMA), f16 \
-                                 activations, 4-bit codes, a multiple of 32 columns, groups \
+                                 activations, 4-bit codes, a multiple of 64 columns, groups \
                                  of 32 to 256 columns per line of the tile, a multiple of 4 \
                                  groups per row, 16-byte aligned operands and at most {} KiB of \
                                  shared memory per cube (fewer planes or tokens) (got {:?}, \
@@ -1605,7 +1605,8 @@ fn tma_smem_bytes(tokens: usize, rows: u32, planes: u32, unroll: u32, group: u32
 /// [`gemv_half2_fits`], with `tile`: the device has tensor copies; groups are a power of
 /// two from 32 columns to a block's `1024 · U` / 4 (a block's scales must be at least 16
 /// bytes) and a row holds a multiple of 4 of them (the scales' row pitch must be a multiple
-/// of 16 bytes); the cube's shared memory fits [`TMA_MAX_SMEM`]; the scales and zeros start
+/// of 16 bytes); rows of whole 64-column units (the activations' copies are rows of 128
+/// bytes); the cube's shared memory fits [`TMA_MAX_SMEM`]; the scales and zeros start
 /// on 16-byte boundaries; `[rows, words]` codes.
 fn tma_fits<R: CubeRuntime, F: FloatElement>(
     x: &Tensor<Cb<R, F>, 2>,
@@ -1620,6 +1621,7 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
         && dims.group.is_power_of_two()
         && (32..=block_cols / 4).contains(&dims.group)
         && dims.groups.is_multiple_of(4)
+        && dims.cols.is_multiple_of(64)
         && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize];
     if !layout {
         return false;
@@ -1680,24 +1682,26 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::UInt(cubecl::ir::UIntKind::U32));
     let f32_ty =
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F32));
-    // `x` as `[tokens, cols / 8, 8]` and the input scale as `[cols / 8, 8]` (views of the
-    // contiguous operands): a block's `32 · U` lines are one box of 16-byte vectors, which
-    // the copies swizzle by 128 bytes so that the lanes' reads hit distinct banks.
+    // `x` as `[tokens, cols / 64, 64]` and the input scale as `[cols / 64, 64]` (views of
+    // the contiguous operands): a block's `32 · U` lines are one box of `16 · U` rows of 128
+    // bytes, which the copies swizzle by 128 bytes so that the lanes' 16-byte reads hit
+    // distinct banks. (Boxes of 16-byte rows faulted with an illegal address under the
+    // swizzle, session 13 call 4: the swizzle lays out whole 128-byte rows.)
     let f16_ty =
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F16));
-    let vectors = (dims.cols / 8) as usize;
-    let box_vectors = (kernels::PLANE * unroll * GEMV_LINE_WORDS) as usize;
+    let rows64 = (dims.cols / 64) as usize;
+    let box_rows = (16 * unroll) as usize;
     let x3: CubeTensor<R> = wrap_float::<R, F, 2>(xp.clone())
-        .reshape([tokens, vectors, 8])
+        .reshape([tokens, rows64, 64])
         .into_primitive()
         .tensor();
     let s2: CubeTensor<R> = wrap_float::<R, F, 1>(sp)
-        .reshape([vectors, 8])
+        .reshape([rows64, 64])
         .into_primitive()
         .tensor();
     let x_map = cubecl::prelude::TensorMapArg::new(
         cubecl::prelude::TiledArgs {
-            tile_size: Shape::from(vec![tokens, box_vectors, 8]),
+            tile_size: Shape::from(vec![tokens, box_rows, 64]),
         },
         x3.into_tensor_arg(),
         f16_ty,
@@ -1705,7 +1709,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
     .with_swizzle(cubecl::prelude::TensorMapSwizzle::B128);
     let s_map = cubecl::prelude::TensorMapArg::new(
         cubecl::prelude::TiledArgs {
-            tile_size: Shape::from(vec![box_vectors, 8]),
+            tile_size: Shape::from(vec![box_rows, 64]),
         },
         s2.into_tensor_arg(),
         f16_ty,
