@@ -723,13 +723,15 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         if tokens <= self.gemv_max_tokens.min(DEFAULT_GEMV_MAX_TOKENS) {
             let half2_fits = F::dtype() == DType::F16 && gemv_half2_fits(&dims);
             let stream_ok = half2_fits && stream_fits(tokens, &dims);
-            let tma_ok = half2_fits && tma_fits(&x, q, &dims, self.gemv_tile, tokens);
+            // Only the TMA variants pay for this check (it looks at the device and the
+            // operands' alignment).
+            let tma_ok = || half2_fits && tma_fits(&x, q, &dims, self.gemv_tile, tokens);
             return match self.gemv_variant {
-                GemvVariant::AutoTma if tma_ok => {
+                GemvVariant::AutoTma if tma_ok() => {
                     gemv_tma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
                 GemvVariant::Tma => {
-                    if !tma_ok {
+                    if !tma_ok() {
                         return Err(QuantError::Method {
                             method: "cuda GEMV".into(),
                             message: format!(
