@@ -1931,36 +1931,39 @@ pub fn gemv_tma_kernel<N: Size>(
     let mut k = 0u32;
     let mut phase = 0u32;
     while k < blocks {
-        if loads {
-            bar0.wait_parity(phase);
-        }
-        if products {
-            tma_block_products(
-                &xsm,
-                &isc,
-                &wsm,
-                &ssm,
-                &zsm,
-                &mut acc,
-                &mut pairs,
-                &mut part,
-                &mut wv,
-                &mut bias_even,
-                &mut bias_odd,
-                &slot0,
-                k,
-                &dims,
-                m,
-                rows_per_cube,
-                lines_per_lane,
-                planes,
-                groups_per_block,
-            );
-        }
-        if loads {
-            sync_plane();
-            issue_tma_block(
-                &bar0,
+        tma_slot_step(
+            &bar0,
+            x,
+            s,
+            packed,
+            scales,
+            zeros,
+            &mut xsm,
+            &mut isc,
+            &mut wsm,
+            &mut ssm,
+            &mut zsm,
+            &mut acc,
+            &mut pairs,
+            &mut part,
+            &mut wv,
+            &mut bias_even,
+            &mut bias_odd,
+            &slot0,
+            k,
+            phase,
+            &dims,
+            m,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+            loads,
+            products,
+        );
+        if k + 1 < blocks {
+            tma_slot_step(
+                &bar1,
                 x,
                 s,
                 packed,
@@ -1971,67 +1974,24 @@ pub fn gemv_tma_kernel<N: Size>(
                 &mut wsm,
                 &mut ssm,
                 &mut zsm,
-                &slot0,
-                k + 2,
+                &mut acc,
+                &mut pairs,
+                &mut part,
+                &mut wv,
+                &mut bias_even,
+                &mut bias_odd,
+                &slot1,
+                k + 1,
+                phase,
                 &dims,
                 m,
                 rows_per_cube,
                 lines_per_lane,
                 planes,
                 groups_per_block,
+                loads,
+                products,
             );
-        }
-        if k + 1 < blocks {
-            if loads {
-                bar1.wait_parity(phase);
-            }
-            if products {
-                tma_block_products(
-                    &xsm,
-                    &isc,
-                    &wsm,
-                    &ssm,
-                    &zsm,
-                    &mut acc,
-                    &mut pairs,
-                    &mut part,
-                    &mut wv,
-                    &mut bias_even,
-                    &mut bias_odd,
-                    &slot1,
-                    k + 1,
-                    &dims,
-                    m,
-                    rows_per_cube,
-                    lines_per_lane,
-                    planes,
-                    groups_per_block,
-                );
-            }
-            if loads {
-                sync_plane();
-                issue_tma_block(
-                    &bar1,
-                    x,
-                    s,
-                    packed,
-                    scales,
-                    zeros,
-                    &mut xsm,
-                    &mut isc,
-                    &mut wsm,
-                    &mut ssm,
-                    &mut zsm,
-                    &slot1,
-                    k + 3,
-                    &dims,
-                    m,
-                    rows_per_cube,
-                    lines_per_lane,
-                    planes,
-                    groups_per_block,
-                );
-            }
         }
         k += 2;
         phase ^= 1;
@@ -2068,6 +2028,94 @@ pub struct TmaSlot {
 #[cube]
 fn swizzled_128(v: u32) -> u32 {
     v ^ ((v >> 3) & 7)
+}
+
+/// One step of [`gemv_tma_kernel`]'s pipeline on one slot (its barrier `bar`, phase
+/// `phase`): wait for block `k`'s copies, add its products, then (after `sync_plane`, once
+/// every lane is done reading the slot) re-arm the slot with block `k + 2`. With `loads` or
+/// `products` off, that half is skipped (see [`super::GemvProbe`]).
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tma_slot_step<N: Size>(
+    bar: &Shared<Barrier>,
+    x: &TensorMap<f16, Tiled>,
+    s: &TensorMap<f16, Tiled>,
+    packed: &TensorMap<u32, Tiled>,
+    scales: &TensorMap<f32, Tiled>,
+    zeros: &TensorMap<f32, Tiled>,
+    xsm: &mut SharedMemory<Vector<f16, Const<8>>>,
+    isc: &mut SharedMemory<Vector<f16, Const<8>>>,
+    wsm: &mut SharedMemory<Vector<u32, N>>,
+    ssm: &mut SharedMemory<f32>,
+    zsm: &mut SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    pairs: &mut Array<Vector<f16, Const<2>>>,
+    part: &mut Array<Vector<f16, Const<2>>>,
+    wv: &mut Array<Vector<f16, Const<2>>>,
+    bias_even: &mut Array<Vector<f16, Const<2>>>,
+    bias_odd: &mut Array<Vector<f16, Const<2>>>,
+    slot: &TmaSlot,
+    k: u32,
+    phase: u32,
+    dims: &TmaBlock,
+    #[comptime] m: u32,
+    #[comptime] rows_per_cube: u32,
+    #[comptime] lines_per_lane: u32,
+    #[comptime] planes: u32,
+    #[comptime] groups_per_block: u32,
+    #[comptime] loads: bool,
+    #[comptime] products: bool,
+) {
+    if loads {
+        bar.wait_parity(phase);
+    }
+    if products {
+        tma_block_products(
+            xsm,
+            isc,
+            wsm,
+            ssm,
+            zsm,
+            acc,
+            pairs,
+            part,
+            wv,
+            bias_even,
+            bias_odd,
+            slot,
+            k,
+            dims,
+            m,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+        );
+    }
+    if loads {
+        sync_plane();
+        issue_tma_block(
+            bar,
+            x,
+            s,
+            packed,
+            scales,
+            zeros,
+            xsm,
+            isc,
+            wsm,
+            ssm,
+            zsm,
+            slot,
+            k + 2,
+            dims,
+            m,
+            rows_per_cube,
+            lines_per_lane,
+            planes,
+            groups_per_block,
+        );
+    }
 }
 
 /// Lane 0 of the plane issues the tensor copies of its block `k` (if `k < blocks`) into the
