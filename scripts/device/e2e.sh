@@ -96,6 +96,10 @@
 #   e2e.sh s12rest BIN OUT        session 12: the ten tests the s12c suite did not reach
 #   e2e.sh s12d    BIN OUT        session 12: the streaming GEMV's tests, Nsight Compute durations of
 #                                 streaming tiles that read x ⊙ s from global memory (:gx)
+#   e2e.sh s14a    BIN OUT        session 14: the TMA GEMV's deeper pipelines and shared
+#                                 activations under Nsight Compute (m = 1, four shapes), the
+#                                 read ceiling (read_ceiling.py, events and Nsight Compute),
+#                                 the new TMA tiles' tests
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -586,6 +590,21 @@ case $part in
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
+    ;;
+  s14a)
+    # Session 14: the TMA GEMV with 3-4 pipeline slots and with planes that share the
+    # activations' copies (:sx), Nsight Compute durations at m = 1 against session 13's
+    # best tile; how fast torch and cuBLAS read the same byte counts; the new tiles' tests.
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 170 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S14A_TILES:-8:2:1:tma,8:2:1:tma:d3,8:2:1:tma:d4,4:4:1:tma:sx,4:4:1:tma:sx:d3,4:4:1:tma:sx:d4,2:8:1:tma:sx:d3,8:2:1:tma:sx:d3,4:2:1:tma:sx:d4,2:4:1:tma:sx:d4,4:4:2:tma:sx,4:4:1:tma:sx:d3:lo,4:4:1:tma:sx:d3:co,8:2:1:tma:lo}"
+    step read_ceiling 60 python3 "$here/read_ceiling.py" --json "$out/read_ceiling.json"
+    step ncu_read_ceiling 100 ncu --clock-control none --profile-from-start off \
+      -k 'regex:reduce|gemv|gemm|Kernel' --csv \
+      --metrics gpu__time_duration.sum,dram__bytes_read.sum \
+      python3 "$here/read_ceiling.py" --ncu --json "$out/read_ceiling_plan.json"
+    step tests_tma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_pipelines
     ;;
   s13d)
     # The TMA GEMV with x and s by tensor copy (no pairing kernel): as s13c.

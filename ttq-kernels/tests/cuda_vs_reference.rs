@@ -846,46 +846,7 @@ fn gemv_tma_layouts() {
             ..GemvTile::default()
         },
     ];
-    let spec = |group, scheme| QuantSpec::new(4, GroupSize::Size(group), scheme).unwrap();
-    let cases = [
-        (37, 1536, spec(128, QuantScheme::Asymmetric)),
-        (37, 1536, spec(32, QuantScheme::Asymmetric)),
-        (300, 4608, spec(128, QuantScheme::Symmetric)),
-        (300, 4608, spec(64, QuantScheme::Asymmetric)),
-        (5, 4096, spec(256, QuantScheme::Asymmetric)),
-    ];
-    for (rows, cols, spec) in cases {
-        let w = random(71 + rows as u64, rows * cols, 0);
-        let hq = reference::quantize(&w, rows, cols, None, &spec);
-        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
-        for tokens in [1, 3, 8] {
-            let (x16, s16, want) = f16_gemv_operands(72, tokens, cols, &hq);
-            for gemv_tile in tiles {
-                let kernels = CudaKernels {
-                    gemv_variant: GemvVariant::Tma,
-                    gemv_tile,
-                    ..CudaKernels::default()
-                };
-                let what = format!(
-                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?}",
-                    gemv_tile.resolve_tma(tokens, (cols / 32) as u32)
-                );
-                poison(tokens * rows * 4 + tokens * cols * 4);
-                let result = kernels.matmul(x16.clone(), &q16, Some(s16.clone()));
-                // Eight planes of eight tokens' activation slots need 316 KiB of shared
-                // memory per cube: refused with a clear error, not launched.
-                if tokens == 8 && gemv_tile.planes == Some(8) {
-                    let err = result.expect_err("over the shared-memory cap");
-                    assert!(err.to_string().contains("shared memory"), "{what}: {err}");
-                    eprintln!("{what}: refused as expected");
-                    continue;
-                }
-                let y = result.unwrap_or_else(|e| panic!("{what}: {e}"));
-                close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
-                eprintln!("{what}: ok");
-            }
-        }
-    }
+    check_tma_tiles(&tiles, &[1, 3, 8]);
 
     let forced = CudaKernels {
         gemv_variant: GemvVariant::Tma,
@@ -917,6 +878,98 @@ fn gemv_tma_layouts() {
     .expect("AutoTma falls back");
     close("AutoTma, one group per row", &to_f32_vec(y), &want, 1e-2)
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The TMA GEMV's deeper pipelines (3 and 4 slots per plane) and its planes that own rows
+/// and share each block's copy of the activations (`GemvTile::tma_shared_x`, with cubes of
+/// 8 to 24 rows over 5 to 300 rows), and session 13's default tile, against the reference
+/// on the weights of [`check_tma_tiles`].
+#[test]
+fn gemv_tma_pipelines() {
+    let tiles = [
+        GemvTile::default(),
+        GemvTile {
+            rows: Some(4),
+            planes: Some(1),
+            unroll: Some(2),
+            tma_slots: Some(3),
+            ..GemvTile::default()
+        },
+        GemvTile {
+            rows: Some(4),
+            planes: Some(2),
+            unroll: Some(1),
+            tma_slots: Some(3),
+            tma_shared_x: true,
+            ..GemvTile::default()
+        },
+        GemvTile {
+            rows: Some(8),
+            planes: Some(3),
+            unroll: Some(1),
+            tma_slots: Some(4),
+            tma_shared_x: true,
+            ..GemvTile::default()
+        },
+        GemvTile {
+            rows: Some(2),
+            planes: Some(4),
+            unroll: Some(2),
+            tma_shared_x: true,
+            ..GemvTile::default()
+        },
+    ];
+    check_tma_tiles(&tiles, &[1, 3, 8]);
+}
+
+/// Runs the forced TMA GEMV with each of `tiles` at each token count on five weights
+/// (groups of 32 to 256 columns, asymmetric and symmetric, rows that no cube's rows divide,
+/// rows ending inside a block) against the reference; a tile of 8 planes at 8 tokens must be
+/// refused for its shared memory (316 KiB per cube under split-K).
+fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
+    let device = device();
+    let spec = |group, scheme| QuantSpec::new(4, GroupSize::Size(group), scheme).unwrap();
+    let cases = [
+        (37, 1536, spec(128, QuantScheme::Asymmetric)),
+        (37, 1536, spec(32, QuantScheme::Asymmetric)),
+        (300, 4608, spec(128, QuantScheme::Symmetric)),
+        (300, 4608, spec(64, QuantScheme::Asymmetric)),
+        (5, 4096, spec(256, QuantScheme::Asymmetric)),
+    ];
+    for (rows, cols, spec) in cases {
+        let w = random(71 + rows as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for &tokens in token_counts {
+            let (x16, s16, want) = f16_gemv_operands(72, tokens, cols, &hq);
+            for &gemv_tile in tiles {
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Tma,
+                    gemv_tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!(
+                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?} slots {} shared x {}",
+                    gemv_tile.resolve_tma(tokens, (cols / 32) as u32),
+                    gemv_tile.resolve_tma_slots(),
+                    gemv_tile.tma_shared_x
+                );
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let result = kernels.matmul(x16.clone(), &q16, Some(s16.clone()));
+                // Eight planes of eight tokens' activation slots need 316 KiB of shared
+                // memory per cube: refused with a clear error, not launched.
+                if tokens == 8 && gemv_tile.planes == Some(8) {
+                    let err = result.expect_err("over the shared-memory cap");
+                    assert!(err.to_string().contains("shared memory"), "{what}: {err}");
+                    eprintln!("{what}: refused as expected");
+                    continue;
+                }
+                let y = result.unwrap_or_else(|e| panic!("{what}: {e}"));
+                close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok");
+            }
+        }
+    }
 }
 
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4

@@ -96,6 +96,10 @@ struct TileArg {
     /// The TMA GEMV's copies alone (`:lo`) or its products alone (`:co`): timings of one
     /// half, with wrong results.
     probe: Probe,
+    /// The TMA GEMV's pipeline slots per plane (`:dN`, 2-4).
+    slots: Option<u32>,
+    /// The TMA GEMV's planes own separate rows and share the activations' copies (`:sx`).
+    shared_x: bool,
 }
 
 /// [`TileArg::probe`]; mirrors `ttq_kernels::GemvProbe` (which exists in CUDA builds only).
@@ -122,6 +126,7 @@ impl TileArg {
             (self.global_x, ":gx"),
             (self.probe == Probe::LoadsOnly, ":lo"),
             (self.probe == Probe::ComputeOnly, ":co"),
+            (self.shared_x, ":sx"),
         ] {
             if on {
                 label.push_str(flag);
@@ -130,17 +135,20 @@ impl TileArg {
         if let Some(c) = self.cubes_per_sm {
             label.push_str(&format!(":c{c}"));
         }
+        if let Some(d) = self.slots {
+            label.push_str(&format!(":d{d}"));
+        }
         label
     }
 }
 
 /// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st` or `:tma`, `:cvt`, `:pf`,
-/// `:gx`, `:cN`, each at most once) into a GEMV tile.
+/// `:gx`, `:lo` or `:co`, `:sx`, `:cN`, `:dN`, each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:sx][:cN][:dN]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
@@ -148,6 +156,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
     let mut probe = Probe::Off;
+    let (mut slots, mut shared_x) = (None, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -159,6 +168,10 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "tma" if !tma => tma = true,
             "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
             "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
+            "sx" if !shared_x => shared_x = true,
+            d if d.starts_with('d') && slots.is_none() => {
+                slots = Some(d[1..].parse::<u32>().map_err(|_| bad())?)
+            }
             c if c.starts_with('c') && cubes_per_sm.is_none() => {
                 cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
             }
@@ -171,6 +184,15 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
              :pf or :gx"
         )
         .into());
+    }
+    if (shared_x || slots.is_some()) && !tma {
+        return Err(format!(
+            "GEMV tile `{text}`: :sx and :dN are options of the TMA kernel (:tma)"
+        )
+        .into());
+    }
+    if let Some(d) = slots.filter(|d| !(2..=4).contains(d)) {
+        return Err(format!("GEMV tile `{text}`: :d{d}: the TMA kernel has 2 to 4 slots").into());
     }
     if probe != Probe::Off && !tma {
         return Err(format!(
@@ -227,6 +249,8 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         cubes_per_sm,
         global_x,
         probe,
+        slots,
+        shared_x,
     })
 }
 
@@ -525,6 +549,8 @@ mod imp {
                                     Probe::LoadsOnly => GemvProbe::LoadsOnly,
                                     Probe::ComputeOnly => GemvProbe::ComputeOnly,
                                 },
+                                tma_slots: tile.slots,
+                                tma_shared_x: tile.shared_x,
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
@@ -770,6 +796,8 @@ mod tests {
             cubes_per_sm: None,
             global_x: false,
             probe: Probe::Off,
+            slots: None,
+            shared_x: false,
         };
         use TileKernel::{Default, Fused, Stream, Tma, Vector};
         assert_eq!(
@@ -826,7 +854,20 @@ mod tests {
             parse_tile("8:2:1:tma:co").unwrap().probe,
             Probe::ComputeOnly
         );
+        let piped = parse_tile("4:4:1:tma:sx:d3").unwrap();
+        assert!(piped.shared_x);
+        assert_eq!(piped.slots, Some(3));
+        assert_eq!(piped.kernel, Tma);
+        assert_eq!(piped.label([4, 4, 1]), "4:4:1:tma:sx:d3");
+        assert_eq!(parse_tile("8:2:1:tma:d4:lo").unwrap().slots, Some(4));
         for bad in [
+            "8:4:1:tma:d1",
+            "8:4:1:tma:d5",
+            "8:4:1:tma:dx",
+            "8:4:1:sx",
+            "8:4:1:st:d3",
+            "8:4:1:tma:sx:sx",
+            "8:4:1:tma:d2:d3",
             "8:4:1:tma:st",
             "8:4:1:tma:gx",
             "8:4:1:tma:pf",

@@ -1769,33 +1769,43 @@ pub fn gemv_stream_kernel<N: Size>(
 
 /// The TMA half2 GEMV (f16 activations, 4-bit codes, the vector layout with groups of 32 to
 /// `256 · U` columns and a multiple of 4 groups per row; `super::GemvVariant::Tma`):
-/// [`gemv_h2_kernel`]'s tiling, decode and products, with the codes, scales and zeros
-/// brought into shared memory by the Tensor Memory Accelerator instead of loaded into
-/// registers.
+/// [`gemv_h2_kernel`]'s decode and products, with the codes, scales, zeros, activations and
+/// input scale brought into shared memory by the Tensor Memory Accelerator instead of
+/// loaded into registers.
 ///
-/// A cube of `P` planes owns `R` rows (`row0 = CUBE_POS_X · R`), and its planes split each
-/// row (split-K): plane `p` takes the row's column blocks `p, p + P, p + 2P, …` of `32 · U`
-/// lines (`1024 · U` columns). For each block, lane 0 of the plane issues four tensor
-/// copies (`cp.async.bulk.tensor`): the `R × 128 · U` words of the codes, the
-/// `R × 1024 · U / group` scales and zero points, and the block's activations and input
-/// scale (`x` as `[m, cols / 64, 64]`, `s` as `[cols / 64, 64]`: rows of 128 bytes,
-/// 128-byte swizzled so that the lanes' 16-byte reads of vector `4 · l + w` hit distinct
-/// banks; see [`swizzled_128`]).
+/// A row is cut into blocks of `32 · U` lines (`1024 · U` columns). For each block, lane 0
+/// of a plane issues tensor copies (`cp.async.bulk.tensor`) into one of the plane's `S`
+/// slots (`slots`, 2 to 4): the `R × 128 · U` words of the codes, the `R × 1024 · U / group`
+/// scales and zero points, and the block's activations and input scale (`x` as
+/// `[m, cols / 64, 64]`, `s` as `[cols / 64, 64]`: rows of 128 bytes, 128-byte swizzled so
+/// that the lanes' 16-byte reads of vector `4 · l + w` hit distinct banks; see
+/// [`swizzled_128`]). The cube's planes share the work in one of two ways:
+/// - split-K (`shared_x` false): the cube owns `R` rows and plane `p` takes the row's
+///   blocks `p, p + P, p + 2P, …`, with its own copies of their activations;
+///   [`store_gemv_rows`] sums the planes;
+/// - shared activations (`shared_x` true): plane `p` owns rows `R · p … R · p + R − 1` of
+///   the cube's `R · P`, every plane walks every block, and one copy of each block's `x` and
+///   `s` (issued by plane 0) serves all of them. At one token and `R = 8`, split-K copies as
+///   many bytes of `x` and `s` per block as of codes (4 bytes per column each); sharing them
+///   divides that by `P`. A slot is re-armed only after `sync_cube`, since every plane reads
+///   its activations.
+///
 /// Reading `x` and `s` from global memory in the products, as [`gemv_h2_kernel`] does, left
 /// them waiting on those loads (session 13 call 2: 48% of the stall samples), and pairing
-/// `x ⊙ s` in a kernel of its own cost a launch per call. Each plane has two such slots in shared
-/// memory (a double buffer), so one block's copies are in flight while the previous one is
-/// decoded, without holding registers (the register double buffer of [`gemv_h2_kernel`]
-/// took 168 registers, session 8) and without one copy instruction per lane and line (the
-/// `cp.async` of [`gemv_stream_kernel`]). Two cube-wide mbarriers, one per slot, each
-/// expect one arrival per plane (its lane 0, with the block's bytes as transactions): all
-/// planes run the same number of blocks, so every phase gets all of its arrivals, and no
-/// plane gets more than one phase ahead of another (it re-arms a slot only after waiting on
-/// it). A plane reuses a slot after `sync_plane`: only its own lanes read it.
+/// `x ⊙ s` in a kernel of its own cost a launch per call. The `S` slots keep `S − 1` blocks'
+/// copies in flight while one is decoded, without holding registers (the register double
+/// buffer of [`gemv_h2_kernel`] took 168 registers, session 8) and without one copy
+/// instruction per lane and line (the `cp.async` of [`gemv_stream_kernel`]). One cube-wide
+/// mbarrier per slot expects one arrival per plane (its lane 0, with the bytes it asked
+/// for): all planes run the same number of blocks, so every phase gets all of its arrivals,
+/// and no plane gets more than one phase ahead of another (it re-arms a slot only after
+/// waiting on it). Mbarriers cannot be indexed at run time, so the slot's barrier is picked
+/// by [`tma_wait_slot`] and [`tma_issue_slot`] from four named ones (the unused ones cost
+/// an initialisation).
 ///
 /// Blocks and rows past the weight's edge are zero-filled by the copies (scale 0, so they
 /// add nothing); their activations are never read (lines past the row are skipped) and
-/// rows past `rows` are not stored. The tail is [`store_gemv_rows`].
+/// rows past `rows` are not stored.
 ///
 /// `loads` and `products` are both true for the GEMV. `bench kernels` turns one off to
 /// time the other half alone (`super::GemvProbe`; the output is then not the product).
@@ -1813,44 +1823,61 @@ pub fn gemv_tma_kernel<N: Size>(
     lines_per_row: u32,
     magic: u32,
     #[comptime] m: u32,
-    #[comptime] rows_per_cube: u32,
+    #[comptime] rows_per_plane: u32,
     #[comptime] lines_per_lane: u32,
     #[comptime] planes: u32,
     #[comptime] groups_per_block: u32,
+    #[comptime] slots: u32,
+    #[comptime] shared_x: bool,
     #[comptime] loads: bool,
     #[comptime] products: bool,
 ) {
-    let nacc = comptime!((m * rows_per_cube) as usize);
-    let row0 = CUBE_POS_X * rows_per_cube;
+    let sizes = comptime!(TmaSizes {
+        m,
+        rows_per_plane,
+        lines_per_lane,
+        planes,
+        groups_per_block,
+        slots,
+        shared_x,
+    });
+    let nacc = comptime!((m * rows_per_plane) as usize);
+    // The plane's first row, and how many planes split a row's blocks.
+    let row0 = CUBE_POS_X
+        * comptime!(if shared_x {
+            rows_per_plane * planes
+        } else {
+            rows_per_plane
+        })
+        + UNIT_POS_Y * comptime!(if shared_x { rows_per_plane } else { 0 });
+    let k_split = comptime!(if shared_x { 1 } else { planes });
     let block_lines = comptime!(PLANE * lines_per_lane);
-    let blocks = lines_per_row.div_ceil(block_lines * planes);
-    let w_slot = comptime!(rows_per_cube * block_lines);
-    // Each slot of scales (and of zeros) starts on a 128-byte boundary, as tensor copies
-    // into shared memory want.
-    let g_slot = comptime!((rows_per_cube * groups_per_block).div_ceil(32) * 32);
+    let blocks = lines_per_row.div_ceil(block_lines * k_split);
+    let per_slot = comptime!(slots * planes);
     let mut wsm = SharedMemory::<Vector<u32, N>>::new_aligned(
-        comptime!((2 * planes * w_slot) as usize),
+        comptime!((per_slot * sizes.w_slot()) as usize),
         128usize,
     );
     let mut ssm =
-        SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
+        SharedMemory::<f32>::new_aligned(comptime!((per_slot * sizes.g_slot()) as usize), 128usize);
     let mut zsm =
-        SharedMemory::<f32>::new_aligned(comptime!((2 * planes * g_slot) as usize), 128usize);
-    // A block's activations (`m` tokens) and input scale, 16-byte vectors of 8 columns,
-    // 128-byte swizzled by the copies (slots of whole KiB, so the pattern starts afresh in
-    // each).
-    let x_slot = comptime!(m * lines_per_lane * 4 * PLANE);
-    let s_slot = comptime!(lines_per_lane * 4 * PLANE);
+        SharedMemory::<f32>::new_aligned(comptime!((per_slot * sizes.g_slot()) as usize), 128usize);
+    // A block's activations (`m` tokens) and input scale, 128-byte swizzled by the copies.
+    let xs_slots = comptime!(slots * sizes.xs_copies());
     let mut xsm = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
-        comptime!((2 * planes * x_slot) as usize),
+        comptime!((xs_slots * sizes.x_slot()) as usize),
         1024usize,
     );
     let mut isc = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
-        comptime!((2 * planes * s_slot) as usize),
+        comptime!((xs_slots * sizes.s_slot()) as usize),
         1024usize,
     );
-    let bar0 = Barrier::shared(planes, UNIT_POS == 0);
-    let bar1 = Barrier::shared(planes, UNIT_POS == 0);
+    let bars = TmaBarriers {
+        b0: Barrier::shared(planes, UNIT_POS == 0),
+        b1: Barrier::shared(planes, UNIT_POS == 0),
+        b2: Barrier::shared(planes, UNIT_POS == 0),
+        b3: Barrier::shared(planes, UNIT_POS == 0),
+    };
     sync_async_proxy_shared();
     sync_cube();
 
@@ -1862,21 +1889,9 @@ pub fn gemv_tma_kernel<N: Size>(
     let mut pairs = Array::<Vector<f16, Const<2>>>::new(comptime!((m * 4) as usize));
     let mut part = Array::<Vector<f16, Const<2>>>::new(nacc);
     let mut wv = Array::<Vector<f16, Const<2>>>::new(4usize);
-    let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
-    let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_cube as usize));
+    let mut bias_even = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_plane as usize));
+    let mut bias_odd = Array::<Vector<f16, Const<2>>>::new(comptime!(rows_per_plane as usize));
 
-    let slot0 = TmaSlot {
-        w: UNIT_POS_Y * w_slot,
-        g: UNIT_POS_Y * g_slot,
-        x: UNIT_POS_Y * x_slot,
-        s: UNIT_POS_Y * s_slot,
-    };
-    let slot1 = TmaSlot {
-        w: slot0.w + comptime!(planes * w_slot),
-        g: slot0.g + comptime!(planes * g_slot),
-        x: slot0.x + comptime!(planes * x_slot),
-        s: slot0.s + comptime!(planes * s_slot),
-    };
     let dims = TmaBlock {
         row0,
         blocks,
@@ -1885,85 +1900,57 @@ pub fn gemv_tma_kernel<N: Size>(
         magic,
     };
     if loads {
-        issue_tma_block(
-            &bar0,
-            x,
-            s,
-            packed,
-            scales,
-            zeros,
-            &mut xsm,
-            &mut isc,
-            &mut wsm,
-            &mut ssm,
-            &mut zsm,
-            &slot0,
-            0,
-            &dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-        );
-        issue_tma_block(
-            &bar1,
-            x,
-            s,
-            packed,
-            scales,
-            zeros,
-            &mut xsm,
-            &mut isc,
-            &mut wsm,
-            &mut ssm,
-            &mut zsm,
-            &slot1,
-            1,
-            &dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-        );
+        #[unroll]
+        for sl in 0..slots {
+            let slot = tma_slot(sl, sizes);
+            tma_issue_slot(
+                &bars, sl, x, s, packed, scales, zeros, &mut xsm, &mut isc, &mut wsm, &mut ssm,
+                &mut zsm, &slot, sl, &dims, sizes,
+            );
+        }
     }
     let mut k = 0u32;
+    let mut sl = 0u32;
     let mut phase = 0u32;
     while k < blocks {
-        tma_slot_step(
-            &bar0,
-            x,
-            s,
-            packed,
-            scales,
-            zeros,
-            &mut xsm,
-            &mut isc,
-            &mut wsm,
-            &mut ssm,
-            &mut zsm,
-            &mut acc,
-            &mut pairs,
-            &mut part,
-            &mut wv,
-            &mut bias_even,
-            &mut bias_odd,
-            &slot0,
-            k,
-            phase,
-            &dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-            loads,
-            products,
-        );
-        if k + 1 < blocks {
-            tma_slot_step(
-                &bar1,
+        let slot = tma_slot(sl, sizes);
+        if loads {
+            tma_wait_slot(&bars, sl, phase);
+        }
+        if products {
+            let blk = k * k_split + comptime!(if shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+            tma_block_products(
+                &xsm,
+                &isc,
+                &wsm,
+                &ssm,
+                &zsm,
+                &mut acc,
+                &mut pairs,
+                &mut part,
+                &mut wv,
+                &mut bias_even,
+                &mut bias_odd,
+                &slot,
+                blk,
+                &dims,
+                m,
+                rows_per_plane,
+                lines_per_lane,
+                groups_per_block,
+            );
+        }
+        if loads {
+            // Every lane that reads the slot is done with it before it is refilled: the
+            // plane's own (its codes), or the whole cube's (shared activations).
+            if shared_x {
+                sync_cube();
+            } else {
+                sync_plane();
+            }
+            tma_issue_slot(
+                &bars,
+                sl,
                 x,
                 s,
                 packed,
@@ -1974,33 +1961,81 @@ pub fn gemv_tma_kernel<N: Size>(
                 &mut wsm,
                 &mut ssm,
                 &mut zsm,
-                &mut acc,
-                &mut pairs,
-                &mut part,
-                &mut wv,
-                &mut bias_even,
-                &mut bias_odd,
-                &slot1,
-                k + 1,
-                phase,
+                &slot,
+                k + slots,
                 &dims,
-                m,
-                rows_per_cube,
-                lines_per_lane,
-                planes,
-                groups_per_block,
-                loads,
-                products,
+                sizes,
             );
         }
-        k += 2;
-        phase ^= 1;
+        k += 1;
+        sl += 1;
+        if sl == slots {
+            sl = 0;
+            phase ^= 1;
+        }
     }
-    store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_cube, planes);
+    if shared_x {
+        store_plane_rows::<f16>(&acc, y, rows, row0, m, rows_per_plane);
+    } else {
+        store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_plane, planes);
+    }
 }
 
-/// The run-time values [`gemv_tma_kernel`]'s block helpers share: the cube's first row, the
-/// blocks per plane, lines per row, `log2` of the group size and the half2 decode's bits.
+/// The compile-time shape of a [`gemv_tma_kernel`] variant, as its helpers take it (one
+/// compile-time argument instead of seven), with the sizes of one plane's slot in each
+/// shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TmaSizes {
+    m: u32,
+    rows_per_plane: u32,
+    lines_per_lane: u32,
+    planes: u32,
+    groups_per_block: u32,
+    slots: u32,
+    shared_x: bool,
+}
+
+impl TmaSizes {
+    /// Codes per plane and slot, in 16-byte lines.
+    fn w_slot(&self) -> u32 {
+        self.rows_per_plane * PLANE * self.lines_per_lane
+    }
+    /// Scales (and zeros) per plane and slot, padded to 128 bytes, as tensor copies into
+    /// shared memory want.
+    fn g_slot(&self) -> u32 {
+        (self.rows_per_plane * self.groups_per_block).div_ceil(32) * 32
+    }
+    /// Activations per slot (`m` tokens), in 16-byte vectors of 8 columns: whole KiB, so
+    /// the 128-byte swizzle starts afresh in each.
+    fn x_slot(&self) -> u32 {
+        self.m * self.lines_per_lane * 4 * PLANE
+    }
+    /// Input scale per slot, in 16-byte vectors.
+    fn s_slot(&self) -> u32 {
+        self.lines_per_lane * 4 * PLANE
+    }
+    /// Copies of the activations per slot: one per plane (split-K) or one (shared).
+    fn xs_copies(&self) -> u32 {
+        if self.shared_x {
+            1
+        } else {
+            self.planes
+        }
+    }
+}
+
+/// The four mbarriers of [`gemv_tma_kernel`]'s slots (those past `slots` are unused).
+#[derive(CubeType)]
+pub struct TmaBarriers {
+    b0: Shared<Barrier>,
+    b1: Shared<Barrier>,
+    b2: Shared<Barrier>,
+    b3: Shared<Barrier>,
+}
+
+/// The run-time values [`gemv_tma_kernel`]'s block helpers share: the plane's first row
+/// (the cube's, under split-K), the blocks per plane, lines per row, `log2` of the group
+/// size and the half2 decode's bits.
 #[derive(CubeType, Clone, Copy)]
 pub struct TmaBlock {
     row0: u32,
@@ -2010,7 +2045,7 @@ pub struct TmaBlock {
     magic: u32,
 }
 
-/// Where a plane's slot of [`gemv_tma_kernel`]'s double buffer starts in each of its shared
+/// Where this plane's slot of [`gemv_tma_kernel`]'s pipeline starts in each of its shared
 /// memories: codes (`w`, 16-byte lines), scales and zeros (`g`), activations (`x`) and
 /// input scale (`s`, both 16-byte vectors of 8 columns).
 #[derive(CubeType, Clone, Copy)]
@@ -2019,6 +2054,75 @@ pub struct TmaSlot {
     g: u32,
     x: u32,
     s: u32,
+}
+
+/// This plane's part of slot `sl` (slots hold every plane's codes, scales and zeros side
+/// by side; activations once per plane under split-K, once per cube when shared).
+#[cube]
+fn tma_slot(sl: u32, #[comptime] sizes: TmaSizes) -> TmaSlot {
+    let own = sl * comptime!(sizes.planes) + UNIT_POS_Y;
+    let xs = sl * comptime!(sizes.xs_copies())
+        + comptime!(if sizes.shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+    TmaSlot {
+        w: own * comptime!(sizes.w_slot()),
+        g: own * comptime!(sizes.g_slot()),
+        x: xs * comptime!(sizes.x_slot()),
+        s: xs * comptime!(sizes.s_slot()),
+    }
+}
+
+/// Waits for the copies of slot `sl` (phase `phase`).
+#[cube]
+fn tma_wait_slot(bars: &TmaBarriers, sl: u32, phase: u32) {
+    if sl == 0 {
+        bars.b0.wait_parity(phase);
+    } else if sl == 1 {
+        bars.b1.wait_parity(phase);
+    } else if sl == 2 {
+        bars.b2.wait_parity(phase);
+    } else {
+        bars.b3.wait_parity(phase);
+    }
+}
+
+/// [`issue_tma_block`] of block `k` into slot `sl`, on that slot's mbarrier.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tma_issue_slot<N: Size>(
+    bars: &TmaBarriers,
+    sl: u32,
+    x: &TensorMap<f16, Tiled>,
+    s: &TensorMap<f16, Tiled>,
+    packed: &TensorMap<u32, Tiled>,
+    scales: &TensorMap<f32, Tiled>,
+    zeros: &TensorMap<f32, Tiled>,
+    xsm: &mut SharedMemory<Vector<f16, Const<8>>>,
+    isc: &mut SharedMemory<Vector<f16, Const<8>>>,
+    wsm: &mut SharedMemory<Vector<u32, N>>,
+    ssm: &mut SharedMemory<f32>,
+    zsm: &mut SharedMemory<f32>,
+    slot: &TmaSlot,
+    k: u32,
+    dims: &TmaBlock,
+    #[comptime] sizes: TmaSizes,
+) {
+    if sl == 0 {
+        issue_tma_block(
+            &bars.b0, x, s, packed, scales, zeros, xsm, isc, wsm, ssm, zsm, slot, k, dims, sizes,
+        );
+    } else if sl == 1 {
+        issue_tma_block(
+            &bars.b1, x, s, packed, scales, zeros, xsm, isc, wsm, ssm, zsm, slot, k, dims, sizes,
+        );
+    } else if sl == 2 {
+        issue_tma_block(
+            &bars.b2, x, s, packed, scales, zeros, xsm, isc, wsm, ssm, zsm, slot, k, dims, sizes,
+        );
+    } else {
+        issue_tma_block(
+            &bars.b3, x, s, packed, scales, zeros, xsm, isc, wsm, ssm, zsm, slot, k, dims, sizes,
+        );
+    }
 }
 
 /// The shared-memory index of 16-byte vector `v` of a slot filled by a tensor copy with
@@ -2030,97 +2134,10 @@ fn swizzled_128(v: u32) -> u32 {
     v ^ ((v >> 3) & 7)
 }
 
-/// One step of [`gemv_tma_kernel`]'s pipeline on one slot (its barrier `bar`, phase
-/// `phase`): wait for block `k`'s copies, add its products, then (after `sync_plane`, once
-/// every lane is done reading the slot) re-arm the slot with block `k + 2`. With `loads` or
-/// `products` off, that half is skipped (see [`super::GemvProbe`]).
-#[cube]
-#[allow(clippy::too_many_arguments)]
-fn tma_slot_step<N: Size>(
-    bar: &Shared<Barrier>,
-    x: &TensorMap<f16, Tiled>,
-    s: &TensorMap<f16, Tiled>,
-    packed: &TensorMap<u32, Tiled>,
-    scales: &TensorMap<f32, Tiled>,
-    zeros: &TensorMap<f32, Tiled>,
-    xsm: &mut SharedMemory<Vector<f16, Const<8>>>,
-    isc: &mut SharedMemory<Vector<f16, Const<8>>>,
-    wsm: &mut SharedMemory<Vector<u32, N>>,
-    ssm: &mut SharedMemory<f32>,
-    zsm: &mut SharedMemory<f32>,
-    acc: &mut Array<f32>,
-    pairs: &mut Array<Vector<f16, Const<2>>>,
-    part: &mut Array<Vector<f16, Const<2>>>,
-    wv: &mut Array<Vector<f16, Const<2>>>,
-    bias_even: &mut Array<Vector<f16, Const<2>>>,
-    bias_odd: &mut Array<Vector<f16, Const<2>>>,
-    slot: &TmaSlot,
-    k: u32,
-    phase: u32,
-    dims: &TmaBlock,
-    #[comptime] m: u32,
-    #[comptime] rows_per_cube: u32,
-    #[comptime] lines_per_lane: u32,
-    #[comptime] planes: u32,
-    #[comptime] groups_per_block: u32,
-    #[comptime] loads: bool,
-    #[comptime] products: bool,
-) {
-    if loads {
-        bar.wait_parity(phase);
-    }
-    if products {
-        tma_block_products(
-            xsm,
-            isc,
-            wsm,
-            ssm,
-            zsm,
-            acc,
-            pairs,
-            part,
-            wv,
-            bias_even,
-            bias_odd,
-            slot,
-            k,
-            dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-        );
-    }
-    if loads {
-        sync_plane();
-        issue_tma_block(
-            bar,
-            x,
-            s,
-            packed,
-            scales,
-            zeros,
-            xsm,
-            isc,
-            wsm,
-            ssm,
-            zsm,
-            slot,
-            k + 2,
-            dims,
-            m,
-            rows_per_cube,
-            lines_per_lane,
-            planes,
-            groups_per_block,
-        );
-    }
-}
-
-/// Lane 0 of the plane issues the tensor copies of its block `k` (if `k < blocks`) into the
-/// slot at `w_at` (codes, in 16-byte lines) and `g_at` (scales and zeros), and arrives on
-/// `bar` expecting their bytes; see [`gemv_tma_kernel`].
+/// Lane 0 of the plane issues the tensor copies of its step `k` (if `k < blocks`) into
+/// `slot` and arrives on `bar` expecting their bytes: the codes, scales and zeros of its
+/// rows, and the block's activations and input scale (under shared activations, plane 0
+/// alone copies those); see [`gemv_tma_kernel`].
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn issue_tma_block<N: Size>(
@@ -2138,43 +2155,46 @@ fn issue_tma_block<N: Size>(
     slot: &TmaSlot,
     k: u32,
     dims: &TmaBlock,
-    #[comptime] m: u32,
-    #[comptime] rows_per_cube: u32,
-    #[comptime] lines_per_lane: u32,
-    #[comptime] planes: u32,
-    #[comptime] groups_per_block: u32,
+    #[comptime] sizes: TmaSizes,
 ) {
     if k < dims.blocks && UNIT_POS_X == 0 {
-        let blk = k * planes + UNIT_POS_Y;
-        let w_len = comptime!(rows_per_cube * PLANE * lines_per_lane);
-        let g_len = comptime!(rows_per_cube * groups_per_block);
-        let s_len = comptime!(lines_per_lane * 4 * PLANE);
-        let x_len = comptime!(m * lines_per_lane * 4 * PLANE);
+        let blk = k * comptime!(if sizes.shared_x { 1 } else { sizes.planes })
+            + comptime!(if sizes.shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+        let w_len = comptime!(sizes.w_slot());
+        let g_len = comptime!(sizes.rows_per_plane * sizes.groups_per_block);
+        let s_len = comptime!(sizes.s_slot());
+        let x_len = comptime!(sizes.x_slot());
         let row = dims.row0 as i32;
         let (w_at, g_at, x_at, s_at) = (slot.w, slot.g, slot.x, slot.s);
-        // `x` and `s` are viewed as rows of 64 columns (128 bytes, the swizzle's span): a
-        // block is `16 · U` of them.
-        let v0 = (blk * comptime!(lines_per_lane * 16)) as i32;
-        bar.tma_load_3d(
-            x,
-            &mut xsm.slice_mut(x_at as usize, (x_at + x_len) as usize),
-            0,
-            v0,
-            0,
-        );
-        bar.tma_load_2d(
-            s,
-            &mut isc.slice_mut(s_at as usize, (s_at + s_len) as usize),
-            v0,
-            0,
-        );
+        // Under shared activations plane 0 alone copies them.
+        let copies_xs = UNIT_POS_Y * comptime!(if sizes.shared_x { 1 } else { 0 }) == 0;
+        if copies_xs {
+            // `x` and `s` are viewed as rows of 64 columns (128 bytes, the swizzle's span):
+            // a block is `16 · U` of them.
+            let v0 = (blk * comptime!(sizes.lines_per_lane * 16)) as i32;
+            bar.tma_load_3d(
+                x,
+                &mut xsm.slice_mut(x_at as usize, (x_at + x_len) as usize),
+                0,
+                v0,
+                0,
+            );
+            bar.tma_load_2d(
+                s,
+                &mut isc.slice_mut(s_at as usize, (s_at + s_len) as usize),
+                v0,
+                0,
+            );
+        }
+        let bytes = comptime!(w_len * 16 + 2 * g_len * 4)
+            + select(copies_xs, comptime!((x_len + s_len) * 16), 0u32);
         bar.tma_load_2d(
             packed,
             &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
             row,
-            (blk * comptime!(PLANE * lines_per_lane * 4)) as i32,
+            (blk * comptime!(PLANE * sizes.lines_per_lane * 4)) as i32,
         );
-        let g_col = (blk * groups_per_block) as i32;
+        let g_col = (blk * comptime!(sizes.groups_per_block)) as i32;
         bar.tma_load_2d(
             scales,
             &mut ssm.slice_mut(g_at as usize, (g_at + g_len) as usize),
@@ -2187,12 +2207,12 @@ fn issue_tma_block<N: Size>(
             row,
             g_col,
         );
-        bar.arrive_and_expect_tx(1, comptime!((w_len + x_len + s_len) * 16 + 2 * g_len * 4));
+        bar.arrive_and_expect_tx(1, bytes);
     }
 }
 
-/// [`gemv_tma_kernel`]'s products for the plane's block `k`, read from the slot at `w_at`
-/// and `g_at` (see [`gemv_h2_kernel`] for the decode), accumulated into `acc`.
+/// [`gemv_tma_kernel`]'s products for block `blk` of the plane's rows, read from `slot`
+/// (see [`gemv_h2_kernel`] for the decode), accumulated into `acc`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn tma_block_products<N: Size>(
@@ -2208,20 +2228,18 @@ fn tma_block_products<N: Size>(
     bias_even: &mut Array<Vector<f16, Const<2>>>,
     bias_odd: &mut Array<Vector<f16, Const<2>>>,
     slot: &TmaSlot,
-    k: u32,
+    blk: u32,
     dims: &TmaBlock,
     #[comptime] m: u32,
-    #[comptime] rows_per_cube: u32,
+    #[comptime] rows_per_plane: u32,
     #[comptime] lines_per_lane: u32,
-    #[comptime] planes: u32,
     #[comptime] groups_per_block: u32,
 ) {
     let lane = UNIT_POS_X;
-    let nacc = comptime!((m * rows_per_cube) as usize);
+    let nacc = comptime!((m * rows_per_plane) as usize);
     let block_lines = comptime!(PLANE * lines_per_lane);
     let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
     let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
-    let blk = k * planes + UNIT_POS_Y;
     let (w_at, g_at) = (slot.w, slot.g);
     // A run-time loop over the lane's lines, as in `stream_tile_products` (unrolled, the
     // compiler hoists every line's shared-memory loads to the top).
@@ -2232,7 +2250,7 @@ fn tma_block_products<N: Size>(
             // The line's group within the block (blocks hold whole groups).
             let gi = (l * 32) >> dims.group_shift;
             #[unroll]
-            for r in 0..rows_per_cube {
+            for r in 0..rows_per_plane {
                 let (be, bo) = h2_biases(zsm[(g_at + r * groups_per_block + gi) as usize]);
                 bias_even[r as usize] = be;
                 bias_odd[r as usize] = bo;
@@ -2259,7 +2277,7 @@ fn tma_block_products<N: Size>(
                     }
                 }
                 #[unroll]
-                for r in 0..rows_per_cube {
+                for r in 0..rows_per_plane {
                     let line = wsm[(w_at + r * block_lines + l) as usize];
                     h2_word_products(
                         line[w as usize],
@@ -2273,20 +2291,45 @@ fn tma_block_products<N: Size>(
                         part,
                         r,
                         m,
-                        rows_per_cube,
+                        rows_per_plane,
                     );
                 }
             }
             #[unroll]
-            for r in 0..rows_per_cube {
+            for r in 0..rows_per_plane {
                 h2_fold_parts(
                     part,
                     ssm[(g_at + r * groups_per_block + gi) as usize],
                     acc,
                     r,
                     m,
-                    rows_per_cube,
+                    rows_per_plane,
                 );
+            }
+        }
+    }
+}
+
+/// The tail of the GEMV kernels whose planes own separate rows: each thread's `m · R`
+/// partial dot products (`acc[t · R + r]`, token `t`, row `row0 + r` of the plane's rows)
+/// are summed over the plane's lanes with `plane_sum`, and lane 0 writes them. Rows past
+/// `rows` are not written.
+#[cube]
+fn store_plane_rows<F: Float>(
+    acc: &Array<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    row0: u32,
+    #[comptime] m: u32,
+    #[comptime] rows_per_plane: u32,
+) {
+    #[unroll]
+    for t in 0..m {
+        #[unroll]
+        for r in 0..rows_per_plane {
+            let v = plane_sum(acc[(t * rows_per_plane + r) as usize]);
+            if UNIT_POS_X == 0 && row0 + r < rows {
+                y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(v);
             }
         }
     }

@@ -122,6 +122,13 @@ pub struct GemvTile {
     pub stream_global_x: bool,
     /// A measurement aid for [`kernels::gemv_tma_kernel`] only (see [`GemvProbe`]).
     pub probe: GemvProbe,
+    /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`] (2..=4, default 2): blocks
+    /// whose copies can be in flight while one is decoded, plus that one.
+    pub tma_slots: Option<u32>,
+    /// [`kernels::gemv_tma_kernel`]'s planes own separate rows and share each block's copy
+    /// of the activations and input scale, instead of splitting each row's blocks between
+    /// them (split-K) with a copy of the activations each. Default off.
+    pub tma_shared_x: bool,
 }
 
 /// Half of [`kernels::gemv_tma_kernel`]'s work to run alone, for timing: what the copies
@@ -231,6 +238,14 @@ impl GemvTile {
             )
             .clamp(1, 8);
         (rows, planes, unroll)
+    }
+}
+
+impl GemvTile {
+    /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`]: as given, clamped to
+    /// 2..=4 (four named mbarriers), 2 by default (session 13's kernel).
+    pub fn resolve_tma_slots(&self) -> u32 {
+        self.tma_slots.unwrap_or(2).clamp(2, 4)
     }
 }
 
@@ -1594,14 +1609,19 @@ fn gemv_stream<R: CubeRuntime, F: FloatElement>(
 /// H200's 227 KiB per cube, with room for the mbarriers and the tail's partial sums).
 const TMA_MAX_SMEM: usize = 200 << 10;
 
-/// Shared memory of one [`kernels::gemv_tma_kernel`] cube: two slots per plane of codes
-/// (`R · U · 512` bytes), scales and zeros (each padded to 128 bytes), activations
-/// (`tokens · U · 2048` bytes) and input scale (`U · 2048`), and 1 KiB of alignment.
-fn tma_smem_bytes(tokens: usize, rows: u32, planes: u32, unroll: u32, group: u32) -> usize {
-    let (rows, planes, unroll) = (rows as usize, planes as usize, unroll as usize);
+/// Shared memory of one [`kernels::gemv_tma_kernel`] cube: `S` slots (`tile`'s
+/// [`GemvTile::resolve_tma_slots`]), each with every plane's codes (`R · U · 512` bytes),
+/// scales and zeros (each padded to 128 bytes), and activations (`tokens · U · 2048`
+/// bytes) and input scale (`U · 2048`) once per plane (split-K) or once (shared
+/// activations), and 1 KiB of alignment.
+fn tma_smem_bytes(tokens: usize, tile: &GemvTile, rpu: (u32, u32, u32), group: u32) -> usize {
+    let (rows, planes, unroll) = (rpu.0 as usize, rpu.1 as usize, rpu.2 as usize);
+    let slots = tile.resolve_tma_slots() as usize;
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
-    2 * planes * (rows * unroll * 512 + 2 * params + (tokens + 1) * unroll * 2048) + 1024
+    let xs_copies = if tile.tma_shared_x { 1 } else { planes };
+    slots * (planes * (rows * unroll * 512 + 2 * params) + xs_copies * (tokens + 1) * unroll * 2048)
+        + 1024
 }
 
 /// Whether [`kernels::gemv_tma_kernel`] can serve `tokens` tokens of a weight that
@@ -1629,8 +1649,8 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
     if !layout {
         return false;
     }
-    let (rows, planes, unroll) = tile.resolve_tma(tokens, dims.words_per_row / GEMV_LINE_WORDS);
-    if tma_smem_bytes(tokens, rows, planes, unroll, dims.group) > TMA_MAX_SMEM {
+    let rpu = tile.resolve_tma(tokens, dims.words_per_row / GEMV_LINE_WORDS);
+    if tma_smem_bytes(tokens, &tile, rpu, dims.group) > TMA_MAX_SMEM {
         return false;
     }
     let (_, scales, zeros) = weight_prims(q);
@@ -1669,13 +1689,13 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         tokens_u,
     } = ops;
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
-    let (rows_per_cube, planes, unroll) = tile.resolve_tma(tokens, lines_per_row);
+    let (rows_per_plane, planes, unroll) = tile.resolve_tma(tokens, lines_per_row);
     let block_cols = kernels::PLANE * unroll * GEMV_LINE_WORDS * 8;
     let groups_per_block = block_cols / dims.group;
     let map = |t: CubeTensor<R>, inner: u32, ty: cubecl::ir::StorageType| {
         cubecl::prelude::TensorMapArg::new(
             cubecl::prelude::TiledArgs {
-                tile_size: Shape::from(vec![rows_per_cube as usize, inner as usize]),
+                tile_size: Shape::from(vec![rows_per_plane as usize, inner as usize]),
             },
             t.into_tensor_arg(),
             ty,
@@ -1723,6 +1743,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         y: planes,
         z: 1,
     };
+    let rows_per_cube = rows_per_plane * if tile.tma_shared_x { planes } else { 1 };
     // SAFETY: `tma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller;
     // groups that tile a block, scales rows of whole 16-byte units, `[rows, words]` codes),
     // the operands are 16-byte aligned (above), and the kernel guards every index it
@@ -1744,10 +1765,12 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             lines_per_row,
             kernels::GEMV_H2_MAGIC,
             tokens_u,
-            rows_per_cube,
+            rows_per_plane,
             unroll,
             planes,
             groups_per_block,
+            tile.resolve_tma_slots(),
+            tile.tma_shared_x,
             tile.probe != GemvProbe::ComputeOnly,
             tile.probe != GemvProbe::LoadsOnly,
         );
