@@ -100,6 +100,8 @@
 #                                 activations under Nsight Compute (m = 1, four shapes), the
 #                                 read ceiling (read_ceiling.py, events and Nsight Compute),
 #                                 the new TMA tiles' tests
+#   e2e.sh s14b    BIN OUT        session 14: the TMA pipeline tests, then Nsight Compute
+#                                 durations of cubes of several row groups (:kN)
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -590,6 +592,15 @@ case $part in
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
+    ;;
+  s14b)
+    # Session 14: TMA GEMV cubes of several row groups that each split the row's blocks
+    # (:kN below P), for more warps per SM at 4-8 rows per plane; as s14a.
+    step tests_tma 230 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_pipelines
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 170 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S14B_TILES:-8:2:1:tma,4:4:1:tma:k1,4:8:1:tma:k2,4:8:1:tma:k4,8:4:1:tma:k2,8:8:1:tma:k4,4:8:1:tma:k2:d3,4:16:1:tma:k4,8:8:1:tma:k2,4:8:1:tma:k1,8:4:1:tma:k2:co,4:8:1:tma:k2:co,4:8:1:tma:k2:lo}"
     ;;
   s14a)
     # Session 14: the TMA GEMV with 3-4 pipeline slots and with planes that share the

@@ -880,44 +880,29 @@ fn gemv_tma_layouts() {
         .unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The TMA GEMV's deeper pipelines (3 and 4 slots per plane) and its planes that own rows
-/// and share each block's copy of the activations (`GemvTile::tma_shared_x`, with cubes of
-/// 8 to 24 rows over 5 to 300 rows), and session 13's default tile, against the reference
-/// on the weights of [`check_tma_tiles`].
+/// The TMA GEMV's deeper pipelines (3 and 4 slots per plane) and its cubes whose planes
+/// form several row groups that share each block's copy of the activations
+/// (`GemvTile::tma_k_split` below the planes: one to three planes per row's blocks, cubes
+/// of 8 to 24 rows over 5 to 300 rows), and session 13's default tile, against the
+/// reference on the weights of [`check_tma_tiles`].
 #[test]
 fn gemv_tma_pipelines() {
+    let tile = |rows, planes, unroll, slots, k_split| GemvTile {
+        rows: Some(rows),
+        planes: Some(planes),
+        unroll: Some(unroll),
+        tma_slots: slots,
+        tma_k_split: k_split,
+        ..GemvTile::default()
+    };
     let tiles = [
         GemvTile::default(),
-        GemvTile {
-            rows: Some(4),
-            planes: Some(1),
-            unroll: Some(2),
-            tma_slots: Some(3),
-            ..GemvTile::default()
-        },
-        GemvTile {
-            rows: Some(4),
-            planes: Some(2),
-            unroll: Some(1),
-            tma_slots: Some(3),
-            tma_shared_x: true,
-            ..GemvTile::default()
-        },
-        GemvTile {
-            rows: Some(8),
-            planes: Some(3),
-            unroll: Some(1),
-            tma_slots: Some(4),
-            tma_shared_x: true,
-            ..GemvTile::default()
-        },
-        GemvTile {
-            rows: Some(2),
-            planes: Some(4),
-            unroll: Some(2),
-            tma_shared_x: true,
-            ..GemvTile::default()
-        },
+        tile(4, 1, 2, Some(3), None),
+        tile(4, 2, 1, Some(3), Some(1)),
+        tile(8, 3, 1, Some(4), Some(1)),
+        tile(2, 4, 2, None, Some(1)),
+        tile(4, 4, 1, None, Some(2)),
+        tile(2, 6, 1, Some(3), Some(3)),
     ];
     check_tma_tiles(&tiles, &[1, 3, 8]);
 }
@@ -949,10 +934,10 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
                     ..CudaKernels::default()
                 };
                 let what = format!(
-                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?} slots {} shared x {}",
+                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?} slots {} k split {:?}",
                     gemv_tile.resolve_tma(tokens, (cols / 32) as u32),
                     gemv_tile.resolve_tma_slots(),
-                    gemv_tile.tma_shared_x
+                    gemv_tile.tma_k_split
                 );
                 poison(tokens * rows * 4 + tokens * cols * 4);
                 let result = kernels.matmul(x16.clone(), &q16, Some(s16.clone()));

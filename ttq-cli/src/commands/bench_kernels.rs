@@ -98,8 +98,9 @@ struct TileArg {
     probe: Probe,
     /// The TMA GEMV's pipeline slots per plane (`:dN`, 2-4).
     slots: Option<u32>,
-    /// The TMA GEMV's planes own separate rows and share the activations' copies (`:sx`).
-    shared_x: bool,
+    /// Planes of a TMA GEMV cube that split each row's blocks (`:kN`; the others own
+    /// separate rows and share the activations' copies).
+    k_split: Option<u32>,
 }
 
 /// [`TileArg::probe`]; mirrors `ttq_kernels::GemvProbe` (which exists in CUDA builds only).
@@ -126,7 +127,6 @@ impl TileArg {
             (self.global_x, ":gx"),
             (self.probe == Probe::LoadsOnly, ":lo"),
             (self.probe == Probe::ComputeOnly, ":co"),
-            (self.shared_x, ":sx"),
         ] {
             if on {
                 label.push_str(flag);
@@ -134,6 +134,9 @@ impl TileArg {
         }
         if let Some(c) = self.cubes_per_sm {
             label.push_str(&format!(":c{c}"));
+        }
+        if let Some(k) = self.k_split {
+            label.push_str(&format!(":k{k}"));
         }
         if let Some(d) = self.slots {
             label.push_str(&format!(":d{d}"));
@@ -143,12 +146,12 @@ impl TileArg {
 }
 
 /// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st` or `:tma`, `:cvt`, `:pf`,
-/// `:gx`, `:lo` or `:co`, `:sx`, `:cN`, `:dN`, each at most once) into a GEMV tile.
+/// `:gx`, `:lo` or `:co`, `:cN`, `:kN`, `:dN`, each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:sx][:cN][:dN]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
@@ -156,7 +159,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
     let mut probe = Probe::Off;
-    let (mut slots, mut shared_x) = (None, false);
+    let (mut slots, mut k_split) = (None, None);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -168,7 +171,9 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "tma" if !tma => tma = true,
             "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
             "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
-            "sx" if !shared_x => shared_x = true,
+            k if k.starts_with('k') && k_split.is_none() => {
+                k_split = Some(k[1..].parse::<u32>().map_err(|_| bad())?)
+            }
             d if d.starts_with('d') && slots.is_none() => {
                 slots = Some(d[1..].parse::<u32>().map_err(|_| bad())?)
             }
@@ -185,11 +190,14 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         )
         .into());
     }
-    if (shared_x || slots.is_some()) && !tma {
+    if (k_split.is_some() || slots.is_some()) && !tma {
         return Err(format!(
-            "GEMV tile `{text}`: :sx and :dN are options of the TMA kernel (:tma)"
+            "GEMV tile `{text}`: :kN and :dN are options of the TMA kernel (:tma)"
         )
         .into());
+    }
+    if k_split == Some(0) {
+        return Err(format!("GEMV tile `{text}`: :k0: at least one plane takes each block").into());
     }
     if let Some(d) = slots.filter(|d| !(2..=4).contains(d)) {
         return Err(format!("GEMV tile `{text}`: :d{d}: the TMA kernel has 2 to 4 slots").into());
@@ -250,7 +258,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         global_x,
         probe,
         slots,
-        shared_x,
+        k_split,
     })
 }
 
@@ -550,7 +558,7 @@ mod imp {
                                     Probe::ComputeOnly => GemvProbe::ComputeOnly,
                                 },
                                 tma_slots: tile.slots,
-                                tma_shared_x: tile.shared_x,
+                                tma_k_split: tile.k_split,
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
@@ -797,7 +805,7 @@ mod tests {
             global_x: false,
             probe: Probe::Off,
             slots: None,
-            shared_x: false,
+            k_split: None,
         };
         use TileKernel::{Default, Fused, Stream, Tma, Vector};
         assert_eq!(
@@ -854,19 +862,20 @@ mod tests {
             parse_tile("8:2:1:tma:co").unwrap().probe,
             Probe::ComputeOnly
         );
-        let piped = parse_tile("4:4:1:tma:sx:d3").unwrap();
-        assert!(piped.shared_x);
+        let piped = parse_tile("4:4:1:tma:k1:d3").unwrap();
+        assert_eq!(piped.k_split, Some(1));
         assert_eq!(piped.slots, Some(3));
         assert_eq!(piped.kernel, Tma);
-        assert_eq!(piped.label([4, 4, 1]), "4:4:1:tma:sx:d3");
+        assert_eq!(piped.label([4, 4, 1]), "4:4:1:tma:k1:d3");
         assert_eq!(parse_tile("8:2:1:tma:d4:lo").unwrap().slots, Some(4));
         for bad in [
             "8:4:1:tma:d1",
             "8:4:1:tma:d5",
             "8:4:1:tma:dx",
-            "8:4:1:sx",
+            "8:4:1:k2",
             "8:4:1:st:d3",
-            "8:4:1:tma:sx:sx",
+            "8:4:1:tma:k0",
+            "8:4:1:tma:k1:k2",
             "8:4:1:tma:d2:d3",
             "8:4:1:tma:st",
             "8:4:1:tma:gx",

@@ -1779,16 +1779,15 @@ pub fn gemv_stream_kernel<N: Size>(
 /// scales and zero points, and the block's activations and input scale (`x` as
 /// `[m, cols / 64, 64]`, `s` as `[cols / 64, 64]`: rows of 128 bytes, 128-byte swizzled so
 /// that the lanes' 16-byte reads of vector `4 · l + w` hit distinct banks; see
-/// [`swizzled_128`]). The cube's planes share the work in one of two ways:
-/// - split-K (`shared_x` false): the cube owns `R` rows and plane `p` takes the row's
-///   blocks `p, p + P, p + 2P, …`, with its own copies of their activations;
-///   [`store_gemv_rows`] sums the planes;
-/// - shared activations (`shared_x` true): plane `p` owns rows `R · p … R · p + R − 1` of
-///   the cube's `R · P`, every plane walks every block, and one copy of each block's `x` and
-///   `s` (issued by plane 0) serves all of them. At one token and `R = 8`, split-K copies as
-///   many bytes of `x` and `s` per block as of codes (4 bytes per column each); sharing them
-///   divides that by `P`. A slot is re-armed only after `sync_cube`, since every plane reads
-///   its activations.
+/// [`swizzled_128`]). The cube's `P` planes form `P / K` row groups of `R` rows each
+/// (`K = k_split`, which divides `P`): plane `p` takes rows `R · (p mod P / K)` onwards of
+/// the cube's `R · P / K`, and its row's blocks `p div (P / K)`, then every `K`-th one
+/// (split-K). One copy of a block's `x` and `s`, issued by the plane of row group 0 that
+/// takes the block, serves every row group. `K = P` is session 13's kernel (a cube of `R` rows, each plane
+/// with its own copies of its blocks' activations: at one token and `R = 8` as many bytes
+/// as of codes, 4 per column each); `K = 1` lets `P` planes of separate rows share every
+/// copy. With more than one row group a slot is re-armed only after `sync_cube`, since
+/// every row group reads its activations.
 ///
 /// Reading `x` and `s` from global memory in the products, as [`gemv_h2_kernel`] does, left
 /// them waiting on those loads (session 13 call 2: 48% of the stall samples), and pairing
@@ -1828,7 +1827,7 @@ pub fn gemv_tma_kernel<N: Size>(
     #[comptime] planes: u32,
     #[comptime] groups_per_block: u32,
     #[comptime] slots: u32,
-    #[comptime] shared_x: bool,
+    #[comptime] k_split: u32,
     #[comptime] loads: bool,
     #[comptime] products: bool,
 ) {
@@ -1839,18 +1838,15 @@ pub fn gemv_tma_kernel<N: Size>(
         planes,
         groups_per_block,
         slots,
-        shared_x,
+        k_split,
     });
     let nacc = comptime!((m * rows_per_plane) as usize);
-    // The plane's first row, and how many planes split a row's blocks.
-    let row0 = CUBE_POS_X
-        * comptime!(if shared_x {
-            rows_per_plane * planes
-        } else {
-            rows_per_plane
-        })
-        + UNIT_POS_Y * comptime!(if shared_x { rows_per_plane } else { 0 });
-    let k_split = comptime!(if shared_x { 1 } else { planes });
+    // The plane's row group and its place in the split of the row's blocks.
+    let row_groups = comptime!(sizes.row_groups());
+    let group = UNIT_POS_Y % row_groups;
+    let kp = UNIT_POS_Y / row_groups;
+    let cube_row0 = CUBE_POS_X * comptime!(rows_per_plane * sizes.row_groups());
+    let row0 = cube_row0 + group * rows_per_plane;
     let block_lines = comptime!(PLANE * lines_per_lane);
     let blocks = lines_per_row.div_ceil(block_lines * k_split);
     let per_slot = comptime!(slots * planes);
@@ -1918,7 +1914,7 @@ pub fn gemv_tma_kernel<N: Size>(
             tma_wait_slot(&bars, sl, phase);
         }
         if products {
-            let blk = k * k_split + comptime!(if shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+            let blk = k * k_split + kp;
             tma_block_products(
                 &xsm,
                 &isc,
@@ -1943,7 +1939,7 @@ pub fn gemv_tma_kernel<N: Size>(
         if loads {
             // Every lane that reads the slot is done with it before it is refilled: the
             // plane's own (its codes), or the whole cube's (shared activations).
-            if shared_x {
+            if comptime!(sizes.row_groups() > 1) {
                 sync_cube();
             } else {
                 sync_plane();
@@ -1974,11 +1970,7 @@ pub fn gemv_tma_kernel<N: Size>(
             phase ^= 1;
         }
     }
-    if shared_x {
-        store_plane_rows::<f16>(&acc, y, rows, row0, m, rows_per_plane);
-    } else {
-        store_gemv_rows::<f16>(&acc, y, rows, row0, m, rows_per_plane, planes);
-    }
+    store_grouped_rows::<f16>(&acc, y, rows, cube_row0, m, rows_per_plane, planes, k_split);
 }
 
 /// The compile-time shape of a [`gemv_tma_kernel`] variant, as its helpers take it (one
@@ -1992,7 +1984,7 @@ pub struct TmaSizes {
     planes: u32,
     groups_per_block: u32,
     slots: u32,
-    shared_x: bool,
+    k_split: u32,
 }
 
 impl TmaSizes {
@@ -2014,13 +2006,13 @@ impl TmaSizes {
     fn s_slot(&self) -> u32 {
         self.lines_per_lane * 4 * PLANE
     }
-    /// Copies of the activations per slot: one per plane (split-K) or one (shared).
+    /// Copies of the activations per slot: one per place in the split of the blocks.
     fn xs_copies(&self) -> u32 {
-        if self.shared_x {
-            1
-        } else {
-            self.planes
-        }
+        self.k_split
+    }
+    /// Row groups of a cube (planes with separate rows).
+    fn row_groups(&self) -> u32 {
+        self.planes / self.k_split
     }
 }
 
@@ -2061,8 +2053,7 @@ pub struct TmaSlot {
 #[cube]
 fn tma_slot(sl: u32, #[comptime] sizes: TmaSizes) -> TmaSlot {
     let own = sl * comptime!(sizes.planes) + UNIT_POS_Y;
-    let xs = sl * comptime!(sizes.xs_copies())
-        + comptime!(if sizes.shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+    let xs = sl * comptime!(sizes.xs_copies()) + UNIT_POS_Y / comptime!(sizes.row_groups());
     TmaSlot {
         w: own * comptime!(sizes.w_slot()),
         g: own * comptime!(sizes.g_slot()),
@@ -2158,16 +2149,15 @@ fn issue_tma_block<N: Size>(
     #[comptime] sizes: TmaSizes,
 ) {
     if k < dims.blocks && UNIT_POS_X == 0 {
-        let blk = k * comptime!(if sizes.shared_x { 1 } else { sizes.planes })
-            + comptime!(if sizes.shared_x { 0 } else { 1 }) * UNIT_POS_Y;
+        let blk = k * comptime!(sizes.k_split) + UNIT_POS_Y / comptime!(sizes.row_groups());
         let w_len = comptime!(sizes.w_slot());
         let g_len = comptime!(sizes.rows_per_plane * sizes.groups_per_block);
         let s_len = comptime!(sizes.s_slot());
         let x_len = comptime!(sizes.x_slot());
         let row = dims.row0 as i32;
         let (w_at, g_at, x_at, s_at) = (slot.w, slot.g, slot.x, slot.s);
-        // Under shared activations plane 0 alone copies them.
-        let copies_xs = UNIT_POS_Y * comptime!(if sizes.shared_x { 1 } else { 0 }) == 0;
+        // The plane of row group 0 copies the block's activations for every row group.
+        let copies_xs = UNIT_POS_Y % comptime!(sizes.row_groups()) == 0;
         if copies_xs {
             // `x` and `s` are viewed as rows of 64 columns (128 bytes, the swizzle's span):
             // a block is `16 · U` of them.
@@ -2310,28 +2300,52 @@ fn tma_block_products<N: Size>(
     }
 }
 
-/// The tail of the GEMV kernels whose planes own separate rows: each thread's `m · R`
-/// partial dot products (`acc[t · R + r]`, token `t`, row `row0 + r` of the plane's rows)
-/// are summed over the plane's lanes with `plane_sum`, and lane 0 writes them. Rows past
-/// `rows` are not written.
+/// [`gemv_tma_kernel`]'s tail: each thread's `m · R` partial dot products (`acc[t · R + r]`,
+/// token `t`, row `r` of its plane's rows) are summed over the plane's lanes with
+/// `plane_sum`, then over the `K` planes of each row group in shared memory, and every
+/// output of the cube (`P / K` row groups of `R` rows from `cube_row0`) is written by one
+/// thread. With one row group this is [`store_gemv_rows`]. Rows past `rows` are not
+/// written. Every thread of the cube must call it (it holds a barrier).
 #[cube]
-fn store_plane_rows<F: Float>(
+#[allow(clippy::too_many_arguments)]
+fn store_grouped_rows<F: Float>(
     acc: &Array<f32>,
     y: &mut Tensor<F>,
     rows: u32,
-    row0: u32,
+    cube_row0: u32,
     #[comptime] m: u32,
     #[comptime] rows_per_plane: u32,
+    #[comptime] planes: u32,
+    #[comptime] k_split: u32,
 ) {
+    let nacc = comptime!(m * rows_per_plane);
+    let row_groups = comptime!(planes / k_split);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let mut partial = SharedMemory::<f32>::new(comptime!((planes * nacc) as usize));
     #[unroll]
-    for t in 0..m {
-        #[unroll]
-        for r in 0..rows_per_plane {
-            let v = plane_sum(acc[(t * rows_per_plane + r) as usize]);
-            if UNIT_POS_X == 0 && row0 + r < rows {
-                y[t as usize * rows as usize + (row0 + r) as usize] = F::cast_from(v);
-            }
+    for i in 0..nacc {
+        let v = plane_sum(acc[i as usize]);
+        if lane == 0 {
+            partial[(plane * nacc + i) as usize] = v;
         }
+    }
+    sync_cube();
+    let mut o = plane * PLANE + lane;
+    while o < comptime!(row_groups * nacc) {
+        let g = o / nacc;
+        let i = o % nacc;
+        let mut sum = 0.0f32;
+        #[unroll]
+        for kp in 0..k_split {
+            sum += partial[((kp * row_groups + g) * nacc + i) as usize];
+        }
+        let t = i / rows_per_plane;
+        let row = cube_row0 + g * rows_per_plane + i % rows_per_plane;
+        if row < rows {
+            y[t as usize * rows as usize + row as usize] = F::cast_from(sum);
+        }
+        o += comptime!(PLANE * planes);
     }
 }
 

@@ -125,10 +125,11 @@ pub struct GemvTile {
     /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`] (2..=4, default 2): blocks
     /// whose copies can be in flight while one is decoded, plus that one.
     pub tma_slots: Option<u32>,
-    /// [`kernels::gemv_tma_kernel`]'s planes own separate rows and share each block's copy
-    /// of the activations and input scale, instead of splitting each row's blocks between
-    /// them (split-K) with a copy of the activations each. Default off.
-    pub tma_shared_x: bool,
+    /// Planes of a [`kernels::gemv_tma_kernel`] cube that split each row's blocks between
+    /// them (`K`, a divisor of `P`; the other `P / K` planes own separate rows and share
+    /// each block's copy of the activations and input scale). Default `P`: every plane of
+    /// the cube takes other blocks of the same `R` rows, with its own copies.
+    pub tma_k_split: Option<u32>,
 }
 
 /// Half of [`kernels::gemv_tma_kernel`]'s work to run alone, for timing: what the copies
@@ -206,9 +207,9 @@ impl GemvTile {
 
 impl GemvTile {
     /// `(R, P, U)` for [`kernels::gemv_tma_kernel`] on rows of `lines_per_row` 32-column
-    /// lines: rows per cube `R` (default 8 up to 4 tokens, else 4; clamped to
+    /// lines: rows per plane `R` (default 8 up to 4 tokens, else 4; clamped to
     /// `R · tokens ≤ 64` and to 1..=32, a power of two as tensor copies want), lines per lane
-    /// and block `U` (1 or 2, default 1) and planes per cube `P` (1..=8): by default 2 where
+    /// and block `U` (1 or 2, default 1) and planes per cube `P` (1..=16): by default 2 where
     /// a row has at least 6 blocks of `32 · U` lines, else 1 (fewer for more tokens).
     /// Session 13 call 5 (H200, Nsight Compute, m = 1): 8:2:1 took 13.6 µs on 4096×14336
     /// against 18.7 for 8:4:1, whose 70 KiB cubes fit only 3 per SM; on 14336×4096 8:1:1
@@ -236,7 +237,7 @@ impl GemvTile {
                 }
                 .min(by_tokens),
             )
-            .clamp(1, 8);
+            .clamp(1, 16);
         (rows, planes, unroll)
     }
 }
@@ -246,6 +247,17 @@ impl GemvTile {
     /// 2..=4 (four named mbarriers), 2 by default (session 13's kernel).
     pub fn resolve_tma_slots(&self) -> u32 {
         self.tma_slots.unwrap_or(2).clamp(2, 4)
+    }
+
+    /// `K` of [`kernels::gemv_tma_kernel`] for `planes` planes (see
+    /// [`GemvTile::tma_k_split`]): as given, lowered to the nearest divisor of `planes`;
+    /// `planes` by default.
+    pub fn resolve_tma_k_split(&self, planes: u32) -> u32 {
+        let k = self.tma_k_split.unwrap_or(planes).clamp(1, planes.max(1));
+        (1..=k)
+            .rev()
+            .find(|d| planes.is_multiple_of(*d))
+            .unwrap_or(1)
     }
 }
 
@@ -1611,15 +1623,15 @@ const TMA_MAX_SMEM: usize = 200 << 10;
 
 /// Shared memory of one [`kernels::gemv_tma_kernel`] cube: `S` slots (`tile`'s
 /// [`GemvTile::resolve_tma_slots`]), each with every plane's codes (`R · U · 512` bytes),
-/// scales and zeros (each padded to 128 bytes), and activations (`tokens · U · 2048`
-/// bytes) and input scale (`U · 2048`) once per plane (split-K) or once (shared
-/// activations), and 1 KiB of alignment.
+/// scales and zeros (each padded to 128 bytes), and `K` copies
+/// ([`GemvTile::resolve_tma_k_split`]) of a block's activations (`tokens · U · 2048` bytes)
+/// and input scale (`U · 2048`), and 1 KiB of alignment.
 fn tma_smem_bytes(tokens: usize, tile: &GemvTile, rpu: (u32, u32, u32), group: u32) -> usize {
     let (rows, planes, unroll) = (rpu.0 as usize, rpu.1 as usize, rpu.2 as usize);
     let slots = tile.resolve_tma_slots() as usize;
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
-    let xs_copies = if tile.tma_shared_x { 1 } else { planes };
+    let xs_copies = tile.resolve_tma_k_split(rpu.1) as usize;
     slots * (planes * (rows * unroll * 512 + 2 * params) + xs_copies * (tokens + 1) * unroll * 2048)
         + 1024
 }
@@ -1743,7 +1755,8 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         y: planes,
         z: 1,
     };
-    let rows_per_cube = rows_per_plane * if tile.tma_shared_x { planes } else { 1 };
+    let k_split = tile.resolve_tma_k_split(planes);
+    let rows_per_cube = rows_per_plane * planes / k_split;
     // SAFETY: `tma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller;
     // groups that tile a block, scales rows of whole 16-byte units, `[rows, words]` codes),
     // the operands are 16-byte aligned (above), and the kernel guards every index it
@@ -1770,7 +1783,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             planes,
             groups_per_block,
             tile.resolve_tma_slots(),
-            tile.tma_shared_x,
+            k_split,
             tile.probe != GemvProbe::ComputeOnly,
             tile.probe != GemvProbe::LoadsOnly,
         );
