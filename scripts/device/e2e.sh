@@ -102,6 +102,8 @@
 #                                 the new TMA tiles' tests
 #   e2e.sh s14b    BIN OUT        session 14: the TMA pipeline tests, then Nsight Compute
 #                                 durations of cubes of several row groups (:kN)
+#   e2e.sh s14c    BIN OUT        session 14: both TMA tests with the new defaults, decode on
+#                                 the Qwen3-8B shape with --gemv tma and the default GEMV
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -592,6 +594,17 @@ case $part in
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
+    ;;
+  s14c)
+    # Session 14, new TMA defaults (4:8:1 with K = 2 from 6 blocks, else 4:4:1 with K = 1,
+    # at one token): both TMA tests, decode on the Qwen3-8B shape with --gemv tma and with
+    # the default GEMV.
+    step tests_tma_layouts 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_layouts
+    step tests_tma_pipelines 170 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_pipelines
+    step decode_qwen3_8b_f16_tma 75 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3 fused 75
     ;;
   s14b)
     # Session 14: TMA GEMV cubes of several row groups that each split the row's blocks

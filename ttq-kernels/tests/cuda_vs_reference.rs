@@ -883,7 +883,7 @@ fn gemv_tma_layouts() {
 /// The TMA GEMV's deeper pipelines (3 and 4 slots per plane) and its cubes whose planes
 /// form several row groups that share each block's copy of the activations
 /// (`GemvTile::tma_k_split` below the planes: one to three planes per row's blocks, cubes
-/// of 8 to 24 rows over 5 to 300 rows), and session 13's default tile, against the
+/// of 4 to 24 rows over 5 to 300 rows), and the default tile, against the
 /// reference on the weights of [`check_tma_tiles`].
 #[test]
 fn gemv_tma_pipelines() {
@@ -900,11 +900,12 @@ fn gemv_tma_pipelines() {
         tile(4, 1, 2, Some(3), None),
         tile(4, 2, 1, Some(3), Some(1)),
         tile(8, 3, 1, Some(4), Some(1)),
-        tile(2, 4, 2, None, Some(1)),
         tile(4, 4, 1, None, Some(2)),
         tile(2, 6, 1, Some(3), Some(3)),
     ];
-    check_tma_tiles(&tiles, &[1, 3, 8]);
+    // 8 tokens (larger activation slots) are covered by `gemv_tma_layouts`, whose
+    // kernel shares this one's indexing; 1 and 3 keep the compilations to about two minutes.
+    check_tma_tiles(&tiles, &[1, 3]);
 }
 
 /// Runs the forced TMA GEMV with each of `tiles` at each token count on five weights
@@ -934,10 +935,10 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
                     ..CudaKernels::default()
                 };
                 let what = format!(
-                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?} slots {} k split {:?}",
+                    "TMA GEMV {spec} {rows}x{cols} m={tokens} tile {:?} slots {} k split {}",
                     gemv_tile.resolve_tma(tokens, (cols / 32) as u32),
                     gemv_tile.resolve_tma_slots(),
-                    gemv_tile.tma_k_split
+                    gemv_tile.resolve_tma_k_split(tokens, (cols / 32) as u32)
                 );
                 poison(tokens * rows * 4 + tokens * cols * 4);
                 let result = kernels.matmul(x16.clone(), &q16, Some(s16.clone()));

@@ -207,16 +207,26 @@ impl GemvTile {
 
 impl GemvTile {
     /// `(R, P, U)` for [`kernels::gemv_tma_kernel`] on rows of `lines_per_row` 32-column
-    /// lines: rows per plane `R` (default 8 up to 4 tokens, else 4; clamped to
-    /// `R · tokens ≤ 64` and to 1..=32, a power of two as tensor copies want), lines per lane
-    /// and block `U` (1 or 2, default 1) and planes per cube `P` (1..=16): by default 2 where
-    /// a row has at least 6 blocks of `32 · U` lines, else 1 (fewer for more tokens).
-    /// Session 13 call 5 (H200, Nsight Compute, m = 1): 8:2:1 took 13.6 µs on 4096×14336
-    /// against 18.7 for 8:4:1, whose 70 KiB cubes fit only 3 per SM; on 14336×4096 8:1:1
-    /// took 18.1 µs.
+    /// lines: rows per plane `R`, planes per cube `P` (1..=16) and lines per lane and block
+    /// `U` (1 or 2, default 1). `R` is clamped to `R · tokens ≤ 64` and to 1..=32, a power of
+    /// two as tensor copies want.
+    ///
+    /// Defaults, from Nsight Compute sweeps on an H200 (docs/kernels.md, sessions 13-14):
+    /// - one token: `R` = 4; `P` = 8 (with `K` = 2 planes per row's blocks, see
+    ///   [`GemvTile::resolve_tma_k_split`]) where a row has at least 6 blocks of `32 · U`
+    ///   lines, else `P` = 4 (`K` = 1). Session 14 call 2: 13.9 µs on 4096×14336 (session
+    ///   13's 8:2:1: 14.6 in the same call) and 14.5 on 14336×4096 (19.1; the half2 GEMV:
+    ///   17.4 and 19.7);
+    /// - more tokens (not re-measured in session 14): `R` = 8 up to 4 tokens, else 4; `P` = 2
+    ///   from 6 blocks, else 1, at most `8 / tokens` (each copy of a block's activations is
+    ///   `tokens · U · 2 KiB`), and `K` = `P`.
     pub fn resolve_tma(&self, tokens: usize, lines_per_row: u32) -> (u32, u32, u32) {
         let max_rows = (64 / tokens.max(1)).clamp(1, 32) as u32;
-        let default_rows = if tokens <= 4 { 8 } else { 4 };
+        let default_rows = match tokens {
+            0 | 1 => 4,
+            2..=4 => 8,
+            _ => 4,
+        };
         let rows = self
             .rows
             .unwrap_or(default_rows)
@@ -224,41 +234,48 @@ impl GemvTile {
             .next_power_of_two()
             .min(prev_power_of_two(max_rows));
         let unroll = self.unroll.unwrap_or(1).clamp(1, 2);
-        let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
-        // Each plane stages `tokens · U · 2 KiB` of paired activations per slot: fewer
-        // planes for more tokens keep a cube's shared memory small enough for two per SM.
-        let by_tokens = (8 / tokens.max(1) as u32).max(1);
         let planes = self
             .planes
-            .unwrap_or(
-                match blocks {
-                    0..=5 => 1,
-                    _ => 2,
-                }
-                .min(by_tokens),
-            )
+            .unwrap_or_else(|| tma_default_planes(tokens, lines_per_row, unroll).0)
             .clamp(1, 16);
         (rows, planes, unroll)
     }
-}
 
-impl GemvTile {
     /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`]: as given, clamped to
-    /// 2..=4 (four named mbarriers), 2 by default (session 13's kernel).
+    /// 2..=4 (four named mbarriers), 2 by default (deeper pipelines were no faster in
+    /// session 14 call 1).
     pub fn resolve_tma_slots(&self) -> u32 {
         self.tma_slots.unwrap_or(2).clamp(2, 4)
     }
 
-    /// `K` of [`kernels::gemv_tma_kernel`] for `planes` planes (see
-    /// [`GemvTile::tma_k_split`]): as given, lowered to the nearest divisor of `planes`;
-    /// `planes` by default.
-    pub fn resolve_tma_k_split(&self, planes: u32) -> u32 {
-        let k = self.tma_k_split.unwrap_or(planes).clamp(1, planes.max(1));
+    /// `K` of [`kernels::gemv_tma_kernel`] (see [`GemvTile::tma_k_split`]) for the tile that
+    /// [`GemvTile::resolve_tma`] gives: as given, lowered to the nearest divisor of `P`; by
+    /// default the default tile's where `P` is not given either (see
+    /// [`GemvTile::resolve_tma`]), else `P` (split-K, session 13's kernel, so that an
+    /// explicit `R:P:U` means what it did there).
+    pub fn resolve_tma_k_split(&self, tokens: usize, lines_per_row: u32) -> u32 {
+        let (_, planes, unroll) = self.resolve_tma(tokens, lines_per_row);
+        let default = match self.planes {
+            None => tma_default_planes(tokens, lines_per_row, unroll).1,
+            Some(_) => planes,
+        };
+        let k = self.tma_k_split.unwrap_or(default).clamp(1, planes);
         (1..=k)
             .rev()
             .find(|d| planes.is_multiple_of(*d))
             .unwrap_or(1)
     }
+}
+
+/// The default `(P, K)` of [`kernels::gemv_tma_kernel`] (see [`GemvTile::resolve_tma`]).
+fn tma_default_planes(tokens: usize, lines_per_row: u32, unroll: u32) -> (u32, u32) {
+    let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
+    if tokens <= 1 {
+        return if blocks >= 6 { (8, 2) } else { (4, 1) };
+    }
+    let by_tokens = (8 / tokens as u32).max(1);
+    let planes = if blocks >= 6 { 2 } else { 1 }.min(by_tokens);
+    (planes, planes)
 }
 
 /// The largest power of two not above `n` (`n ≥ 1`).
@@ -1626,12 +1643,13 @@ const TMA_MAX_SMEM: usize = 200 << 10;
 /// scales and zeros (each padded to 128 bytes), and `K` copies
 /// ([`GemvTile::resolve_tma_k_split`]) of a block's activations (`tokens · U · 2048` bytes)
 /// and input scale (`U · 2048`), and 1 KiB of alignment.
-fn tma_smem_bytes(tokens: usize, tile: &GemvTile, rpu: (u32, u32, u32), group: u32) -> usize {
-    let (rows, planes, unroll) = (rpu.0 as usize, rpu.1 as usize, rpu.2 as usize);
+fn tma_smem_bytes(tokens: usize, lines_per_row: u32, tile: &GemvTile, group: u32) -> usize {
+    let (rows, planes, unroll) = tile.resolve_tma(tokens, lines_per_row);
+    let (rows, planes, unroll) = (rows as usize, planes as usize, unroll as usize);
     let slots = tile.resolve_tma_slots() as usize;
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
-    let xs_copies = tile.resolve_tma_k_split(rpu.1) as usize;
+    let xs_copies = tile.resolve_tma_k_split(tokens, lines_per_row) as usize;
     slots * (planes * (rows * unroll * 512 + 2 * params) + xs_copies * (tokens + 1) * unroll * 2048)
         + 1024
 }
@@ -1661,8 +1679,8 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
     if !layout {
         return false;
     }
-    let rpu = tile.resolve_tma(tokens, dims.words_per_row / GEMV_LINE_WORDS);
-    if tma_smem_bytes(tokens, &tile, rpu, dims.group) > TMA_MAX_SMEM {
+    let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
+    if tma_smem_bytes(tokens, lines_per_row, &tile, dims.group) > TMA_MAX_SMEM {
         return false;
     }
     let (_, scales, zeros) = weight_prims(q);
@@ -1755,7 +1773,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         y: planes,
         z: 1,
     };
-    let k_split = tile.resolve_tma_k_split(planes);
+    let k_split = tile.resolve_tma_k_split(tokens, lines_per_row);
     let rows_per_cube = rows_per_plane * planes / k_split;
     // SAFETY: `tma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller;
     // groups that tile a block, scales rows of whole 16-byte units, `[rows, words]` codes),
