@@ -2127,10 +2127,11 @@ fn swizzled_128(v: u32) -> u32 {
 
 /// Lane 0 of the plane issues the tensor copies of its step `k` (if `k < blocks`) into
 /// `slot` and arrives on `bar` expecting their bytes: the codes, scales and zeros of its
-/// rows, and the block's activations and input scale (under shared activations, plane 0
-/// alone copies those); see [`gemv_tma_kernel`].
+/// rows, and the block's activations and input scale (only the plane of row group 0 that
+/// takes the block copies those, for every row group); see [`gemv_tma_kernel`].
 #[cube]
-#[allow(clippy::too_many_arguments)]
+// `is_multiple_of` has no CubeCL expansion; `%` does.
+#[allow(clippy::too_many_arguments, clippy::manual_is_multiple_of)]
 fn issue_tma_block<N: Size>(
     bar: &Shared<Barrier>,
     x: &TensorMap<f16, Tiled>,
