@@ -19,35 +19,16 @@ kernels' own durations: it then launches each kernel `--ncu-reps` times per size
 
 import argparse
 import json
-import statistics
 
 import torch
 
-ROTATE_BYTES = 256 << 20
-SLEEP_CYCLES = 4_000_000
+# The same rotation and launch-hiding timer as the kernel peers (this script's folder is
+# on the import path when it runs).
+from torch_bench import copies_for, time_call
 
 
-def copies_for(nbytes):
-    return max(1, min(16, -(-ROTATE_BYTES // max(1, nbytes))))
-
-
-def time_batch(fn, n, reps=15, batch=10):
-    for i in range(3):
-        fn(i % n)
-    torch.cuda.synchronize()
-    samples, calls = [], 0
-    for _ in range(reps):
-        start = torch.cuda.Event(enable_timing=True)
-        end = torch.cuda.Event(enable_timing=True)
-        torch.cuda._sleep(SLEEP_CYCLES)
-        start.record()
-        for _ in range(batch):
-            fn(calls % n)
-            calls += 1
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end) / 1e3 / batch)
-    return statistics.median(samples)
+def time_batch(fn, n):
+    return time_call(fn, n, hide_launches=True)
 
 
 def ops_for(mb):
