@@ -59,8 +59,11 @@ def main():
         sys.exit(f"{len(found)} profiled launches, expected {want} ({len(shapes)} shapes x "
                  f"({LAUNCHES_PER_TILE} for the default + {len(tiles) - 1} tiles x "
                  f"{args.tile_launches}))")
-    print("| shape | tile | median duration µs | grid | block | registers | warps active % | DRAM % |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    # Warp instructions, where the sweep collected them (e2e.sh's NCU_EXTRA).
+    inst = "smsp__inst_executed.sum" in found[0]
+    print("| shape | tile | median duration µs | grid | block | registers | warps active % | DRAM %"
+          + (" | M warp instructions |" if inst else " |"))
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---:" + (" | ---: |" if inst else " |"))
     i = 0
     for shape in shapes:
         for k, tile in enumerate(tiles):
@@ -78,7 +81,8 @@ def main():
                   f"{g['launch__grid_size'][0]} | {g['launch__block_size'][0]} | "
                   f"{g['launch__registers_per_thread'][0]} | "
                   f"{med('sm__warps_active.avg.pct_of_peak_sustained_active'):.1f} | "
-                  f"{med('dram__throughput.avg.pct_of_peak_sustained_elapsed'):.1f} |")
+                  f"{med('dram__throughput.avg.pct_of_peak_sustained_elapsed'):.1f} |"
+                  + (f" {med('smsp__inst_executed.sum') / 1e6:.2f} |" if inst else ""))
 
 
 if __name__ == "__main__":

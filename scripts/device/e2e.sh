@@ -160,10 +160,11 @@ use_ncu() {
 }
 # Kernel durations of every vector-GEMV launch at m = 1 (kernels matching GEMV_KERNELS,
 # default gemv_vec; 6 per tile and shape: the default tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
-# alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table).
+# alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table);
+# NCU_EXTRA (",metric,...") adds metrics.
 ncu_gemv_tiles() { # LIMIT SHAPES TILES
   step ncu_tiles "$1" ncu --clock-control none -k "regex:${GEMV_KERNELS:-gemv_vec}" --csv \
-    --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
+    --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed${NCU_EXTRA:-} \
     "$bin/ttq" bench kernels --shapes "$2" --tokens 1 --reps 1 --batch 1 --gemv-tiles "$3"
 }
 # Kernel durations, instruction counts and DRAM throughput of every launch of the kernels
@@ -594,6 +595,16 @@ case $part in
       --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
+    ;;
+  s15a)
+    # Session 15: the TMA GEMV with tensor-core products (:mma): its test, then Nsight
+    # Compute durations and instruction counts at m = 1 against session 14's TMA tiles,
+    # with the products (:co) and the copies (:lo) alone.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 260 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S15A_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k1,16:4:1:tma:mma:k2,16:4:1:tma:mma:k4,16:2:1:tma:mma:k2,16:8:1:tma:mma:k4,16:8:1:tma:mma:k2,32:4:1:tma:mma:k4,32:2:1:tma:mma:k2,32:4:1:tma:mma:k1,16:4:2:tma:mma:k4,16:4:1:tma:mma:k4:co,32:4:1:tma:mma:k4:co,16:4:1:tma:mma:k4:lo,4:8:1:tma:k2:co}"
     ;;
   s14c)
     # Session 14, new TMA defaults (4:8:1 with K = 2 from 6 blocks, else 4:4:1 with K = 1,

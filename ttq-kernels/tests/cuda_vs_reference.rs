@@ -958,6 +958,92 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
     }
 }
 
+/// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`, forced) against
+/// the reference: groups of 128 and 256 columns, asymmetric and symmetric; rows that no
+/// 16-row tile divides and rows ending inside a block (1.5 and 4.5 blocks of 1024
+/// columns); one or two lines per lane; 16 and 32 rows per plane; split-K and row groups
+/// sharing the activations; 1, 3 and 8 tokens (the `mma`'s 8 columns, lanes past the last
+/// token dropped). Its results are summed in f32 from exact products, so it must match to
+/// 2e-3 of the largest output (f16 rounds the output by at most 2⁻¹¹ of it, and `x ⊙ s`
+/// by 2⁻¹¹ per product with random signs), tighter than the half2 GEMVs' 1e-2. Groups of
+/// 64 columns and 9 tokens must be refused with an error that names the conditions.
+#[test]
+fn gemv_tma_mma() {
+    let device = device();
+    let tile = |rows, planes, unroll, k_split| GemvTile {
+        rows: Some(rows),
+        planes: Some(planes),
+        unroll: Some(unroll),
+        tma_k_split: k_split,
+        tma_mma: true,
+        ..GemvTile::default()
+    };
+    let tiles = [
+        GemvTile {
+            tma_mma: true,
+            ..GemvTile::default()
+        },
+        tile(16, 2, 2, Some(1)),
+        tile(32, 2, 1, Some(2)),
+        tile(16, 4, 1, Some(2)),
+        tile(32, 3, 1, Some(1)),
+    ];
+    let spec = |group, scheme| QuantSpec::new(4, GroupSize::Size(group), scheme).unwrap();
+    let cases = [
+        (37, 1536, spec(128, QuantScheme::Asymmetric)),
+        (300, 4608, spec(128, QuantScheme::Symmetric)),
+        (300, 4608, spec(256, QuantScheme::Asymmetric)),
+        (5, 4096, spec(256, QuantScheme::Asymmetric)),
+    ];
+    for (rows, cols, spec) in cases {
+        let w = random(81 + rows as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for tokens in [1, 3, 8] {
+            let (x16, s16, want) = f16_gemv_operands(82, tokens, cols, &hq);
+            for gemv_tile in tiles {
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Tma,
+                    gemv_tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!(
+                    "TMA mma GEMV {spec} {rows}x{cols} m={tokens} tile {:?} k split {}",
+                    gemv_tile.resolve_tma(tokens, (cols / 32) as u32),
+                    gemv_tile.resolve_tma_k_split(tokens, (cols / 32) as u32)
+                );
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let y = kernels
+                    .matmul(x16.clone(), &q16, Some(s16.clone()))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                close(&what, &to_f32_vec(y), &want, 2e-3).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok");
+            }
+        }
+    }
+    let forced = CudaKernels {
+        gemv_variant: GemvVariant::Tma,
+        gemv_tile: tiles[0],
+        ..CudaKernels::default()
+    };
+    let (rows, cols) = (16, 2048);
+    for (group, tokens) in [(64, 1), (128, 9)] {
+        let hq = reference::quantize(
+            &random(83, rows * cols, 0),
+            rows,
+            cols,
+            None,
+            &spec(group, QuantScheme::Asymmetric),
+        );
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        let (x16, s16, _) = f16_gemv_operands(84, tokens, cols, &hq);
+        let err = forced
+            .matmul(x16, &q16, Some(s16))
+            .expect_err("outside the tensor-core layouts");
+        assert!(err.to_string().contains("tensor-core products"), "{err}");
+    }
+}
+
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
 /// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
 /// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and

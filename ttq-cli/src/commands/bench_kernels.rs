@@ -101,6 +101,8 @@ struct TileArg {
     /// Planes of a TMA GEMV cube that split each row's blocks (`:kN`; the others own
     /// separate rows and share the activations' copies).
     k_split: Option<u32>,
+    /// The TMA GEMV's products on tensor cores (`:mma`).
+    mma: bool,
 }
 
 /// [`TileArg::probe`]; mirrors `ttq_kernels::GemvProbe` (which exists in CUDA builds only).
@@ -122,6 +124,7 @@ impl TileArg {
             (self.kernel == TileKernel::Vector, ":f32"),
             (self.kernel == TileKernel::Stream, ":st"),
             (self.kernel == TileKernel::Tma, ":tma"),
+            (self.mma, ":mma"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
             (self.global_x, ":gx"),
@@ -146,12 +149,12 @@ impl TileArg {
 }
 
 /// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st` or `:tma`, `:cvt`, `:pf`,
-/// `:gx`, `:lo` or `:co`, `:cN`, `:kN`, `:dN`, each at most once) into a GEMV tile.
+/// `:gx`, `:lo` or `:co`, `:cN`, `:kN`, `:dN`, `:mma`, each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN][:mma]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
@@ -159,7 +162,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
     let mut probe = Probe::Off;
-    let (mut slots, mut k_split) = (None, None);
+    let (mut slots, mut k_split, mut mma) = (None, None, false);
     for flag in flags {
         match *flag {
             "cvt" if !convert => convert = true,
@@ -169,6 +172,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "st" if !stream => stream = true,
             "gx" if !global_x => global_x = true,
             "tma" if !tma => tma = true,
+            "mma" if !mma => mma = true,
             "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
             "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
             k if k.starts_with('k') && k_split.is_none() => {
@@ -190,9 +194,9 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         )
         .into());
     }
-    if (k_split.is_some() || slots.is_some()) && !tma {
+    if (k_split.is_some() || slots.is_some() || mma) && !tma {
         return Err(format!(
-            "GEMV tile `{text}`: :kN and :dN are options of the TMA kernel (:tma)"
+            "GEMV tile `{text}`: :kN, :dN and :mma are options of the TMA kernel (:tma)"
         )
         .into());
     }
@@ -259,6 +263,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         probe,
         slots,
         k_split,
+        mma,
     })
 }
 
@@ -559,6 +564,7 @@ mod imp {
                                 },
                                 tma_slots: tile.slots,
                                 tma_k_split: tile.k_split,
+                                tma_mma: tile.mma,
                             },
                             gemv_variant: match tile.kernel {
                                 TileKernel::Fused => GemvVariant::Fused,
@@ -806,6 +812,7 @@ mod tests {
             probe: Probe::Off,
             slots: None,
             k_split: None,
+            mma: false,
         };
         use TileKernel::{Default, Fused, Stream, Tma, Vector};
         assert_eq!(
@@ -868,6 +875,11 @@ mod tests {
         assert_eq!(piped.kernel, Tma);
         assert_eq!(piped.label([4, 4, 1]), "4:4:1:tma:k1:d3");
         assert_eq!(parse_tile("8:2:1:tma:d4:lo").unwrap().slots, Some(4));
+        let tensor = parse_tile("16:4:1:tma:mma:k4").unwrap();
+        assert!(tensor.mma);
+        assert_eq!(tensor.kernel, Tma);
+        assert_eq!(tensor.label([16, 4, 1]), "16:4:1:tma:mma:k4");
+        assert!(!piped.mma);
         for bad in [
             "8:4:1:tma:d1",
             "8:4:1:tma:d5",
@@ -882,6 +894,8 @@ mod tests {
             "8:4:1:tma:pf",
             "8:4:1:lo",
             "8:4:1:tma:lo:co",
+            "16:4:1:mma",
+            "16:4:1:tma:mma:mma",
             "8:4",
             "8:4:2:fused:pf:pf",
             "16:8:1:pf",

@@ -63,6 +63,9 @@ pub enum GemvChoice {
     Stream,
     /// The TMA half2 GEMV where it fits, else the default (`GemvVariant::AutoTma`).
     Tma,
+    /// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`) where it fits,
+    /// else the default.
+    TmaMma,
 }
 
 /// Where and how the model runs.
@@ -102,6 +105,7 @@ impl RuntimeArgs {
             GemvChoice::Auto => "",
             GemvChoice::Stream => " gemv-stream",
             GemvChoice::Tma => " gemv-tma",
+            GemvChoice::TmaMma => " gemv-tma-mma",
         }
     }
 
@@ -137,7 +141,11 @@ fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
         gemv_variant: match gemv {
             GemvChoice::Auto => GemvVariant::Auto,
             GemvChoice::Stream => GemvVariant::AutoStream,
-            GemvChoice::Tma => GemvVariant::AutoTma,
+            GemvChoice::Tma | GemvChoice::TmaMma => GemvVariant::AutoTma,
+        },
+        gemv_tile: ttq_kernels::GemvTile {
+            tma_mma: gemv == GemvChoice::TmaMma,
+            ..Default::default()
         },
         ..Default::default()
     }

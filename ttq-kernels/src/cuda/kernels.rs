@@ -1828,6 +1828,7 @@ pub fn gemv_tma_kernel<N: Size>(
     #[comptime] groups_per_block: u32,
     #[comptime] slots: u32,
     #[comptime] k_split: u32,
+    #[comptime] mma: bool,
     #[comptime] loads: bool,
     #[comptime] products: bool,
 ) {
@@ -1839,8 +1840,9 @@ pub fn gemv_tma_kernel<N: Size>(
         groups_per_block,
         slots,
         k_split,
+        mma,
     });
-    let nacc = comptime!((m * rows_per_plane) as usize);
+    let nacc = comptime!(sizes.accumulators() as usize);
     // The plane's row group and its place in the split of the row's blocks.
     let row_groups = comptime!(sizes.row_groups());
     let group = UNIT_POS_Y % row_groups;
@@ -1850,9 +1852,10 @@ pub fn gemv_tma_kernel<N: Size>(
     let block_lines = comptime!(PLANE * lines_per_lane);
     let blocks = lines_per_row.div_ceil(block_lines * k_split);
     let per_slot = comptime!(slots * planes);
+    // 1 KiB-aligned: the tensor-core variant's codes are 128-byte swizzled.
     let mut wsm = SharedMemory::<Vector<u32, N>>::new_aligned(
         comptime!((per_slot * sizes.w_slot()) as usize),
-        128usize,
+        1024usize,
     );
     let mut ssm =
         SharedMemory::<f32>::new_aligned(comptime!((per_slot * sizes.g_slot()) as usize), 128usize);
@@ -1913,7 +1916,13 @@ pub fn gemv_tma_kernel<N: Size>(
         if loads {
             tma_wait_slot(&bars, sl, phase);
         }
-        if products {
+        if products && mma {
+            let blk = k * k_split + kp;
+            tma_block_mma(
+                &xsm, &isc, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes,
+            );
+        }
+        if products && !mma {
             let blk = k * k_split + kp;
             tma_block_products(
                 &xsm,
@@ -1970,7 +1979,11 @@ pub fn gemv_tma_kernel<N: Size>(
             phase ^= 1;
         }
     }
-    store_grouped_rows::<f16>(&acc, y, rows, cube_row0, m, rows_per_plane, planes, k_split);
+    if mma {
+        store_mma_rows::<f16>(&acc, y, rows, cube_row0, sizes);
+    } else {
+        store_grouped_rows::<f16>(&acc, y, rows, cube_row0, m, rows_per_plane, planes, k_split);
+    }
 }
 
 /// The compile-time shape of a [`gemv_tma_kernel`] variant, as its helpers take it (one
@@ -1985,9 +1998,19 @@ pub struct TmaSizes {
     groups_per_block: u32,
     slots: u32,
     k_split: u32,
+    mma: bool,
 }
 
 impl TmaSizes {
+    /// f32 accumulators per thread: `m · R` dot products, or, with tensor-core products, 4
+    /// per 16-row tile (rows `g` and `g + 8` of lane `4 · g + t`, tokens `2t` and `2t + 1`).
+    fn accumulators(&self) -> u32 {
+        if self.mma {
+            4 * (self.rows_per_plane / 16)
+        } else {
+            self.m * self.rows_per_plane
+        }
+    }
     /// Codes per plane and slot, in 16-byte lines.
     fn w_slot(&self) -> u32 {
         self.rows_per_plane * PLANE * self.lines_per_lane
@@ -2179,12 +2202,23 @@ fn issue_tma_block<N: Size>(
         }
         let bytes = comptime!(w_len * 16 + 2 * g_len * 4)
             + select(copies_xs, comptime!((x_len + s_len) * 16), 0u32);
-        bar.tma_load_2d(
-            packed,
-            &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
-            row,
-            (blk * comptime!(PLANE * sizes.lines_per_lane * 4)) as i32,
-        );
+        if comptime!(sizes.mma) {
+            // `[words / 32, rows, 32]`: a block is `4 · U` chunks of 128 bytes of each row.
+            bar.tma_load_3d(
+                packed,
+                &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
+                (blk * comptime!(sizes.lines_per_lane * 4)) as i32,
+                row,
+                0,
+            );
+        } else {
+            bar.tma_load_2d(
+                packed,
+                &mut wsm.slice_mut(w_at as usize, (w_at + w_len) as usize),
+                row,
+                (blk * comptime!(PLANE * sizes.lines_per_lane * 4)) as i32,
+            );
+        }
         let g_col = (blk * comptime!(sizes.groups_per_block)) as i32;
         bar.tma_load_2d(
             scales,
@@ -2298,6 +2332,239 @@ fn tma_block_products<N: Size>(
                 );
             }
         }
+    }
+}
+
+/// The first of the two rows of a 16-row tile that lane group `g` (lanes `4g` to `4g + 3`)
+/// holds in [`tma_block_mma`]'s A fragments (the other is 8 rows on): `4 · (g mod 2) + g / 2`.
+/// The two lane groups of each 8-lane phase of a 16-byte shared-memory read then take rows
+/// that differ in bit 2, which the codes' 128-byte swizzle turns into distinct banks.
+#[cube]
+fn mma_tile_row(g: u32) -> u32 {
+    ((g & 1) << 2) | (g >> 1)
+}
+
+/// The biases `(−1024 − z, −64 − z)` that turn [`mma_decode_word`]'s even and odd nibble
+/// pairs into `c − z` for zero point `z`, each as a pair.
+#[cube]
+fn mma_biases(z: f32) -> (Vector<f16, Const<2>>, Vector<f16, Const<2>>) {
+    (
+        Vector::<f16, Const<2>>::new(f16::cast_from(-1024.0f32 - z)),
+        Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z)),
+    )
+}
+
+/// The codes `(j, j + 4)` of `word`, minus the zero point, as four f16 pairs into
+/// `q[at + j]`, j = 0..3: a mask-and-OR puts each pair into the mantissas of two f16 1024.0
+/// (the even nibbles as `1024 + c`, the odd ones as `1024 + 16 · c`), and one add or
+/// multiply-add makes them `c − z` exactly (small integers; `be`, `bo` from [`mma_biases`],
+/// `k16` the pair `(1/16, 1/16)`).
+#[cube]
+fn mma_decode_word(
+    word: u32,
+    be: Vector<f16, Const<2>>,
+    bo: Vector<f16, Const<2>>,
+    k16: Vector<f16, Const<2>>,
+    magic: u32,
+    q: &mut Array<Vector<f16, Const<2>>>,
+    #[comptime] at: u32,
+) {
+    let high = word >> 8;
+    q[at as usize] = Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic) + be;
+    q[(at + 1) as usize] =
+        Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic) * k16 + bo;
+    q[(at + 2) as usize] =
+        Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic) + be;
+    q[(at + 3) as usize] =
+        Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic) * k16 + bo;
+}
+
+/// [`gemv_tma_kernel`]'s products on tensor cores (`mma.sync` m16n8k16, f16 in, f32
+/// accumulation) for block `blk` of the plane's rows, read from `slot`, into `acc`.
+///
+/// The weight is the A operand (16 rows × 16 columns of the reduction per `mma`), the
+/// activations the B operand (its 8 columns are the tokens, `m ≤ 8`): one `mma` takes 256
+/// weights, where the half2 decode spends 128 multiply-adds on them. A step takes 128
+/// columns (one group, or part of one) of every 16-row tile: lane `4g + t` loads line
+/// `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that plus 8 (16 bytes, 32
+/// codes each), decodes each word into four pairs `c − z` ([`mma_decode_word`]), and feeds
+/// them to the fragments in the order they come out: the reduction's order inside an `mma`
+/// is free, so long as the B fragment holds the activations of the same columns, which lane
+/// `4g + t` builds from token `g`'s `x ⊙ s` of its own line, paired `(j, j + 4)` like the
+/// codes. A word makes two `mma`s (pairs 0, 1 and 2, 3), accumulated in two chains from
+/// zero; after the step each lane adds its four results (rows `r`, `r + 8`, tokens `2t`,
+/// `2t + 1`) times the rows' group scales into `acc`. The codes are exact in f16 and the
+/// products exact in f32, so the only rounding besides f32 accumulation is `x ⊙ s` in f16,
+/// as in the half2 GEMV.
+///
+/// The codes lie in the slot as `[4 · U chunks][R rows][8 lines]`, 128-byte swizzled (the
+/// tensor copy's `[words / 32, rows, 32]` view, see `gemv_tma`), so that the 8 lanes of a
+/// read phase, which take the same line of two rows, hit distinct banks.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn tma_block_mma<N: Size>(
+    xsm: &SharedMemory<Vector<f16, Const<8>>>,
+    isc: &SharedMemory<Vector<f16, Const<8>>>,
+    wsm: &SharedMemory<Vector<u32, N>>,
+    ssm: &SharedMemory<f32>,
+    zsm: &SharedMemory<f32>,
+    acc: &mut Array<f32>,
+    slot: &TmaSlot,
+    blk: u32,
+    dims: &TmaBlock,
+    #[comptime] sizes: TmaSizes,
+) {
+    let lane = UNIT_POS_X;
+    let g = lane >> 2;
+    let t = lane & 3;
+    let rpp = comptime!(sizes.rows_per_plane);
+    let tiles = comptime!(sizes.rows_per_plane / 16);
+    let gpb = comptime!(sizes.groups_per_block);
+    let block_lines = comptime!(PLANE * sizes.lines_per_lane);
+    let steps = comptime!(sizes.lines_per_lane * 8);
+    let def = cmma::MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
+    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
+    // Token `g`'s activations; lanes past the last token repeat it (their output columns
+    // are dropped).
+    let tok = u32::min(g, comptime!(sizes.m - 1));
+    let x_row = tok * comptime!(block_lines * 4);
+    let row_a = mma_tile_row(g);
+    let mut xb = Array::<Vector<f16, Const<2>>>::new(16usize);
+    let mut q0 = Array::<Vector<f16, Const<2>>>::new(16usize);
+    let mut q1 = Array::<Vector<f16, Const<2>>>::new(16usize);
+    let mut ra = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let mut rb = Array::<Vector<f16, Const<2>>>::new(2usize);
+    let mut c0 = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut c1 = Array::<Vector<f32, Const<2>>>::new(2usize);
+    // Unrolled: the steps' shared-memory offsets become constants (a run-time loop spent
+    // about a quarter of its instructions on index arithmetic, offline SASS).
+    #[unroll]
+    for step in 0..steps {
+        let line = step * 4 + t;
+        if blk * block_lines + step * 4 < dims.lines_per_row {
+            let gi = (step * 128) >> dims.group_shift;
+            #[unroll]
+            for w in 0..4u32 {
+                let v = line * 4 + w;
+                let xs = xsm[(slot.x + swizzled_128(x_row + v)) as usize]
+                    * isc[(slot.s + swizzled_128(v)) as usize];
+                #[unroll]
+                for j in 0..4u32 {
+                    let mut pair = Vector::<f16, Const<2>>::empty();
+                    pair[0] = xs[j as usize];
+                    pair[1] = xs[(j + 4) as usize];
+                    xb[(w * 4 + j) as usize] = pair;
+                }
+            }
+            #[unroll]
+            for tile in 0..tiles {
+                let r0 = tile * 16 + row_a;
+                let r1 = r0 + 8;
+                let p0 = (slot.g + r0 * gpb + gi) as usize;
+                let p1 = (slot.g + r1 * gpb + gi) as usize;
+                let (be0, bo0) = mma_biases(zsm[p0]);
+                let (be1, bo1) = mma_biases(zsm[p1]);
+                let chunk = (line >> 3) * rpp;
+                let l0 = wsm[(slot.w + swizzled_128((chunk + r0) * 8 + (line & 7))) as usize];
+                let l1 = wsm[(slot.w + swizzled_128((chunk + r1) * 8 + (line & 7))) as usize];
+                #[unroll]
+                for w in 0..4u32 {
+                    mma_decode_word(l0[w as usize], be0, bo0, k16, dims.magic, &mut q0, w * 4);
+                    mma_decode_word(l1[w as usize], be1, bo1, k16, dims.magic, &mut q1, w * 4);
+                }
+                #[unroll]
+                for i in 0..2usize {
+                    c0[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                    c1[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                }
+                #[unroll]
+                for w in 0..4u32 {
+                    let at = (w * 4) as usize;
+                    ra[0] = q0[at];
+                    ra[1] = q1[at];
+                    ra[2] = q0[at + 1];
+                    ra[3] = q1[at + 1];
+                    rb[0] = xb[at];
+                    rb[1] = xb[at + 1];
+                    let d0 = def.execute(&ra, &rb, &c0);
+                    c0[0] = d0[0];
+                    c0[1] = d0[1];
+                    ra[0] = q0[at + 2];
+                    ra[1] = q1[at + 2];
+                    ra[2] = q0[at + 3];
+                    ra[3] = q1[at + 3];
+                    rb[0] = xb[at + 2];
+                    rb[1] = xb[at + 3];
+                    let d1 = def.execute(&ra, &rb, &c1);
+                    c1[0] = d1[0];
+                    c1[1] = d1[1];
+                }
+                let s0 = ssm[p0];
+                let s1 = ssm[p1];
+                let a = (tile * 4) as usize;
+                let e0 = c0[0] + c1[0];
+                let e1 = c0[1] + c1[1];
+                acc[a] += s0 * e0[0];
+                acc[a + 1] += s0 * e0[1];
+                acc[a + 2] += s1 * e1[0];
+                acc[a + 3] += s1 * e1[1];
+            }
+        }
+    }
+}
+
+/// [`gemv_tma_kernel`]'s tail with tensor-core products: each lane's four results per
+/// 16-row tile ([`tma_block_mma`]) go to shared memory as `[plane][R rows][8 tokens]`, then
+/// every output of the cube (`P / K` row groups of `R` rows from `cube_row0`, `m` tokens)
+/// is the sum over its row group's `K` planes, written by one thread. Rows past `rows` are
+/// not written. Every thread of the cube must call it (it holds a barrier).
+#[cube]
+fn store_mma_rows<F: Float>(
+    acc: &Array<f32>,
+    y: &mut Tensor<F>,
+    rows: u32,
+    cube_row0: u32,
+    #[comptime] sizes: TmaSizes,
+) {
+    let rpp = comptime!(sizes.rows_per_plane);
+    let m = comptime!(sizes.m);
+    let planes = comptime!(sizes.planes);
+    let row_groups = comptime!(sizes.row_groups());
+    let tiles = comptime!(sizes.rows_per_plane / 16);
+    let lane = UNIT_POS_X;
+    let plane = UNIT_POS_Y;
+    let t = lane & 3;
+    let row_a = mma_tile_row(lane >> 2);
+    let mut partial = SharedMemory::<f32>::new(comptime!((planes * rpp * 8) as usize));
+    #[unroll]
+    for tile in 0..tiles {
+        #[unroll]
+        for half in 0..2u32 {
+            let r = tile * 16 + half * 8 + row_a;
+            #[unroll]
+            for c in 0..2u32 {
+                partial[((plane * rpp + r) * 8 + 2 * t + c) as usize] =
+                    acc[(tile * 4 + half * 2 + c) as usize];
+            }
+        }
+    }
+    sync_cube();
+    let mut o = plane * PLANE + lane;
+    while o < comptime!(row_groups * rpp * m) {
+        let rg = o / comptime!(rpp * m);
+        let i = o % comptime!(rpp * m);
+        let r = i / m;
+        let tk = i % m;
+        let mut sum = 0.0f32;
+        #[unroll]
+        for kp in 0..comptime!(sizes.k_split) {
+            sum += partial[(((kp * row_groups + rg) * rpp + r) * 8 + tk) as usize];
+        }
+        let row = cube_row0 + rg * rpp + r;
+        if row < rows {
+            y[tk as usize * rows as usize + row as usize] = F::cast_from(sum);
+        }
+        o += comptime!(PLANE * planes);
     }
 }
 

@@ -130,6 +130,11 @@ pub struct GemvTile {
     /// each block's copy of the activations and input scale). Default `P`: every plane of
     /// the cube takes other blocks of the same `R` rows, with its own copies.
     pub tma_k_split: Option<u32>,
+    /// [`kernels::gemv_tma_kernel`] runs its products on tensor cores (`mma.sync` m16n8k16,
+    /// f16 in, f32 accumulation; see `tma_block_mma` there) instead of packed f16
+    /// multiply-adds: `R` is then 16 or 32 rows per plane (tiles of 16), at most 8 tokens,
+    /// groups of at least 128 columns and rows of whole 256-column chunks (bench `:mma`).
+    pub tma_mma: bool,
 }
 
 /// Half of [`kernels::gemv_tma_kernel`]'s work to run alone, for timing: what the copies
@@ -221,6 +226,16 @@ impl GemvTile {
     ///   from 6 blocks, else 1, at most `8 / tokens` (each copy of a block's activations is
     ///   `tokens · U · 2 KiB`), and `K` = `P`.
     pub fn resolve_tma(&self, tokens: usize, lines_per_row: u32) -> (u32, u32, u32) {
+        let unroll = self.unroll.unwrap_or(1).clamp(1, 2);
+        if self.tma_mma {
+            // Whole 16-row tiles; 32 rows hold 8 accumulators and 64 code registers.
+            let rows = if self.rows.unwrap_or(16) > 16 { 32 } else { 16 };
+            let planes = self
+                .planes
+                .unwrap_or_else(|| tma_mma_default_planes(tokens, lines_per_row, unroll).0)
+                .clamp(1, 16);
+            return (rows, planes, unroll);
+        }
         let max_rows = (64 / tokens.max(1)).clamp(1, 32) as u32;
         let default_rows = match tokens {
             0 | 1 => 4,
@@ -233,7 +248,6 @@ impl GemvTile {
             .clamp(1, max_rows)
             .next_power_of_two()
             .min(prev_power_of_two(max_rows));
-        let unroll = self.unroll.unwrap_or(1).clamp(1, 2);
         let planes = self
             .planes
             .unwrap_or_else(|| tma_default_planes(tokens, lines_per_row, unroll).0)
@@ -256,6 +270,7 @@ impl GemvTile {
     pub fn resolve_tma_k_split(&self, tokens: usize, lines_per_row: u32) -> u32 {
         let (_, planes, unroll) = self.resolve_tma(tokens, lines_per_row);
         let default = match self.planes {
+            None if self.tma_mma => tma_mma_default_planes(tokens, lines_per_row, unroll).1,
             None => tma_default_planes(tokens, lines_per_row, unroll).1,
             Some(_) => planes,
         };
@@ -276,6 +291,20 @@ fn tma_default_planes(tokens: usize, lines_per_row: u32, unroll: u32) -> (u32, u
     let by_tokens = (8 / tokens as u32).max(1);
     let planes = if blocks >= 6 { 2 } else { 1 }.min(by_tokens);
     (planes, planes)
+}
+
+/// The default `(P, K)` of [`kernels::gemv_tma_kernel`] with tensor-core products (16 rows
+/// per plane): rows of at least 6 blocks are split between 4 planes (4096 rows make 256
+/// cubes of 16 rows), or 2 above 4 tokens (four copies of 8 tokens' activations per slot
+/// would pass the shared-memory cap); shorter rows are not split (the 4 planes own
+/// separate rows and share one copy of the activations).
+fn tma_mma_default_planes(tokens: usize, lines_per_row: u32, unroll: u32) -> (u32, u32) {
+    let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
+    match (blocks >= 6, tokens <= 4) {
+        (true, true) => (4, 4),
+        (true, false) => (4, 2),
+        (false, _) => (4, 1),
+    }
 }
 
 /// The largest power of two not above `n` (`n ≥ 1`).
@@ -783,10 +812,17 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                                  activations, 4-bit codes, a multiple of 64 columns, groups \
                                  of 32 to 256 · U columns (a power of two), a multiple of 4 \
                                  groups per row, 16-byte aligned operands and at most {} KiB of \
-                                 shared memory per cube (fewer planes or tokens) (got {:?}, \
-                                 {} bits, {} columns, groups of {}, {} tokens); use \
+                                 shared memory per cube (fewer planes or tokens){} (got \
+                                 {:?}, {} bits, {} columns, groups of {}, {} tokens); use \
                                  GemvVariant::Auto",
                                 TMA_MAX_SMEM >> 10,
+                                if self.gemv_tile.tma_mma {
+                                    "; with tensor-core products (GemvTile::tma_mma) also at \
+                                     most 8 tokens, groups of at least 128 columns, a \
+                                     multiple of 256 columns and mma.sync m16n8k16 in f16"
+                                } else {
+                                    ""
+                                },
                                 F::dtype(),
                                 dims.bits,
                                 dims.cols,
@@ -1676,7 +1712,11 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
         && dims.groups.is_multiple_of(4)
         && dims.cols.is_multiple_of(64)
         && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize];
-    if !layout {
+    // Tensor-core products: tokens are the `mma`'s 8 columns, a step of 128 columns lies
+    // in one group, and the codes' copies are chunks of 256 columns.
+    let mma_layout =
+        !tile.tma_mma || (tokens <= 8 && dims.group >= 128 && dims.cols.is_multiple_of(256));
+    if !(layout && mma_layout) {
         return false;
     }
     let lines_per_row = dims.words_per_row / GEMV_LINE_WORDS;
@@ -1688,12 +1728,26 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
         return false;
     }
     let client = R::client(&x.device());
-    client
-        .properties()
-        .features
-        .tma
-        .contains(cubecl::ir::features::Tma::Base)
+    let features = &client.properties().features;
+    features.tma.contains(cubecl::ir::features::Tma::Base)
+        && (!tile.tma_mma || features.matmul.mma.contains(&MMA_F16_M16N8K16))
 }
+
+/// The `mma` shape and types of [`kernels::gemv_tma_kernel`]'s tensor-core products.
+const MMA_F16_M16N8K16: cubecl::ir::features::MmaConfig = cubecl::ir::features::MmaConfig {
+    a_type: cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(
+        cubecl::ir::FloatKind::F16,
+    )),
+    b_type: cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(
+        cubecl::ir::FloatKind::F16,
+    )),
+    cd_type: cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(
+        cubecl::ir::FloatKind::F32,
+    )),
+    m: 16,
+    n: 8,
+    k: 16,
+};
 
 /// The TMA GEMV path of [`CudaKernels::matmul`] ([`kernels::gemv_tma_kernel`]; layouts of
 /// [`tma_fits`], f16). Falls back to [`gemv_fused`]'s kernel where `x`, the input scale or
@@ -1775,6 +1829,31 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
     };
     let k_split = tile.resolve_tma_k_split(tokens, lines_per_row);
     let rows_per_cube = rows_per_plane * planes / k_split;
+    let packed_map = if tile.tma_mma {
+        // The codes as `[words / 32, rows, 32]` (a view with the rows' own pitch): a box
+        // of `4 · U` chunks of 128 bytes per row, swizzled by 128 bytes, lays a block out
+        // as `[chunk][row][8 lines]` (see `kernels::tma_block_mma`).
+        let wpr = dims.words_per_row as usize;
+        // SAFETY: the view covers exactly the contiguous `[rows, words]` codes
+        // (`tma_fits`: `[rows, words]` codes, words a multiple of 32).
+        let view = unsafe {
+            cubecl::prelude::TensorArg::<R>::from_raw_parts(
+                packed.handle.clone(),
+                [32, wpr, 1].into(),
+                [wpr / 32, dims.rows as usize, 32].into(),
+            )
+        };
+        cubecl::prelude::TensorMapArg::new(
+            cubecl::prelude::TiledArgs {
+                tile_size: Shape::from(vec![(4 * unroll) as usize, rows_per_plane as usize, 32]),
+            },
+            view,
+            u32_ty,
+        )
+        .with_swizzle(cubecl::prelude::TensorMapSwizzle::B128)
+    } else {
+        map(packed, kernels::PLANE * unroll * GEMV_LINE_WORDS, u32_ty)
+    };
     // SAFETY: `tma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller;
     // groups that tile a block, scales rows of whole 16-byte units, `[rows, words]` codes),
     // the operands are 16-byte aligned (above), and the kernel guards every index it
@@ -1787,7 +1866,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             GEMV_VECTOR,
             x_map,
             s_map,
-            map(packed, kernels::PLANE * unroll * GEMV_LINE_WORDS, u32_ty),
+            packed_map,
             map(scales, groups_per_block, f32_ty),
             map(zeros, groups_per_block, f32_ty),
             y.clone().into_tensor_arg(),
@@ -1802,6 +1881,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             groups_per_block,
             tile.resolve_tma_slots(),
             k_split,
+            tile.tma_mma,
             tile.probe != GemvProbe::ComputeOnly,
             tile.probe != GemvProbe::LoadsOnly,
         );
