@@ -596,6 +596,22 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s15b)
+    # Session 15: the tensor-core products without per-pair bias (codes as 1024 + c and
+    # 1024 + 16c, corrected per step with column sums from two more mmas) and with the
+    # activations paired once per plane and block; its test, Nsight Compute durations
+    # and instruction counts at m = 1, then decode on the Qwen3-8B shape with
+    # --gemv tma-mma and with the default GEMV.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 200 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S15B_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k1,16:4:1:tma:mma:k2,16:4:1:tma:mma:k4,16:2:1:tma:mma:k2,16:8:1:tma:mma:k4,32:4:1:tma:mma:k4,32:2:1:tma:mma:k2,32:2:1:tma:mma:k1,16:4:1:tma:mma:k4:co,32:2:1:tma:mma:k2:co,16:4:1:tma:mma:k1:co}"
+    step decode_qwen3_8b_f16_tma_mma 75 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma-mma --json "$out/decode_qwen3_8b_f16_tma_mma.json"
+    decode_qwen3 fused 75
+    ;;
   s15a)
     # Session 15: the TMA GEMV with tensor-core products (:mma): its test, then Nsight
     # Compute durations and instruction counts at m = 1 against session 14's TMA tiles,

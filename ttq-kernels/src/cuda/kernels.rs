@@ -1871,6 +1871,15 @@ pub fn gemv_tma_kernel<N: Size>(
         comptime!((xs_slots * sizes.s_slot()) as usize),
         1024usize,
     );
+    // Tensor-core products: each plane's `x ⊙ s` of its block, paired for the B fragments.
+    let mut xpair = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
+        comptime!(if mma {
+            (planes * sizes.x_slot()) as usize
+        } else {
+            1usize
+        }),
+        16usize,
+    );
     let bars = TmaBarriers {
         b0: Barrier::shared(planes, UNIT_POS == 0),
         b1: Barrier::shared(planes, UNIT_POS == 0),
@@ -1918,9 +1927,11 @@ pub fn gemv_tma_kernel<N: Size>(
         }
         if products && mma {
             let blk = k * k_split + kp;
-            tma_block_mma(
-                &xsm, &isc, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes,
-            );
+            mma_pair_activations(&xsm, &isc, &mut xpair, &slot, sizes);
+            sync_plane();
+            tma_block_mma(&xpair, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes);
+            // The next block's pairing overwrites `xpair`.
+            sync_plane();
         }
         if products && !mma {
             let blk = k * k_split + kp;
@@ -2344,58 +2355,112 @@ fn mma_tile_row(g: u32) -> u32 {
     ((g & 1) << 2) | (g >> 1)
 }
 
-/// The biases `(−1024 − z, −64 − z)` that turn [`mma_decode_word`]'s even and odd nibble
-/// pairs into `c − z` for zero point `z`, each as a pair.
-#[cube]
-fn mma_biases(z: f32) -> (Vector<f16, Const<2>>, Vector<f16, Const<2>>) {
-    (
-        Vector::<f16, Const<2>>::new(f16::cast_from(-1024.0f32 - z)),
-        Vector::<f16, Const<2>>::new(f16::cast_from(-64.0f32 - z)),
-    )
-}
-
-/// The codes `(j, j + 4)` of `word`, minus the zero point, as four f16 pairs into
-/// `q[at + j]`, j = 0..3: a mask-and-OR puts each pair into the mantissas of two f16 1024.0
-/// (the even nibbles as `1024 + c`, the odd ones as `1024 + 16 · c`), and one add or
-/// multiply-add makes them `c − z` exactly (small integers; `be`, `bo` from [`mma_biases`],
-/// `k16` the pair `(1/16, 1/16)`).
+/// The codes `(j, j + 4)` of `word` as four f16 pairs into `q[at + j]`, j = 0..3, by one
+/// mask-and-OR each into the mantissas of two f16 1024.0: the even pairs (j = 0, 2) hold
+/// `1024 + c`, the odd ones `1024 + 16 · c`, exactly. [`tma_block_mma`] removes the 1024s,
+/// the 16s and the zero point after the products, once per 16-row tile and step, instead
+/// of with one more instruction per pair.
 #[cube]
 fn mma_decode_word(
     word: u32,
-    be: Vector<f16, Const<2>>,
-    bo: Vector<f16, Const<2>>,
-    k16: Vector<f16, Const<2>>,
     magic: u32,
     q: &mut Array<Vector<f16, Const<2>>>,
     #[comptime] at: u32,
 ) {
     let high = word >> 8;
-    q[at as usize] = Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic) + be;
-    q[(at + 1) as usize] =
-        Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic) * k16 + bo;
-    q[(at + 2) as usize] =
-        Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic) + be;
-    q[(at + 3) as usize] =
-        Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic) * k16 + bo;
+    q[at as usize] = Vector::<f16, Const<2>>::reinterpret((word & 0x000F_000Fu32) | magic);
+    q[(at + 1) as usize] = Vector::<f16, Const<2>>::reinterpret((word & 0x00F0_00F0u32) | magic);
+    q[(at + 2) as usize] = Vector::<f16, Const<2>>::reinterpret((high & 0x000F_000Fu32) | magic);
+    q[(at + 3) as usize] = Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic);
+}
+
+/// `x ⊙ s` of the block in `slot`, paired for [`tma_block_mma`]'s B fragments, into the
+/// plane's part of `xpair`: for each token, the 16-byte vector of word `w` of line `L` (its
+/// 8 columns, as the pairs `(j, j + 4)` in the order j = 0, 2, 1, 3, so that the even pairs
+/// and the odd pairs each fill two neighbouring registers, as an `mma`'s B operand must) at
+/// `w · 32U + L`, so that the four lanes
+/// of a lane group, which read lines `L` to `L + 3`, hit distinct banks. Each plane pairs
+/// the block once (a lane 4 · U vectors per token) instead of every lane group pairing its
+/// own lines at every step, as all eight do at one token.
+#[cube]
+fn mma_pair_activations(
+    xsm: &SharedMemory<Vector<f16, Const<8>>>,
+    isc: &SharedMemory<Vector<f16, Const<8>>>,
+    xpair: &mut SharedMemory<Vector<f16, Const<8>>>,
+    slot: &TmaSlot,
+    #[comptime] sizes: TmaSizes,
+) {
+    let lane = UNIT_POS_X;
+    let per_token = comptime!(sizes.lines_per_lane * 4 * PLANE);
+    let lines = comptime!(sizes.lines_per_lane * PLANE);
+    let base = UNIT_POS_Y * comptime!(sizes.x_slot());
+    #[unroll]
+    for i in 0..comptime!(sizes.lines_per_lane * 4) {
+        let v = i * PLANE + lane;
+        let at = (v & 3) * lines + (v >> 2);
+        let sv = isc[(slot.s + swizzled_128(v)) as usize];
+        #[unroll]
+        for tk in 0..comptime!(sizes.m) {
+            let xs = xsm[(slot.x + swizzled_128(tk * per_token + v)) as usize] * sv;
+            let mut p = Vector::<f16, Const<8>>::empty();
+            #[unroll]
+            for r in 0..4usize {
+                // Register `r` holds pair `j`: 0, 2, 1, 3.
+                let j = (r % 2) * 2 + r / 2;
+                p[2 * r] = xs[j];
+                p[2 * r + 1] = xs[j + 4];
+            }
+            xpair[(base + tk * per_token + at) as usize] = p;
+        }
+    }
+}
+
+/// Adds `scale · (ce + co / 16 − (1024 + z) · se − (64 + z) · so)` for one row and the two
+/// tokens of a lane into `acc[at]`, `acc[at + 1]`: [`tma_block_mma`]'s even-pair products
+/// `ce` (codes as `1024 + c`) and odd-pair products `co` (as `1024 + 16 · c`) of a step,
+/// less the 1024s and the zero point times the step's column sums `se`, `so` of the same
+/// pairs' activations.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn mma_fold_row(
+    ce: Vector<f32, Const<2>>,
+    co: Vector<f32, Const<2>>,
+    se: Vector<f32, Const<2>>,
+    so: Vector<f32, Const<2>>,
+    z: f32,
+    scale: f32,
+    acc: &mut Array<f32>,
+    #[comptime] at: u32,
+) {
+    let even = -1024.0f32 - z;
+    let odd = -64.0f32 - z;
+    #[unroll]
+    for c in 0..2usize {
+        let v = ce[c] + co[c] * 0.0625f32 + even * se[c] + odd * so[c];
+        acc[at as usize + c] += scale * v;
+    }
 }
 
 /// [`gemv_tma_kernel`]'s products on tensor cores (`mma.sync` m16n8k16, f16 in, f32
-/// accumulation) for block `blk` of the plane's rows, read from `slot`, into `acc`.
+/// accumulation) for block `blk` of the plane's rows, read from `slot` (codes, scales,
+/// zeros) and `xpair` (the block's `x ⊙ s`, paired by [`mma_pair_activations`]), into
+/// `acc`.
 ///
 /// The weight is the A operand (16 rows × 16 columns of the reduction per `mma`), the
 /// activations the B operand (its 8 columns are the tokens, `m ≤ 8`): one `mma` takes 256
-/// weights, where the half2 decode spends 128 multiply-adds on them. A step takes 128
-/// columns (one group, or part of one) of every 16-row tile: lane `4g + t` loads line
-/// `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that plus 8 (16 bytes, 32
-/// codes each), decodes each word into four pairs `c − z` ([`mma_decode_word`]), and feeds
-/// them to the fragments in the order they come out: the reduction's order inside an `mma`
+/// weights. A step takes 128 columns (one group, or part of one) of every 16-row tile:
+/// lane `4g + t` loads line `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that
+/// plus 8 (16 bytes, 32 codes each) and decodes each word into four pairs
+/// ([`mma_decode_word`]: `1024 + c` for the even pairs, `1024 + 16 · c` for the odd ones),
+/// fed to the fragments in the order they come out: the reduction's order inside an `mma`
 /// is free, so long as the B fragment holds the activations of the same columns, which lane
-/// `4g + t` builds from token `g`'s `x ⊙ s` of its own line, paired `(j, j + 4)` like the
-/// codes. A word makes two `mma`s (pairs 0, 1 and 2, 3), accumulated in two chains from
-/// zero; after the step each lane adds its four results (rows `r`, `r + 8`, tokens `2t`,
-/// `2t + 1`) times the rows' group scales into `acc`. The codes are exact in f16 and the
-/// products exact in f32, so the only rounding besides f32 accumulation is `x ⊙ s` in f16,
-/// as in the half2 GEMV.
+/// `4g + t` reads for token `g` (lanes past the last token repeat it; their output columns
+/// are dropped). A word makes two `mma`s, one of its even pairs and one of its odd pairs,
+/// accumulated in two chains; two more `mma`s per word with an A of ones sum the same
+/// activations (shared by all tiles). [`mma_fold_row`] then removes the 1024s, the 16s and
+/// the zero point and adds the results times the rows' group scales into `acc`. The codes
+/// and products are exact, so besides `x ⊙ s` in f16 (as in the half2 GEMV) the only
+/// rounding is the f32 accumulation, whose terms are up to 1024 times the result's.
 ///
 /// The codes lie in the slot as `[4 · U chunks][R rows][8 lines]`, 128-byte swizzled (the
 /// tensor copy's `[words / 32, rows, 32]` view, see `gemv_tma`), so that the 8 lanes of a
@@ -2403,8 +2468,7 @@ fn mma_decode_word(
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn tma_block_mma<N: Size>(
-    xsm: &SharedMemory<Vector<f16, Const<8>>>,
-    isc: &SharedMemory<Vector<f16, Const<8>>>,
+    xpair: &SharedMemory<Vector<f16, Const<8>>>,
     wsm: &SharedMemory<Vector<u32, N>>,
     ssm: &SharedMemory<f32>,
     zsm: &SharedMemory<f32>,
@@ -2423,19 +2487,23 @@ fn tma_block_mma<N: Size>(
     let block_lines = comptime!(PLANE * sizes.lines_per_lane);
     let steps = comptime!(sizes.lines_per_lane * 8);
     let def = cmma::MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
-    let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
-    // Token `g`'s activations; lanes past the last token repeat it (their output columns
-    // are dropped).
-    let tok = u32::min(g, comptime!(sizes.m - 1));
-    let x_row = tok * comptime!(block_lines * 4);
+    let x_at = UNIT_POS_Y * comptime!(sizes.x_slot())
+        + u32::min(g, comptime!(sizes.m - 1)) * comptime!(block_lines * 4);
     let row_a = mma_tile_row(g);
+    let mut ones = Array::<Vector<f16, Const<2>>>::new(4usize);
+    #[unroll]
+    for i in 0..4usize {
+        ones[i] = Vector::<f16, Const<2>>::new(f16::cast_from(1.0f32));
+    }
     let mut xb = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q0 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q1 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut ra = Array::<Vector<f16, Const<2>>>::new(4usize);
     let mut rb = Array::<Vector<f16, Const<2>>>::new(2usize);
-    let mut c0 = Array::<Vector<f32, Const<2>>>::new(2usize);
-    let mut c1 = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut se = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut so = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut ce = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut co = Array::<Vector<f32, Const<2>>>::new(2usize);
     // Unrolled: the steps' shared-memory offsets become constants (a run-time loop spent
     // about a quarter of its instructions on index arithmetic, offline SASS).
     #[unroll]
@@ -2445,16 +2513,34 @@ fn tma_block_mma<N: Size>(
             let gi = (step * 128) >> dims.group_shift;
             #[unroll]
             for w in 0..4u32 {
-                let v = line * 4 + w;
-                let xs = xsm[(slot.x + swizzled_128(x_row + v)) as usize]
-                    * isc[(slot.s + swizzled_128(v)) as usize];
+                // Registers: pairs 0 and 2 (the even B operand), then 1 and 3 (the odd).
+                let xv = xpair[(x_at + w * block_lines + line) as usize];
                 #[unroll]
-                for j in 0..4u32 {
+                for r in 0..4u32 {
                     let mut pair = Vector::<f16, Const<2>>::empty();
-                    pair[0] = xs[j as usize];
-                    pair[1] = xs[(j + 4) as usize];
-                    xb[(w * 4 + j) as usize] = pair;
+                    pair[0] = xv[(2 * r) as usize];
+                    pair[1] = xv[(2 * r + 1) as usize];
+                    xb[(w * 4 + r) as usize] = pair;
                 }
+            }
+            #[unroll]
+            for i in 0..2usize {
+                se[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                so[i] = Vector::<f32, Const<2>>::new(0.0f32);
+            }
+            #[unroll]
+            for w in 0..4u32 {
+                let at = (w * 4) as usize;
+                rb[0] = xb[at];
+                rb[1] = xb[at + 1];
+                let de = def.execute(&ones, &rb, &se);
+                se[0] = de[0];
+                se[1] = de[1];
+                rb[0] = xb[at + 2];
+                rb[1] = xb[at + 3];
+                let dob = def.execute(&ones, &rb, &so);
+                so[0] = dob[0];
+                so[1] = dob[1];
             }
             #[unroll]
             for tile in 0..tiles {
@@ -2462,52 +2548,44 @@ fn tma_block_mma<N: Size>(
                 let r1 = r0 + 8;
                 let p0 = (slot.g + r0 * gpb + gi) as usize;
                 let p1 = (slot.g + r1 * gpb + gi) as usize;
-                let (be0, bo0) = mma_biases(zsm[p0]);
-                let (be1, bo1) = mma_biases(zsm[p1]);
                 let chunk = (line >> 3) * rpp;
                 let l0 = wsm[(slot.w + swizzled_128((chunk + r0) * 8 + (line & 7))) as usize];
                 let l1 = wsm[(slot.w + swizzled_128((chunk + r1) * 8 + (line & 7))) as usize];
                 #[unroll]
                 for w in 0..4u32 {
-                    mma_decode_word(l0[w as usize], be0, bo0, k16, dims.magic, &mut q0, w * 4);
-                    mma_decode_word(l1[w as usize], be1, bo1, k16, dims.magic, &mut q1, w * 4);
+                    mma_decode_word(l0[w as usize], dims.magic, &mut q0, w * 4);
+                    mma_decode_word(l1[w as usize], dims.magic, &mut q1, w * 4);
                 }
                 #[unroll]
                 for i in 0..2usize {
-                    c0[i] = Vector::<f32, Const<2>>::new(0.0f32);
-                    c1[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                    ce[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                    co[i] = Vector::<f32, Const<2>>::new(0.0f32);
                 }
                 #[unroll]
                 for w in 0..4u32 {
                     let at = (w * 4) as usize;
                     ra[0] = q0[at];
                     ra[1] = q1[at];
-                    ra[2] = q0[at + 1];
-                    ra[3] = q1[at + 1];
+                    ra[2] = q0[at + 2];
+                    ra[3] = q1[at + 2];
                     rb[0] = xb[at];
                     rb[1] = xb[at + 1];
-                    let d0 = def.execute(&ra, &rb, &c0);
-                    c0[0] = d0[0];
-                    c0[1] = d0[1];
-                    ra[0] = q0[at + 2];
-                    ra[1] = q1[at + 2];
+                    let de = def.execute(&ra, &rb, &ce);
+                    ce[0] = de[0];
+                    ce[1] = de[1];
+                    ra[0] = q0[at + 1];
+                    ra[1] = q1[at + 1];
                     ra[2] = q0[at + 3];
                     ra[3] = q1[at + 3];
                     rb[0] = xb[at + 2];
                     rb[1] = xb[at + 3];
-                    let d1 = def.execute(&ra, &rb, &c1);
-                    c1[0] = d1[0];
-                    c1[1] = d1[1];
+                    let dob = def.execute(&ra, &rb, &co);
+                    co[0] = dob[0];
+                    co[1] = dob[1];
                 }
-                let s0 = ssm[p0];
-                let s1 = ssm[p1];
-                let a = (tile * 4) as usize;
-                let e0 = c0[0] + c1[0];
-                let e1 = c0[1] + c1[1];
-                acc[a] += s0 * e0[0];
-                acc[a + 1] += s0 * e0[1];
-                acc[a + 2] += s1 * e1[0];
-                acc[a + 3] += s1 * e1[1];
+                let a = tile * 4;
+                mma_fold_row(ce[0], co[0], se[0], so[0], zsm[p0], ssm[p0], acc, a);
+                mma_fold_row(ce[1], co[1], se[1], so[1], zsm[p1], ssm[p1], acc, a + 2);
             }
         }
     }
