@@ -596,6 +596,16 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s15c)
+    # Session 15: the tensor-core products with x and s read from global memory (no
+    # activation copies: smaller cubes) and one-slot pipelines, for more warps per SM;
+    # its test, then Nsight Compute durations and instruction counts at m = 1.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 220 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S15C_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k4,16:4:1:tma:mma:k4:d1,16:7:1:tma:mma:k7:d1,16:2:1:tma:mma:k2,16:2:1:tma:mma:k2:d1,16:1:1:tma:mma:k1,16:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k2:d1,32:2:1:tma:mma:k2,32:2:1:tma:mma:k2:d1,16:8:1:tma:mma:k8:d1,16:4:1:tma:mma:k4:co,16:2:1:tma:mma:k2:d1:co}"
+    ;;
   s15b)
     # Session 15: the tensor-core products without per-pair bias (codes as 1024 + c and
     # 1024 + 16c, corrected per step with column sums from two more mmas) and with the

@@ -96,7 +96,7 @@ struct TileArg {
     /// The TMA GEMV's copies alone (`:lo`) or its products alone (`:co`): timings of one
     /// half, with wrong results.
     probe: Probe,
-    /// The TMA GEMV's pipeline slots per plane (`:dN`, 2-4).
+    /// The TMA GEMV's pipeline slots per plane (`:dN`, 2-4; 1-4 with `:mma`).
     slots: Option<u32>,
     /// Planes of a TMA GEMV cube that split each row's blocks (`:kN`; the others own
     /// separate rows and share the activations' copies).
@@ -203,8 +203,12 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     if k_split == Some(0) {
         return Err(format!("GEMV tile `{text}`: :k0: at least one plane takes each block").into());
     }
-    if let Some(d) = slots.filter(|d| !(2..=4).contains(d)) {
-        return Err(format!("GEMV tile `{text}`: :d{d}: the TMA kernel has 2 to 4 slots").into());
+    let least_slots = if mma { 1 } else { 2 };
+    if let Some(d) = slots.filter(|d| !(least_slots..=4).contains(d)) {
+        return Err(format!(
+            "GEMV tile `{text}`: :d{d}: the TMA kernel has 2 to 4 slots (1 to 4 with :mma)"
+        )
+        .into());
     }
     if probe != Probe::Off && !tma {
         return Err(format!(
@@ -880,6 +884,7 @@ mod tests {
         assert_eq!(tensor.kernel, Tma);
         assert_eq!(tensor.label([16, 4, 1]), "16:4:1:tma:mma:k4");
         assert!(!piped.mma);
+        assert_eq!(parse_tile("16:2:1:tma:mma:d1").unwrap().slots, Some(1));
         for bad in [
             "8:4:1:tma:d1",
             "8:4:1:tma:d5",
@@ -896,6 +901,7 @@ mod tests {
             "8:4:1:tma:lo:co",
             "16:4:1:mma",
             "16:4:1:tma:mma:mma",
+            "16:4:1:tma:mma:d0",
             "8:4",
             "8:4:2:fused:pf:pf",
             "16:8:1:pf",

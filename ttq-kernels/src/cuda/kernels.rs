@@ -1816,11 +1816,14 @@ pub fn gemv_tma_kernel<N: Size>(
     packed: &TensorMap<u32, Tiled>,
     scales: &TensorMap<f32, Tiled>,
     zeros: &TensorMap<f32, Tiled>,
+    xg: &Tensor<Vector<f16, N>>,
+    sg: &Tensor<Vector<f16, N>>,
     y: &mut Tensor<f16>,
     rows: u32,
     group_shift: u32,
     lines_per_row: u32,
     magic: u32,
+    x_row_vectors: u32,
     #[comptime] m: u32,
     #[comptime] rows_per_plane: u32,
     #[comptime] lines_per_lane: u32,
@@ -1862,13 +1865,14 @@ pub fn gemv_tma_kernel<N: Size>(
     let mut zsm =
         SharedMemory::<f32>::new_aligned(comptime!((per_slot * sizes.g_slot()) as usize), 128usize);
     // A block's activations (`m` tokens) and input scale, 128-byte swizzled by the copies.
+    // (None with tensor-core products, which read `x` and `s` from global memory.)
     let xs_slots = comptime!(slots * sizes.xs_copies());
     let mut xsm = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
-        comptime!((xs_slots * sizes.x_slot()) as usize),
+        comptime!((xs_slots * sizes.x_slot()).max(1) as usize),
         1024usize,
     );
     let mut isc = SharedMemory::<Vector<f16, Const<8>>>::new_aligned(
-        comptime!((xs_slots * sizes.s_slot()) as usize),
+        comptime!((xs_slots * sizes.s_slot()).max(1) as usize),
         1024usize,
     );
     // Tensor-core products: each plane's `x ⊙ s` of its block, paired for the B fragments.
@@ -1922,12 +1926,15 @@ pub fn gemv_tma_kernel<N: Size>(
     let mut phase = 0u32;
     while k < blocks {
         let slot = tma_slot(sl, sizes);
+        if products && mma {
+            // Before the wait: the activations' loads overlap the codes' copies.
+            mma_pair_activations(xg, sg, &mut xpair, k * k_split + kp, x_row_vectors, sizes);
+        }
         if loads {
             tma_wait_slot(&bars, sl, phase);
         }
         if products && mma {
             let blk = k * k_split + kp;
-            mma_pair_activations(&xsm, &isc, &mut xpair, &slot, sizes);
             sync_plane();
             tma_block_mma(&xpair, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes);
             // The next block's pairing overwrites `xpair`.
@@ -2040,9 +2047,14 @@ impl TmaSizes {
     fn s_slot(&self) -> u32 {
         self.lines_per_lane * 4 * PLANE
     }
-    /// Copies of the activations per slot: one per place in the split of the blocks.
+    /// Copies of the activations per slot: one per place in the split of the blocks (none
+    /// with tensor-core products, which read them from global memory).
     fn xs_copies(&self) -> u32 {
-        self.k_split
+        if self.mma {
+            0
+        } else {
+            self.k_split
+        }
     }
     /// Row groups of a cube (planes with separate rows).
     fn row_groups(&self) -> u32 {
@@ -2192,7 +2204,7 @@ fn issue_tma_block<N: Size>(
         let row = dims.row0 as i32;
         let (w_at, g_at, x_at, s_at) = (slot.w, slot.g, slot.x, slot.s);
         // The plane of row group 0 copies the block's activations for every row group.
-        let copies_xs = UNIT_POS_Y % comptime!(sizes.row_groups()) == 0;
+        let copies_xs = comptime!(!sizes.mma) && UNIT_POS_Y % comptime!(sizes.row_groups()) == 0;
         if copies_xs {
             // `x` and `s` are viewed as rows of 64 columns (128 bytes, the swizzle's span):
             // a block is `16 · U` of them.
@@ -2374,20 +2386,26 @@ fn mma_decode_word(
     q[(at + 3) as usize] = Vector::<f16, Const<2>>::reinterpret((high & 0x00F0_00F0u32) | magic);
 }
 
-/// `x ⊙ s` of the block in `slot`, paired for [`tma_block_mma`]'s B fragments, into the
-/// plane's part of `xpair`: for each token, the 16-byte vector of word `w` of line `L` (its
-/// 8 columns, as the pairs `(j, j + 4)` in the order j = 0, 2, 1, 3, so that the even pairs
+/// `x ⊙ s` of block `blk`, paired for [`tma_block_mma`]'s B fragments, into the plane's
+/// part of `xpair`: for each token, the 16-byte vector of word `w` of line `L` (its 8
+/// columns, as the pairs `(j, j + 4)` in the order j = 0, 2, 1, 3, so that the even pairs
 /// and the odd pairs each fill two neighbouring registers, as an `mma`'s B operand must) at
-/// `w · 32U + L`, so that the four lanes
-/// of a lane group, which read lines `L` to `L + 3`, hit distinct banks. Each plane pairs
-/// the block once (a lane 4 · U vectors per token) instead of every lane group pairing its
-/// own lines at every step, as all eight do at one token.
+/// `w · 32U + L`, so that the four lanes of a lane group, which read lines `L` to `L + 3`,
+/// hit distinct banks. `x` (`[m, cols]`) and `s` are read from global memory (L2-resident:
+/// the whole `x` is a few KiB), as 8-byte vectors `xg`, `sg` (`row4` of them per row of
+/// `x`), lane `l` the word vectors
+/// `32 · i + l` of the block (coalesced); columns past the row are not read (their
+/// products are never made). Each plane pairs its block once instead of every lane group
+/// pairing its own lines at every step, as all eight do at one token; and with no tensor
+/// copy of the activations per plane, a cube needs about 2 KiB of shared memory per plane
+/// and slot less.
 #[cube]
-fn mma_pair_activations(
-    xsm: &SharedMemory<Vector<f16, Const<8>>>,
-    isc: &SharedMemory<Vector<f16, Const<8>>>,
+fn mma_pair_activations<N: Size>(
+    xg: &Tensor<Vector<f16, N>>,
+    sg: &Tensor<Vector<f16, N>>,
     xpair: &mut SharedMemory<Vector<f16, Const<8>>>,
-    slot: &TmaSlot,
+    blk: u32,
+    row4: u32,
     #[comptime] sizes: TmaSizes,
 ) {
     let lane = UNIT_POS_X;
@@ -2398,19 +2416,24 @@ fn mma_pair_activations(
     for i in 0..comptime!(sizes.lines_per_lane * 4) {
         let v = i * PLANE + lane;
         let at = (v & 3) * lines + (v >> 2);
-        let sv = isc[(slot.s + swizzled_128(v)) as usize];
-        #[unroll]
-        for tk in 0..comptime!(sizes.m) {
-            let xs = xsm[(slot.x + swizzled_128(tk * per_token + v)) as usize] * sv;
-            let mut p = Vector::<f16, Const<8>>::empty();
+        let c4 = (blk * per_token + v) * 2;
+        if c4 < row4 {
+            let sa = sg[c4 as usize];
+            let sb = sg[(c4 + 1) as usize];
             #[unroll]
-            for r in 0..4usize {
-                // Register `r` holds pair `j`: 0, 2, 1, 3.
-                let j = (r % 2) * 2 + r / 2;
-                p[2 * r] = xs[j];
-                p[2 * r + 1] = xs[j + 4];
+            for tk in 0..comptime!(sizes.m) {
+                let xa = xg[(tk * row4 + c4) as usize] * sa;
+                let xb = xg[(tk * row4 + c4 + 1) as usize] * sb;
+                let mut p = Vector::<f16, Const<8>>::empty();
+                #[unroll]
+                for r in 0..4usize {
+                    // Register `r` holds pair `j`: 0, 2, 1, 3.
+                    let j = (r % 2) * 2 + r / 2;
+                    p[2 * r] = f16::cast_from(xa[j]);
+                    p[2 * r + 1] = f16::cast_from(xb[j]);
+                }
+                xpair[(base + tk * per_token + at) as usize] = p;
             }
-            xpair[(base + tk * per_token + at) as usize] = p;
         }
     }
 }

@@ -122,8 +122,9 @@ pub struct GemvTile {
     pub stream_global_x: bool,
     /// A measurement aid for [`kernels::gemv_tma_kernel`] only (see [`GemvProbe`]).
     pub probe: GemvProbe,
-    /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`] (2..=4, default 2): blocks
-    /// whose copies can be in flight while one is decoded, plus that one.
+    /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`] (2..=4, or 1..=4 with
+    /// [`GemvTile::tma_mma`]; default 2): blocks whose copies can be in flight while one is
+    /// decoded, plus that one.
     pub tma_slots: Option<u32>,
     /// Planes of a [`kernels::gemv_tma_kernel`] cube that split each row's blocks between
     /// them (`K`, a divisor of `P`; the other `P / K` planes own separate rows and share
@@ -256,10 +257,12 @@ impl GemvTile {
     }
 
     /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`]: as given, clamped to
-    /// 2..=4 (four named mbarriers), 2 by default (deeper pipelines were no faster in
-    /// session 14 call 1).
+    /// 2..=4 (four named mbarriers; 1..=4 with tensor-core products, whose smaller cubes
+    /// then fit more per SM), 2 by default (deeper pipelines were no faster in session 14
+    /// call 1).
     pub fn resolve_tma_slots(&self) -> u32 {
-        self.tma_slots.unwrap_or(2).clamp(2, 4)
+        let least = if self.tma_mma { 1 } else { 2 };
+        self.tma_slots.unwrap_or(2).clamp(least, 4)
     }
 
     /// `K` of [`kernels::gemv_tma_kernel`] (see [`GemvTile::tma_k_split`]) for the tile that
@@ -1685,6 +1688,13 @@ fn tma_smem_bytes(tokens: usize, lines_per_row: u32, tile: &GemvTile, group: u32
     let slots = tile.resolve_tma_slots() as usize;
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
+    if tile.tma_mma {
+        // No activation copies; each plane's paired `x ⊙ s` of its block, and the tail's
+        // partial sums.
+        return slots * planes * (rows * unroll * 512 + 2 * params)
+            + planes * (tokens * unroll * 2048 + rows * 32)
+            + 1024;
+    }
     let xs_copies = tile.resolve_tma_k_split(tokens, lines_per_row) as usize;
     slots * (planes * (rows * unroll * 512 + 2 * params) + xs_copies * (tokens + 1) * unroll * 2048)
         + 1024
@@ -1802,7 +1812,7 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
         .reshape([tokens, rows64, 64])
         .into_primitive()
         .tensor();
-    let s2: CubeTensor<R> = wrap_float::<R, F, 1>(sp)
+    let s2: CubeTensor<R> = wrap_float::<R, F, 1>(sp.clone())
         .reshape([rows64, 64])
         .into_primitive()
         .tensor();
@@ -1869,11 +1879,14 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             packed_map,
             map(scales, groups_per_block, f32_ty),
             map(zeros, groups_per_block, f32_ty),
+            xp.clone().into_tensor_arg(),
+            sp.into_tensor_arg(),
             y.clone().into_tensor_arg(),
             dims.rows,
             dims.group_shift,
             lines_per_row,
             kernels::GEMV_H2_MAGIC,
+            dims.cols / 4,
             tokens_u,
             rows_per_plane,
             unroll,
