@@ -1806,6 +1806,13 @@ pub fn gemv_stream_kernel<N: Size>(
 /// add nothing); their activations are never read (lines past the row are skipped) and
 /// rows past `rows` are not stored.
 ///
+/// With `mma` (`super::GemvTile::tma_mma`) the products run on tensor cores instead
+/// ([`tma_block_mma`]): `R` is 16 or 32, the codes are copied through a
+/// `[words / 32, rows, 32]` view with the 128-byte swizzle, no activations are copied
+/// (each plane reads its block's `x` and `s` from global memory, `xg` and `sg` with
+/// `x_row_vectors` 4-column vectors per row, and pairs them once into shared memory,
+/// [`mma_pair_activations`]), and the tail is [`store_mma_rows`].
+///
 /// `loads` and `products` are both true for the GEMV. `bench kernels` turns one off to
 /// time the other half alone (`super::GemvProbe`; the output is then not the product).
 #[cube(launch_unchecked)]
