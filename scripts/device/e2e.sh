@@ -596,6 +596,19 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s15d)
+    # Session 15: the tensor-core products' defaults from call 3 (one slot, P = K = 4):
+    # its test, then decode on the Qwen3-8B shape with --gemv tma-mma, --gemv tma and the
+    # default, back to back on one machine.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    step decode_qwen3_8b_f16_tma_mma 70 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma-mma --json "$out/decode_qwen3_8b_f16_tma_mma.json"
+    step decode_qwen3_8b_f16_tma 70 "$bin/ttq" bench decode --random-weights qwen3-8b \
+      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3 fused 70
+    ;;
   s15c)
     # Session 15: the tensor-core products with x and s read from global memory (no
     # activation copies: smaller cubes) and one-slot pipelines, for more warps per SM;

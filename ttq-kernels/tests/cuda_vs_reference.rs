@@ -962,8 +962,8 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
 /// the reference: groups of 128 and 256 columns, asymmetric and symmetric; rows that no
 /// 16-row tile divides and rows ending inside a block (1.5 and 4.5 blocks of 1024
 /// columns, 2.5 of 2048); one or two lines per lane; 16 and 32 rows per plane; split-K
-/// and row groups; one pipeline slot; 1, 3 and 8 tokens (the `mma`'s 8 columns, lanes
-/// past the last token dropped). Its results are summed in f32 from exact products (terms
+/// and row groups; one to three pipeline slots; 1, 3 and 8 tokens (the `mma`'s 8
+/// columns, lanes past the last token dropped). Its results are summed in f32 from exact products (terms
 /// up to 1024 times larger than the result's cancel: about 2⁻¹⁴ of it is left), so it
 /// must match to 2e-3 of the largest output (f16 rounds the output by at most 2⁻¹¹ of it,
 /// and `x ⊙ s` by 2⁻¹¹ per product with random signs), tighter than the half2 GEMVs'
@@ -987,10 +987,16 @@ fn gemv_tma_mma() {
         },
         tile(16, 2, 2, Some(1)),
         tile(32, 2, 1, Some(2)),
-        tile(16, 4, 1, Some(2)),
-        tile(32, 3, 1, Some(1)),
         GemvTile {
-            tma_slots: Some(1),
+            tma_slots: Some(2),
+            ..tile(16, 4, 1, Some(2))
+        },
+        GemvTile {
+            tma_slots: Some(3),
+            ..tile(32, 3, 1, Some(1))
+        },
+        GemvTile {
+            tma_slots: Some(2),
             ..tile(16, 2, 1, Some(2))
         },
     ];

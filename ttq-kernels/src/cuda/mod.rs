@@ -233,7 +233,7 @@ impl GemvTile {
             let rows = if self.rows.unwrap_or(16) > 16 { 32 } else { 16 };
             let planes = self
                 .planes
-                .unwrap_or_else(|| tma_mma_default_planes(tokens, lines_per_row, unroll).0)
+                .unwrap_or_else(|| tma_mma_default_planes(lines_per_row, unroll).0)
                 .clamp(1, 16);
             return (rows, planes, unroll);
         }
@@ -259,10 +259,12 @@ impl GemvTile {
     /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`]: as given, clamped to
     /// 2..=4 (four named mbarriers; 1..=4 with tensor-core products, whose smaller cubes
     /// then fit more per SM), 2 by default (deeper pipelines were no faster in session 14
-    /// call 1).
+    /// call 1), 1 with tensor-core products.
     pub fn resolve_tma_slots(&self) -> u32 {
-        let least = if self.tma_mma { 1 } else { 2 };
-        self.tma_slots.unwrap_or(2).clamp(least, 4)
+        // Tensor-core products default to one slot: 0.3-4.5 µs faster than two on all
+        // four bench shapes (session 15 call 3), their smaller cubes fitting more per SM.
+        let (least, default) = if self.tma_mma { (1, 1) } else { (2, 2) };
+        self.tma_slots.unwrap_or(default).clamp(least, 4)
     }
 
     /// `K` of [`kernels::gemv_tma_kernel`] (see [`GemvTile::tma_k_split`]) for the tile that
@@ -273,7 +275,7 @@ impl GemvTile {
     pub fn resolve_tma_k_split(&self, tokens: usize, lines_per_row: u32) -> u32 {
         let (_, planes, unroll) = self.resolve_tma(tokens, lines_per_row);
         let default = match self.planes {
-            None if self.tma_mma => tma_mma_default_planes(tokens, lines_per_row, unroll).1,
+            None if self.tma_mma => tma_mma_default_planes(lines_per_row, unroll).1,
             None => tma_default_planes(tokens, lines_per_row, unroll).1,
             Some(_) => planes,
         };
@@ -297,17 +299,13 @@ fn tma_default_planes(tokens: usize, lines_per_row: u32, unroll: u32) -> (u32, u
 }
 
 /// The default `(P, K)` of [`kernels::gemv_tma_kernel`] with tensor-core products (16 rows
-/// per plane): rows of at least 6 blocks are split between 4 planes (4096 rows make 256
-/// cubes of 16 rows), or 2 above 4 tokens (four copies of 8 tokens' activations per slot
-/// would pass the shared-memory cap); shorter rows are not split (the 4 planes own
-/// separate rows and share one copy of the activations).
-fn tma_mma_default_planes(tokens: usize, lines_per_row: u32, unroll: u32) -> (u32, u32) {
-    let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll);
-    match (blocks >= 6, tokens <= 4) {
-        (true, true) => (4, 4),
-        (true, false) => (4, 2),
-        (false, _) => (4, 1),
-    }
+/// per plane, one slot): four planes split each row's blocks, or as many as the row has
+/// blocks. Session 15 call 3 (m = 1): 7.9 / 9.0 / 17.9 / 17.5 µs on 4096×4096 / 2048×8192
+/// / 4096×14336 / 14336×4096, within 0.1-1.2 µs of the best tile tried on each shape.
+fn tma_mma_default_planes(lines_per_row: u32, unroll: u32) -> (u32, u32) {
+    let blocks = lines_per_row.div_ceil(kernels::PLANE * unroll).max(1);
+    let planes = blocks.min(4);
+    (planes, planes)
 }
 
 /// The largest power of two not above `n` (`n ≥ 1`).
