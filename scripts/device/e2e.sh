@@ -596,6 +596,11 @@ case $part in
       --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
     decode_qwen3 fused 80
     ;;
+  s15e)
+    # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots
+    # was over the shared-memory cap at 8 tokens, refused as it should be).
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    ;;
   s15d)
     # Session 15: the tensor-core products' defaults from call 3 (one slot, P = K = 4):
     # its test, then decode on the Qwen3-8B shape with --gemv tma-mma, --gemv tma and the
