@@ -133,6 +133,14 @@ decode_qwen3() { # fused|unfused LIMIT
     --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
     --new-tokens 32 --runs 3 $flag --json "$out/decode_qwen3_8b_f16_$ops.json"
 }
+# Decode on the Qwen3-8B shape with `--gemv GEMV` (fused decoder ops), as
+# decode_qwen3_8b_f16_GEMV (dashes as underscores).
+decode_qwen3_gemv() { # GEMV LIMIT
+  local name=${1//-/_}
+  step "decode_qwen3_8b_f16_$name" "$2" "$bin/ttq" bench decode --random-weights qwen3-8b \
+    --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
+    --new-tokens 32 --runs 3 --gemv "$1" --json "$out/decode_qwen3_8b_f16_$name.json"
+}
 # Gemma 3 270M (GEMMA) end to end: `bench decode` in f32 within BENCH_LIMIT s; `ttq generate`
 # TTQ-W4 (GEN_LIMIT + 20 s, with its kernel compilations counted) and fp in f32, and f16,
 # which must stop with the clear overflow error (GEN_LIMIT s each).
@@ -556,9 +564,7 @@ case $part in
     use_ncu
     GEMV_KERNELS='gemv_(h2|tma)' ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
       "${S13A_TILES:-8:1:1:tma,8:2:1:tma,8:4:1:tma,8:8:1:tma,8:2:2:tma,8:4:2:tma,4:4:1:tma,16:4:1:tma}"
-    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
     ;;
   s13b)
@@ -591,9 +597,7 @@ case $part in
       --gemv-tiles 8:4:1:tma
     step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
       --tokens 1,4,16 --gemv-tiles "${S13C_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
-    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
     ;;
   s15e)
@@ -606,12 +610,8 @@ case $part in
     # its test, then decode on the Qwen3-8B shape with --gemv tma-mma, --gemv tma and the
     # default, back to back on one machine.
     step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
-    step decode_qwen3_8b_f16_tma_mma 70 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma-mma --json "$out/decode_qwen3_8b_f16_tma_mma.json"
-    step decode_qwen3_8b_f16_tma 70 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3_gemv tma-mma 70
+    decode_qwen3_gemv tma 70
     decode_qwen3 fused 70
     ;;
   s15c)
@@ -635,9 +635,7 @@ case $part in
     GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 200 \
       4096x4096,2048x8192,4096x14336,14336x4096 \
       "${S15B_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k1,16:4:1:tma:mma:k2,16:4:1:tma:mma:k4,16:2:1:tma:mma:k2,16:8:1:tma:mma:k4,32:4:1:tma:mma:k4,32:2:1:tma:mma:k2,32:2:1:tma:mma:k1,16:4:1:tma:mma:k4:co,32:2:1:tma:mma:k2:co,16:4:1:tma:mma:k1:co}"
-    step decode_qwen3_8b_f16_tma_mma 75 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma-mma --json "$out/decode_qwen3_8b_f16_tma_mma.json"
+    decode_qwen3_gemv tma-mma 75
     decode_qwen3 fused 75
     ;;
   s15a)
@@ -656,9 +654,7 @@ case $part in
     # the default GEMV.
     step tests_tma_layouts 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_layouts
     step tests_tma_pipelines 170 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_pipelines
-    step decode_qwen3_8b_f16_tma 75 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3_gemv tma 75
     decode_qwen3 fused 75
     ;;
   s14b)
@@ -694,9 +690,7 @@ case $part in
       "${S13D_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma,8:4:1:tma:lo,8:4:1:tma:co,8:2:1:tma:co,8:1:1:tma:co,8:2:2:tma,4:2:1:tma}"
     step bench_kernels 150 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
       --tokens 1,4 --gemv-tiles "${S13D_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
-    step decode_qwen3_8b_f16_tma 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv tma --json "$out/decode_qwen3_8b_f16_tma.json"
+    decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
     ;;
   s10a)
@@ -710,9 +704,7 @@ case $part in
     step bench_kernels 120 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" --reps 9 \
       --tokens 1,4,16 --gemv-tiles "${S10_BENCH_TILES:-4:4:2:st,4:4:4:st,8:4:2:st}"
     decode_qwen3 fused 80
-    step decode_qwen3_8b_f16_stream 80 "$bin/ttq" bench decode --random-weights qwen3-8b \
-      --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 \
-      --new-tokens 32 --runs 3 --gemv stream --json "$out/decode_qwen3_8b_f16_stream.json"
+    decode_qwen3_gemv stream 80
     ;;
   s6b)
     for ops in fused unfused; do decode_qwen3 $ops 90; done
