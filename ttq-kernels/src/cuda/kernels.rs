@@ -2400,9 +2400,8 @@ fn mma_decode_word(
 /// `w · 32U + L`, so that the four lanes of a lane group, which read lines `L` to `L + 3`,
 /// hit distinct banks. `x` (`[m, cols]`) and `s` are read from global memory (L2-resident:
 /// the whole `x` is a few KiB), as 8-byte vectors `xg`, `sg` (`row4` of them per row of
-/// `x`), lane `l` the word vectors
-/// `32 · i + l` of the block (coalesced); columns past the row are not read (their
-/// products are never made). Each plane pairs its block once instead of every lane group
+/// `x`), lane `l` the word vectors `32 · i + l` of the block (coalesced); columns past the
+/// row are not read (their products are never made). Each plane pairs its block once instead of every lane group
 /// pairing its own lines at every step, as all eight do at one token; and with no tensor
 /// copy of the activations per plane, a cube needs about 2 KiB of shared memory per plane
 /// and slot less.
@@ -2516,7 +2515,6 @@ fn tma_block_mma<N: Size>(
     let gpb = comptime!(sizes.groups_per_block);
     let block_lines = comptime!(PLANE * sizes.lines_per_lane);
     let steps = comptime!(sizes.lines_per_lane * 8);
-    let def = cmma::MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
     let x_at = UNIT_POS_Y * comptime!(sizes.x_slot())
         + u32::min(g, comptime!(sizes.m - 1)) * comptime!(block_lines * 4);
     let row_a = mma_tile_row(g);
@@ -2529,7 +2527,6 @@ fn tma_block_mma<N: Size>(
     let mut q0 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q1 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut ra = Array::<Vector<f16, Const<2>>>::new(4usize);
-    let mut rb = Array::<Vector<f16, Const<2>>>::new(2usize);
     let mut se = Array::<Vector<f32, Const<2>>>::new(2usize);
     let mut so = Array::<Vector<f32, Const<2>>>::new(2usize);
     let mut ce = Array::<Vector<f32, Const<2>>>::new(2usize);
@@ -2560,17 +2557,8 @@ fn tma_block_mma<N: Size>(
             }
             #[unroll]
             for w in 0..4u32 {
-                let at = (w * 4) as usize;
-                rb[0] = xb[at];
-                rb[1] = xb[at + 1];
-                let de = def.execute(&ones, &rb, &se);
-                se[0] = de[0];
-                se[1] = de[1];
-                rb[0] = xb[at + 2];
-                rb[1] = xb[at + 3];
-                let dob = def.execute(&ones, &rb, &so);
-                so[0] = dob[0];
-                so[1] = dob[1];
+                mma_accumulate(&ones, &xb, w * 4, &mut se);
+                mma_accumulate(&ones, &xb, w * 4 + 2, &mut so);
             }
             #[unroll]
             for tile in 0..tiles {
@@ -2593,25 +2581,11 @@ fn tma_block_mma<N: Size>(
                 }
                 #[unroll]
                 for w in 0..4u32 {
-                    let at = (w * 4) as usize;
-                    ra[0] = q0[at];
-                    ra[1] = q1[at];
-                    ra[2] = q0[at + 2];
-                    ra[3] = q1[at + 2];
-                    rb[0] = xb[at];
-                    rb[1] = xb[at + 1];
-                    let de = def.execute(&ra, &rb, &ce);
-                    ce[0] = de[0];
-                    ce[1] = de[1];
-                    ra[0] = q0[at + 1];
-                    ra[1] = q1[at + 1];
-                    ra[2] = q0[at + 3];
-                    ra[3] = q1[at + 3];
-                    rb[0] = xb[at + 2];
-                    rb[1] = xb[at + 3];
-                    let dob = def.execute(&ra, &rb, &co);
-                    co[0] = dob[0];
-                    co[1] = dob[1];
+                    // Even pairs (0, 2) of both rows, then odd pairs (1, 3).
+                    mma_rows_operand(&q0, &q1, w * 4, &mut ra);
+                    mma_accumulate(&ra, &xb, w * 4, &mut ce);
+                    mma_rows_operand(&q0, &q1, w * 4 + 1, &mut ra);
+                    mma_accumulate(&ra, &xb, w * 4 + 2, &mut co);
                 }
                 let a = tile * 4;
                 mma_fold_row(ce[0], co[0], se[0], so[0], zsm[p0], ssm[p0], acc, a);
@@ -2619,6 +2593,42 @@ fn tma_block_mma<N: Size>(
             }
         }
     }
+}
+
+/// The A operand of a tile's two rows from their decoded pairs `q0`, `q1`
+/// ([`mma_decode_word`]): pair `at` (reduction columns of `k` 0-7) and pair `at + 2` (8-15)
+/// of the first row, each followed by the second row's, as `mma.sync` orders them.
+#[cube]
+fn mma_rows_operand(
+    q0: &Array<Vector<f16, Const<2>>>,
+    q1: &Array<Vector<f16, Const<2>>>,
+    #[comptime] at: u32,
+    a: &mut Array<Vector<f16, Const<2>>>,
+) {
+    let at = at as usize;
+    a[0] = q0[at];
+    a[1] = q1[at];
+    a[2] = q0[at + 2];
+    a[3] = q1[at + 2];
+}
+
+/// `c += a · b` by one `mma.sync` m16n8k16 (f16 in, f32 accumulation), with the A operand
+/// `a` and the B operand `xb[b_at]`, `xb[b_at + 1]` (two f16 pairs of [`tma_block_mma`]'s
+/// activations); the accumulator is updated in place.
+#[cube]
+fn mma_accumulate(
+    a: &Array<Vector<f16, Const<2>>>,
+    xb: &Array<Vector<f16, Const<2>>>,
+    #[comptime] b_at: u32,
+    c: &mut Array<Vector<f32, Const<2>>>,
+) {
+    let def = cmma::MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
+    let mut b = Array::<Vector<f16, Const<2>>>::new(2usize);
+    b[0] = xb[b_at as usize];
+    b[1] = xb[(b_at + 1) as usize];
+    let d = def.execute(a, &b, c);
+    c[0] = d[0];
+    c[1] = d[1];
 }
 
 /// [`gemv_tma_kernel`]'s tail with tensor-core products: each lane's four results per
