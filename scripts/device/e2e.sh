@@ -104,6 +104,10 @@
 #                                 durations of cubes of several row groups (:kN)
 #   e2e.sh s14c    BIN OUT        session 14: both TMA tests with the new defaults, decode on
 #                                 the Qwen3-8B shape with --gemv tma and the default GEMV
+#   e2e.sh s15a..s15e BIN OUT     session 15: the tensor-core products (:mma) under Nsight
+#                                 Compute, their test, decode A/B (see each part)
+#   e2e.sh s16a    BIN OUT        session 16: the tensor-core products with column sums from
+#                                 the pairing: their test, Nsight Compute durations, decode
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -599,6 +603,19 @@ case $part in
       --tokens 1,4,16 --gemv-tiles "${S13C_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
     decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
+    ;;
+  s16a)
+    # Session 16: the tensor-core products with the column sums made once per plane and
+    # block while pairing (8 mmas per 2048 weights instead of 16): its test, Nsight
+    # Compute durations and instruction counts at m = 1 (with the products and the copies
+    # alone), then decode on the Qwen3-8B shape, tma-mma and the default back to back.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 220 \
+      4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S16A_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,4:8:1:tma:k2:co,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:4:1:tma:mma:k2:d1,16:8:1:tma:mma:k8:d1,16:1:1:tma:mma:k1:d1,32:2:1:tma:mma:k2:d1,32:4:1:tma:mma:k4:d1,32:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k4:d2,16:4:1:tma:mma:k4:d1:co,32:2:1:tma:mma:k2:d1:co,16:4:1:tma:mma:k4:d1:lo}"
+    decode_qwen3_gemv tma-mma 70
+    decode_qwen3 fused 70
     ;;
   s15e)
     # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots
