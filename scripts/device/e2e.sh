@@ -106,8 +106,10 @@
 #                                 the Qwen3-8B shape with --gemv tma and the default GEMV
 #   e2e.sh s15a..s15e BIN OUT     session 15: the tensor-core products (:mma) under Nsight
 #                                 Compute, their test, decode A/B (see each part)
-#   e2e.sh s16a    BIN OUT        session 16: the tensor-core products with column sums from
-#                                 the pairing: their test, Nsight Compute durations, decode
+#   e2e.sh s16a    BIN OUT        session 16: column sums made while pairing (reverted): the
+#                                 test, Nsight Compute durations at m = 1, decode
+#   e2e.sh s16b    BIN OUT        session 16: the tensor-core GEMV's test, Nsight Compute
+#                                 durations against the half2 GEMVs at 2, 4 and 8 tokens
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -174,10 +176,11 @@ use_ncu() {
 # default gemv_vec; 6 per tile and shape: the default tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
 # alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table);
 # NCU_EXTRA (",metric,...") adds metrics.
-ncu_gemv_tiles() { # LIMIT SHAPES TILES
-  step ncu_tiles "$1" ncu --clock-control none -k "regex:${GEMV_KERNELS:-gemv_vec}" --csv \
+ncu_gemv_tiles() { # LIMIT SHAPES TILES (NCU_TOKENS: one token count, 1 by default;
+  # NCU_STEP: the step's name, ncu_tiles by default)
+  step "${NCU_STEP:-ncu_tiles}" "$1" ncu --clock-control none -k "regex:${GEMV_KERNELS:-gemv_vec}" --csv \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed${NCU_EXTRA:-} \
-    "$bin/ttq" bench kernels --shapes "$2" --tokens 1 --reps 1 --batch 1 --gemv-tiles "$3"
+    "$bin/ttq" bench kernels --shapes "$2" --tokens "${NCU_TOKENS:-1}" --reps 1 --batch 1 --gemv-tiles "$3"
 }
 # Kernel durations, instruction counts and DRAM throughput of every launch of the kernels
 # matching REGEX in a one-token `bench kernels` run, as CSV in ncu_quantize.txt
@@ -616,6 +619,22 @@ case $part in
       "${S16A_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,4:8:1:tma:k2:co,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:4:1:tma:mma:k2:d1,16:8:1:tma:mma:k8:d1,16:1:1:tma:mma:k1:d1,32:2:1:tma:mma:k2:d1,32:4:1:tma:mma:k4:d1,32:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k4:d2,16:4:1:tma:mma:k4:d1:co,32:2:1:tma:mma:k2:d1:co,16:4:1:tma:mma:k4:d1:lo}"
     decode_qwen3_gemv tma-mma 70
     decode_qwen3 fused 70
+    ;;
+  s16b)
+    # Session 16: the tensor-core GEMV against the half2 GEMVs at 2, 4 and 8 tokens (the
+    # half2 products grow with the tokens, the mma's do not): its test, then Nsight
+    # Compute durations and instruction counts per token count.
+    step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
+    use_ncu
+    small='8:2:1:tma,4:8:1:tma:k2,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,32:4:1:tma:mma:k4:d1,16:4:1:tma:mma:k4:d2'
+    for t in 2 4 8; do
+      tiles=$small
+      # Eight planes' paired activations do not fit beside their codes at 8 tokens.
+      [ "$t" -lt 8 ] && tiles=$tiles,16:8:1:tma:mma:k8:d1
+      GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=$t \
+        NCU_STEP=ncu_tiles_m$t ncu_gemv_tiles 150 \
+        4096x4096,2048x8192,4096x14336,14336x4096 "$tiles"
+    done
     ;;
   s15e)
     # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots

@@ -1891,15 +1891,6 @@ pub fn gemv_tma_kernel<N: Size>(
         }),
         16usize,
     );
-    // Tensor-core products: the column sums of each plane's paired `x ⊙ s`, per step.
-    let mut xsum = SharedMemory::<Vector<f32, Const<4>>>::new_aligned(
-        comptime!(if mma {
-            (planes * sizes.mma_sum_slot()) as usize
-        } else {
-            1usize
-        }),
-        16usize,
-    );
     let bars = TmaBarriers {
         b0: Barrier::shared(planes, UNIT_POS == 0),
         b1: Barrier::shared(planes, UNIT_POS == 0),
@@ -1944,15 +1935,7 @@ pub fn gemv_tma_kernel<N: Size>(
         let slot = tma_slot(sl, sizes);
         if products && mma {
             // Before the wait: the activations' loads overlap the codes' copies.
-            mma_pair_activations(
-                xg,
-                sg,
-                &mut xpair,
-                &mut xsum,
-                k * k_split + kp,
-                x_row_vectors,
-                sizes,
-            );
+            mma_pair_activations(xg, sg, &mut xpair, k * k_split + kp, x_row_vectors, sizes);
         }
         if loads {
             tma_wait_slot(&bars, sl, phase);
@@ -1960,9 +1943,7 @@ pub fn gemv_tma_kernel<N: Size>(
         if products && mma {
             let blk = k * k_split + kp;
             sync_plane();
-            tma_block_mma(
-                &xpair, &xsum, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes,
-            );
+            tma_block_mma(&xpair, &wsm, &ssm, &zsm, &mut acc, &slot, blk, &dims, sizes);
             // The next block's pairing overwrites `xpair`.
             sync_plane();
         }
@@ -2068,11 +2049,6 @@ impl TmaSizes {
     /// the 128-byte swizzle starts afresh in each.
     fn x_slot(&self) -> u32 {
         self.m * self.lines_per_lane * 4 * PLANE
-    }
-    /// Column sums of a plane's paired activations ([`mma_pair_activations`]), in 16-byte
-    /// vectors: four per 128-column step (token pairs `2t`, `2t + 1`, even then odd columns).
-    fn mma_sum_slot(&self) -> u32 {
-        self.lines_per_lane * 8 * 4
     }
     /// Input scale per slot, in 16-byte vectors.
     fn s_slot(&self) -> u32 {
@@ -2418,65 +2394,40 @@ fn mma_decode_word(
 }
 
 /// `x ⊙ s` of block `blk`, paired for [`tma_block_mma`]'s B fragments, into the plane's
-/// part of `xpair`, and its column sums into the plane's part of `xsum`.
-///
-/// `xpair`: for each token, the 16-byte vector of word `w` of line `L` (its 8 columns, as
-/// the pairs `(j, j + 4)` in the order j = 0, 2, 1, 3, so that the even pairs and the odd
-/// pairs each fill two neighbouring registers, as an `mma`'s B operand must) at
+/// part of `xpair`: for each token, the 16-byte vector of word `w` of line `L` (its 8
+/// columns, as the pairs `(j, j + 4)` in the order j = 0, 2, 1, 3, so that the even pairs
+/// and the odd pairs each fill two neighbouring registers, as an `mma`'s B operand must) at
 /// `w · 32U + L`, so that the four lanes of a lane group, which read lines `L` to `L + 3`,
 /// hit distinct banks. `x` (`[m, cols]`) and `s` are read from global memory (L2-resident:
 /// the whole `x` is a few KiB), as 8-byte vectors `xg`, `sg` (`row4` of them per row of
 /// `x`), lane `l` the word vectors `32 · i + l` of the block (coalesced); columns past the
-/// row are not read (their products are never made). Each plane pairs its block once
-/// instead of every lane group pairing its own lines at every step, as all eight do at one
-/// token; and with no tensor copy of the activations per plane, a cube needs about 2 KiB of
-/// shared memory per plane and slot less.
-///
-/// `xsum`: for each 128-column step (the 16 word vectors a half-plane takes at once) and
-/// token, the f32 sums of the paired values of its even and of its odd columns (the
-/// columns of the even and the odd pairs), which [`mma_fold_row`] needs to remove the
-/// decode's 1024s and the zero point. Step `st`'s vector `t` holds `[even(2t), even(2t+1),
-/// odd(2t), odd(2t+1)]` (the last token repeated), as lane `4g + t` of the products wants
-/// them. They are the same for every tile of the plane, so summing them here, once per
-/// plane and block, replaces two `mma`s per word and tile row step that summed them with an
-/// A operand of ones (session 15: 8 of the 16 `mma`s per 2048 weights). The half-plane's
-/// sums meet by butterfly: one exchange of the even and odd sums between neighbouring
-/// lanes, three more of the one sum each lane keeps, and one to bring the odd sum back.
+/// row are not read (their products are never made). Each plane pairs its block once instead of every lane group
+/// pairing its own lines at every step, as all eight do at one token; and with no tensor
+/// copy of the activations per plane, a cube needs about 2 KiB of shared memory per plane
+/// and slot less.
 #[cube]
 fn mma_pair_activations<N: Size>(
     xg: &Tensor<Vector<f16, N>>,
     sg: &Tensor<Vector<f16, N>>,
     xpair: &mut SharedMemory<Vector<f16, Const<8>>>,
-    xsum: &mut SharedMemory<Vector<f32, Const<4>>>,
     blk: u32,
     row4: u32,
     #[comptime] sizes: TmaSizes,
 ) {
     let lane = UNIT_POS_X;
-    let m = comptime!(sizes.m);
     let per_token = comptime!(sizes.lines_per_lane * 4 * PLANE);
     let lines = comptime!(sizes.lines_per_lane * PLANE);
     let base = UNIT_POS_Y * comptime!(sizes.x_slot());
-    let sum_base = UNIT_POS_Y * comptime!(sizes.mma_sum_slot());
-    let odd_lane = (lane & 1) == 1;
-    let mut even = Array::<f32>::new(comptime!(m as usize));
-    let mut odd = Array::<f32>::new(comptime!(m as usize));
     #[unroll]
     for i in 0..comptime!(sizes.lines_per_lane * 4) {
         let v = i * PLANE + lane;
         let at = (v & 3) * lines + (v >> 2);
         let c4 = (blk * per_token + v) * 2;
-        let inside = c4 < row4;
-        #[unroll]
-        for tk in 0..m {
-            even[tk as usize] = 0.0f32;
-            odd[tk as usize] = 0.0f32;
-        }
-        if inside {
+        if c4 < row4 {
             let sa = sg[c4 as usize];
             let sb = sg[(c4 + 1) as usize];
             #[unroll]
-            for tk in 0..m {
+            for tk in 0..comptime!(sizes.m) {
                 let xa = xg[(tk * row4 + c4) as usize] * sa;
                 let xb = xg[(tk * row4 + c4 + 1) as usize] * sb;
                 let mut p = Vector::<f16, Const<8>>::empty();
@@ -2488,39 +2439,6 @@ fn mma_pair_activations<N: Size>(
                     p[2 * r + 1] = f16::cast_from(xb[j]);
                 }
                 xpair[(base + tk * per_token + at) as usize] = p;
-                // Columns 0, 2 of each half are the even pairs' (j = 0, 2).
-                even[tk as usize] = (f32::cast_from(xa[0]) + f32::cast_from(xa[2]))
-                    + (f32::cast_from(xb[0]) + f32::cast_from(xb[2]));
-                odd[tk as usize] = (f32::cast_from(xa[1]) + f32::cast_from(xa[3]))
-                    + (f32::cast_from(xb[1]) + f32::cast_from(xb[3]));
-            }
-        }
-        // Every lane takes part in the exchanges (lanes past the row add zeros).
-        #[unroll]
-        for tk in 0..m {
-            let t = tk as usize;
-            // Even lanes keep the even sum, odd lanes the odd one.
-            let send = select(odd_lane, even[t], odd[t]);
-            let mut kept = select(odd_lane, odd[t], even[t]) + plane_shuffle_xor(send, 1u32);
-            kept += plane_shuffle_xor(kept, 2u32);
-            kept += plane_shuffle_xor(kept, 4u32);
-            kept += plane_shuffle_xor(kept, 8u32);
-            even[t] = kept;
-            odd[t] = plane_shuffle_xor(kept, 1u32);
-        }
-        // Lane 0 of each half-plane (an even lane: `even` and `odd` are its step's sums).
-        if inside && (lane & 15) == 0 {
-            let step = v >> 4;
-            #[unroll]
-            for t in 0..comptime!(m.div_ceil(2)) {
-                let t0 = comptime!((2 * t) as usize);
-                let t1 = comptime!((2 * t + 1).min(m - 1) as usize);
-                let mut sums = Vector::<f32, Const<4>>::empty();
-                sums[0] = even[t0];
-                sums[1] = even[t1];
-                sums[2] = odd[t0];
-                sums[3] = odd[t1];
-                xsum[(sum_base + step * 4 + t) as usize] = sums;
             }
         }
     }
@@ -2529,15 +2447,15 @@ fn mma_pair_activations<N: Size>(
 /// Adds `scale · (ce + co / 16 − (1024 + z) · se − (64 + z) · so)` for one row and the two
 /// tokens of a lane into `acc[at]`, `acc[at + 1]`: [`tma_block_mma`]'s even-pair products
 /// `ce` (codes as `1024 + c`) and odd-pair products `co` (as `1024 + 16 · c`) of a step,
-/// less the 1024s and the zero point times the step's column sums `sums` of the same
-/// columns' activations (`[se(2t), se(2t + 1), so(2t), so(2t + 1)]`, from
-/// [`mma_pair_activations`]).
+/// less the 1024s and the zero point times the step's column sums `se`, `so` of the same
+/// pairs' activations.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn mma_fold_row(
     ce: Vector<f32, Const<2>>,
     co: Vector<f32, Const<2>>,
-    sums: Vector<f32, Const<4>>,
+    se: Vector<f32, Const<2>>,
+    so: Vector<f32, Const<2>>,
     z: f32,
     scale: f32,
     acc: &mut Array<f32>,
@@ -2547,7 +2465,7 @@ fn mma_fold_row(
     let odd = -64.0f32 - z;
     #[unroll]
     for c in 0..2usize {
-        let v = ce[c] + co[c] * 0.0625f32 + even * sums[c] + odd * sums[c + 2];
+        let v = ce[c] + co[c] * 0.0625f32 + even * se[c] + odd * so[c];
         acc[at as usize + c] += scale * v;
     }
 }
@@ -2567,9 +2485,9 @@ fn mma_fold_row(
 /// is free, so long as the B fragment holds the activations of the same columns, which lane
 /// `4g + t` reads for token `g` (lanes past the last token repeat it; their output columns
 /// are dropped). A word makes two `mma`s, one of its even pairs and one of its odd pairs,
-/// accumulated in two chains. [`mma_fold_row`] then removes the 1024s, the 16s and the
-/// zero point with the step's column sums (`xsum`, summed once per plane and block by
-/// [`mma_pair_activations`]) and adds the results times the rows' group scales into `acc`. The codes
+/// accumulated in two chains; two more `mma`s per word with an A of ones sum the same
+/// activations (shared by all tiles). [`mma_fold_row`] then removes the 1024s, the 16s and
+/// the zero point and adds the results times the rows' group scales into `acc`. The codes
 /// and products are exact, so besides `x ⊙ s` in f16 (as in the half2 GEMV) the only
 /// rounding is the f32 accumulation, whose terms are up to 1024 times the result's.
 ///
@@ -2580,7 +2498,6 @@ fn mma_fold_row(
 #[allow(clippy::too_many_arguments)]
 fn tma_block_mma<N: Size>(
     xpair: &SharedMemory<Vector<f16, Const<8>>>,
-    xsum: &SharedMemory<Vector<f32, Const<4>>>,
     wsm: &SharedMemory<Vector<u32, N>>,
     ssm: &SharedMemory<f32>,
     zsm: &SharedMemory<f32>,
@@ -2600,12 +2517,18 @@ fn tma_block_mma<N: Size>(
     let steps = comptime!(sizes.lines_per_lane * 8);
     let x_at = UNIT_POS_Y * comptime!(sizes.x_slot())
         + u32::min(g, comptime!(sizes.m - 1)) * comptime!(block_lines * 4);
-    let sum_at = UNIT_POS_Y * comptime!(sizes.mma_sum_slot()) + t;
     let row_a = mma_tile_row(g);
+    let mut ones = Array::<Vector<f16, Const<2>>>::new(4usize);
+    #[unroll]
+    for i in 0..4usize {
+        ones[i] = Vector::<f16, Const<2>>::new(f16::cast_from(1.0f32));
+    }
     let mut xb = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q0 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q1 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut ra = Array::<Vector<f16, Const<2>>>::new(4usize);
+    let mut se = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut so = Array::<Vector<f32, Const<2>>>::new(2usize);
     let mut ce = Array::<Vector<f32, Const<2>>>::new(2usize);
     let mut co = Array::<Vector<f32, Const<2>>>::new(2usize);
     // Unrolled: the steps' shared-memory offsets become constants (a run-time loop spent
@@ -2627,7 +2550,16 @@ fn tma_block_mma<N: Size>(
                     xb[(w * 4 + r) as usize] = pair;
                 }
             }
-            let sums = xsum[(sum_at + step * 4) as usize];
+            #[unroll]
+            for i in 0..2usize {
+                se[i] = Vector::<f32, Const<2>>::new(0.0f32);
+                so[i] = Vector::<f32, Const<2>>::new(0.0f32);
+            }
+            #[unroll]
+            for w in 0..4u32 {
+                mma_accumulate(&ones, &xb, w * 4, &mut se);
+                mma_accumulate(&ones, &xb, w * 4 + 2, &mut so);
+            }
             #[unroll]
             for tile in 0..tiles {
                 let r0 = tile * 16 + row_a;
@@ -2656,8 +2588,8 @@ fn tma_block_mma<N: Size>(
                     mma_accumulate(&ra, &xb, w * 4 + 2, &mut co);
                 }
                 let a = tile * 4;
-                mma_fold_row(ce[0], co[0], sums, zsm[p0], ssm[p0], acc, a);
-                mma_fold_row(ce[1], co[1], sums, zsm[p1], ssm[p1], acc, a + 2);
+                mma_fold_row(ce[0], co[0], se[0], so[0], zsm[p0], ssm[p0], acc, a);
+                mma_fold_row(ce[1], co[1], se[1], so[1], zsm[p1], ssm[p1], acc, a + 2);
             }
         }
     }

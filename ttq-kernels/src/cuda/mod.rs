@@ -1687,10 +1687,10 @@ fn tma_smem_bytes(tokens: usize, lines_per_row: u32, tile: &GemvTile, group: u32
     let groups_per_block = 1024 * unroll / group.max(1) as usize;
     let params = (rows * groups_per_block * 4).div_ceil(128) * 128;
     if tile.tma_mma {
-        // No activation copies; each plane's paired `x ⊙ s` of its block and their column
-        // sums (64 bytes per 128-column step), and the tail's partial sums.
+        // No activation copies; each plane's paired `x ⊙ s` of its block, and the tail's
+        // partial sums.
         return slots * planes * (rows * unroll * 512 + 2 * params)
-            + planes * (tokens * unroll * 2048 + unroll * 512 + rows * 32)
+            + planes * (tokens * unroll * 2048 + rows * 32)
             + 1024;
     }
     let xs_copies = tile.resolve_tma_k_split(tokens, lines_per_row) as usize;
