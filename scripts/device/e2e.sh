@@ -110,6 +110,8 @@
 #                                 test, Nsight Compute durations at m = 1, decode
 #   e2e.sh s16b    BIN OUT        session 16: the tensor-core GEMV's test, Nsight Compute
 #                                 durations against the half2 GEMVs at 2, 4 and 8 tokens
+#   e2e.sh s16c    BIN OUT        session 16: Auto's tensor-core GEMV at 2-16 tokens: the GEMV
+#                                 tests, the kernel table with half2 tiles beside, torch peers
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -635,6 +637,17 @@ case $part in
         NCU_STEP=ncu_tiles_m$t ncu_gemv_tiles 150 \
         4096x4096,2048x8192,4096x14336,14336x4096 "$tiles"
     done
+    ;;
+  s16c)
+    # Session 16: GemvVariant::Auto takes the tensor-core GEMV at 2 to 16 tokens: the GEMV
+    # tests it touches, then the kernel table (with the half2 GEMV's default tiles
+    # as explicit tiles beside it: 8:4:1 is its default up to 4 tokens, 4:4:1 above) and
+    # the torch peers on the same machine.
+    step tests_gemv 300 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_auto_tensor_cores gemv_half2_layouts gemv_token_counts bad_shapes_are_errors
+    step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --gemv-tiles 8:4:1,4:4:1
+    step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     ;;
   s15e)
     # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots

@@ -1058,6 +1058,87 @@ fn gemv_tma_mma() {
     }
 }
 
+/// `GemvVariant::Auto` with f16 activations and 4-bit codes at 2 to 16 tokens takes the
+/// tensor-core TMA GEMV where it fits: its output equals, bit for bit, that of the
+/// tensor-core GEMV forced with the tile Auto picks (16 rows per plane, 32 from 4 tokens on
+/// weights of at least 8192 rows), on the whole `x` or, past 8 tokens, on each half of its
+/// rows (the kernels are deterministic, and the half2 GEMV rounds differently), and the
+/// reference's at the tensor-core tolerance. One and seventeen tokens, and a layout the
+/// tensor-core GEMV refuses (groups of 64), still agree with the reference.
+#[test]
+fn gemv_auto_tensor_cores() {
+    let device = device();
+    let spec = |group, scheme| QuantSpec::new(4, GroupSize::Size(group), scheme).unwrap();
+    let cases = [
+        (300, 4608, spec(128, QuantScheme::Asymmetric)),
+        (8192, 512, spec(128, QuantScheme::Symmetric)),
+    ];
+    for (rows, cols, spec) in cases {
+        let w = random(91 + rows as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for tokens in [1, 2, 3, 4, 8, 9, 16, 17] {
+            let (x16, s16, want) = f16_gemv_operands(92, tokens, cols, &hq);
+            let what = format!("Auto GEMV {spec} {rows}x{cols} m={tokens}");
+            poison(tokens * rows * 4 + tokens * cols * 4);
+            let auto = CudaKernels::default()
+                .matmul(x16.clone(), &q16, Some(s16.clone()))
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let auto = to_f32_vec(auto);
+            if !(2..=16).contains(&tokens) {
+                close(&what, &auto, &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok (half2 or dense)");
+                continue;
+            }
+            close(&what, &auto, &want, 2e-3).unwrap_or_else(|e| panic!("{e}"));
+            let chunk = if tokens > 8 {
+                tokens.div_ceil(2)
+            } else {
+                tokens
+            };
+            let forced = CudaKernels {
+                gemv_variant: GemvVariant::Tma,
+                gemv_tile: GemvTile {
+                    rows: Some(if chunk >= 4 && rows >= 8192 { 32 } else { 16 }),
+                    tma_mma: true,
+                    ..GemvTile::default()
+                },
+                ..CudaKernels::default()
+            };
+            // The same rows of `x`, each part as a tensor of its own.
+            let x_host = to_f32_vec(x16);
+            let mut forced_y = Vec::new();
+            for (start, n) in [(0, chunk), (chunk, tokens - chunk)] {
+                if n == 0 {
+                    continue;
+                }
+                let part = x_host[start * cols..(start + n) * cols].to_vec();
+                let y = forced
+                    .matmul(t2::<f16>(part, [n, cols]), &q16, Some(s16.clone()))
+                    .unwrap_or_else(|e| panic!("{what} forced: {e}"));
+                forced_y.extend(to_f32_vec(y));
+            }
+            exact(&what, &auto, &forced_y).unwrap_or_else(|e| panic!("{e}"));
+            eprintln!("{what}: ok (tensor cores)");
+        }
+    }
+    // Groups of 64: no tensor-core products; Auto serves 4 tokens with the half2 GEMV.
+    let (rows, cols) = (64, 2048);
+    let hq = reference::quantize(
+        &random(93, rows * cols, 0),
+        rows,
+        cols,
+        None,
+        &spec(64, QuantScheme::Asymmetric),
+    );
+    let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+    let (x16, s16, want) = f16_gemv_operands(94, 4, cols, &hq);
+    let auto = CudaKernels::default()
+        .matmul(x16, &q16, Some(s16))
+        .expect("Auto serves every layout");
+    close("Auto GEMV g64 m=4", &to_f32_vec(auto), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
 /// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
 /// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and

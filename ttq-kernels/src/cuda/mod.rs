@@ -308,6 +308,28 @@ fn tma_mma_default_planes(lines_per_row: u32, unroll: u32) -> (u32, u32) {
     (planes, planes)
 }
 
+/// Rows per plane of the tensor-core TMA GEMV that [`GemvVariant::Auto`] takes for
+/// `tokens` tokens of a weight of `rows` rows (where the layout and the device allow it,
+/// see [`tma_fits`]), or `None` where it keeps the half2 GEMV.
+///
+/// Session 16 call 2 (H200, Nsight Compute, `results/gpu-2026-12-02/s16-call2-h200`): at
+/// 2, 4 and 8 tokens the half2 GEMV's products grow with the tokens (every token's products
+/// are their own half2 FMAs) and the tensor-core GEMV's do not (the tokens are an `mma`'s
+/// B columns). On 4096×4096 / 2048×8192 / 4096×14336 / 14336×4096 its default tile (16
+/// rows, `P = K = 4`, one slot) took 8.8 / 11.6 / 22.0 / 18.3 µs at 2 tokens against 10.6 /
+/// 11.8 / 23.5 / 28.2 for the half2 default, 9.4 / 12.1 / 24.0 / 26.6 against 20.2 / 15.1
+/// / 45.3 / 48.0 at 4, and 11.3 / 13.5 / 29.4 / 33.5 against 36.1 / 36.2 / 85.8 / 114.2 at
+/// 8. Thirty-two rows per plane were faster on 14336×4096 from 4 tokens on (21.1 and 26.0
+/// µs), within about 1 µs either way on the other shapes. At one token the half2 GEMV ties
+/// or wins (session 15), and past 8 tokens the `mma`'s B operand is full.
+fn auto_mma_rows(tokens: usize, rows: usize) -> Option<u32> {
+    match tokens {
+        2..=3 => Some(16),
+        4..=8 => Some(if rows >= 8192 { 32 } else { 16 }),
+        _ => None,
+    }
+}
+
 /// The largest power of two not above `n` (`n ≥ 1`).
 fn prev_power_of_two(n: u32) -> u32 {
     1 << (31 - n.max(1).leading_zeros())
@@ -331,7 +353,11 @@ const MAX_GRID_Y: usize = 65_535;
 pub enum GemvVariant {
     /// [`GemvVariant::Half2`] for f16 activations and 4-bit codes, else
     /// [`GemvVariant::Vector`], where the layout allows it (see
-    /// [`gemv_vector_fits_layout`]); [`GemvVariant::Fused`] otherwise.
+    /// [`gemv_vector_fits_layout`]); [`GemvVariant::Fused`] otherwise. With f16 activations,
+    /// 4-bit codes, 2 to 16 tokens and the default [`GemvTile`], the tensor-core TMA GEMV
+    /// ([`GemvVariant::Tma`] with [`GemvTile::tma_mma`]; past 8 tokens in two launches of
+    /// half the tokens each) where the layout and the device allow it: 1.0-3.4× faster than
+    /// the half2 GEMV at 2 to 8 tokens (H200, session 16; see `auto_mma_rows`).
     #[default]
     Auto,
     /// [`kernels::gemv_h2_kernel`]: the vector GEMV's loads with the decode and the dot
@@ -840,7 +866,50 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::AutoTma
                     if half2_fits =>
                 {
-                    gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::Half2)
+                    // With the default tile, 2 to 16 tokens go to the tensor-core products
+                    // where they fit (an explicit tile is the half2 GEMV's); more than 8 in
+                    // two launches of at most 8.
+                    let chunk = if tokens > 8 {
+                        tokens.div_ceil(2)
+                    } else {
+                        tokens
+                    };
+                    let mma_tile = auto_mma_rows(chunk, rows)
+                        .filter(|_| self.gemv_tile == GemvTile::default())
+                        .map(|plane_rows| GemvTile {
+                            rows: Some(plane_rows),
+                            tma_mma: true,
+                            ..GemvTile::default()
+                        })
+                        .filter(|&tile| tma_fits(&x, q, &dims, tile, chunk));
+                    match mma_tile {
+                        Some(tile) if chunk < tokens => {
+                            let first = gemv_tma::<R, F>(
+                                x.clone().slice([0..chunk, 0..cols]),
+                                q,
+                                input_scale.clone(),
+                                &dims,
+                                tile,
+                            )?;
+                            let rest = gemv_tma::<R, F>(
+                                x.slice([chunk..tokens, 0..cols]),
+                                q,
+                                input_scale,
+                                &dims,
+                                tile,
+                            )?;
+                            Ok(Tensor::cat(vec![first, rest], 0))
+                        }
+                        Some(tile) => gemv_tma::<R, F>(x, q, input_scale, &dims, tile),
+                        None => gemv_vector::<R, F>(
+                            x,
+                            q,
+                            input_scale,
+                            &dims,
+                            self.gemv_tile,
+                            LineDecode::Half2,
+                        ),
+                    }
                 }
                 GemvVariant::Half2 => {
                     if !half2_fits {
@@ -1965,4 +2034,31 @@ fn launch_gemv_fused<R: CubeRuntime, F: FloatElement>(
         );
     }
     wrap_float(y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_mma_rows;
+
+    /// `GemvVariant::Auto`'s tensor-core range is the one session 16 call 2 measured: 2 to 8
+    /// tokens (one token stays on the half2 GEMV, and an `mma` has 8 B columns), 32 rows
+    /// per plane only from 4 tokens on weights of at least 8192 rows.
+    #[test]
+    fn auto_takes_tensor_cores_for_two_to_eight_tokens() {
+        for rows in [16, 4096, 8192, 14336] {
+            assert_eq!(auto_mma_rows(0, rows), None);
+            assert_eq!(auto_mma_rows(1, rows), None);
+            assert_eq!(auto_mma_rows(9, rows), None);
+            assert_eq!(auto_mma_rows(16, rows), None);
+            for tokens in 2..=3 {
+                assert_eq!(auto_mma_rows(tokens, rows), Some(16));
+            }
+        }
+        for tokens in 4..=8 {
+            assert_eq!(auto_mma_rows(tokens, 4096), Some(16));
+            assert_eq!(auto_mma_rows(tokens, 8191), Some(16));
+            assert_eq!(auto_mma_rows(tokens, 8192), Some(32));
+            assert_eq!(auto_mma_rows(tokens, 14336), Some(32));
+        }
+    }
 }
