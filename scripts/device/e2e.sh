@@ -112,6 +112,8 @@
 #                                 durations against the half2 GEMVs at 2, 4 and 8 tokens
 #   e2e.sh s16c    BIN OUT        session 16: Auto's tensor-core GEMV at 2-16 tokens: the GEMV
 #                                 tests, the kernel table with half2 tiles beside, torch peers
+#   e2e.sh s16d    BIN OUT        session 16: 9-16 tokens in one tensor-core launch: tests,
+#                                 Nsight Compute at 16 and 8 tokens, the kernel table
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -648,6 +650,22 @@ case $part in
     step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
       --gemv-tiles 8:4:1,4:4:1
     step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    ;;
+  s16d)
+    # Session 16: the tensor-core GEMV with a second block of 8 B columns (9-16 tokens in
+    # one launch): its tests, Nsight Compute durations at 16 and 8 tokens against the half2
+    # GEMV's default tile (4:4:1 above 4 tokens), then the kernel table.
+    step tests_mma 300 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_tma_mma gemv_auto_tensor_cores
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=16 \
+      NCU_STEP=ncu_tiles_m16 ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      4:4:1,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k2:d1
+    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=8 \
+      NCU_STEP=ncu_tiles_m8 ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
+      4:4:1
+    step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --gemv-tiles 8:4:1,4:4:1
     ;;
   s15e)
     # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots

@@ -962,13 +962,12 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
 /// the reference: groups of 128 and 256 columns, asymmetric and symmetric; rows that no
 /// 16-row tile divides and rows ending inside a block (1.5 and 4.5 blocks of 1024
 /// columns, 2.5 of 2048); one or two lines per lane; 16 and 32 rows per plane; split-K
-/// and row groups; one to three pipeline slots; 1, 3 and 8 tokens (the `mma`'s 8
-/// columns, lanes past the last token dropped). Its results are summed in f32 from exact products (terms
+/// and row groups; one to three pipeline slots; 1, 3, 8 and 10 tokens (the `mma`'s 8
+/// columns, lanes past the last token dropped; 10 in two blocks of 8). Its results are summed in f32 from exact products (terms
 /// up to 1024 times larger than the result's cancel: about 2⁻¹⁴ of it is left), so it
 /// must match to 2e-3 of the largest output (f16 rounds the output by at most 2⁻¹¹ of it,
 /// and `x ⊙ s` by 2⁻¹¹ per product with random signs), tighter than the half2 GEMVs'
-/// 1e-2. Groups of 64 columns and 9 tokens must be refused with an error that names the
-/// conditions.
+/// 1e-2. Groups of 64 columns must be refused with an error that names the conditions.
 #[test]
 fn gemv_tma_mma() {
     let device = device();
@@ -1013,7 +1012,8 @@ fn gemv_tma_mma() {
         let w = random(81 + rows as u64, rows * cols, 0);
         let hq = reference::quantize(&w, rows, cols, None, &spec);
         let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
-        for tokens in [1, 3, 8] {
+        // 10 tokens: two blocks of B columns, the second one ragged.
+        for tokens in [1, 3, 8, 10] {
             let (x16, s16, want) = f16_gemv_operands(82, tokens, cols, &hq);
             for gemv_tile in tiles {
                 let kernels = CudaKernels {
@@ -1041,7 +1041,8 @@ fn gemv_tma_mma() {
         ..CudaKernels::default()
     };
     let (rows, cols) = (16, 2048);
-    for (group, tokens) in [(64, 1), (128, 9)] {
+    // (More than 16 tokens never reach a GEMV: they take the dense path.)
+    for (group, tokens) in [(64, 1), (64, 10)] {
         let hq = reference::quantize(
             &random(83, rows * cols, 0),
             rows,
@@ -1060,10 +1061,9 @@ fn gemv_tma_mma() {
 
 /// `GemvVariant::Auto` with f16 activations and 4-bit codes at 2 to 16 tokens takes the
 /// tensor-core TMA GEMV where it fits: its output equals, bit for bit, that of the
-/// tensor-core GEMV forced with the tile Auto picks (16 rows per plane, 32 from 4 tokens on
-/// weights of at least 8192 rows), on the whole `x` or, past 8 tokens, on each half of its
-/// rows (the kernels are deterministic, and the half2 GEMV rounds differently), and the
-/// reference's at the tensor-core tolerance. One and seventeen tokens, and a layout the
+/// tensor-core GEMV forced with the tile Auto picks (16 rows per plane, 32 at 4 to 8 tokens
+/// on weights of at least 8192 rows; the kernels are deterministic, and the half2 GEMV
+/// rounds differently), and the reference's at the tensor-core tolerance. One and seventeen tokens, and a layout the
 /// tensor-core GEMV refuses (groups of 64), still agree with the reference.
 #[test]
 fn gemv_auto_tensor_cores() {
@@ -1091,34 +1091,25 @@ fn gemv_auto_tensor_cores() {
                 continue;
             }
             close(&what, &auto, &want, 2e-3).unwrap_or_else(|e| panic!("{e}"));
-            let chunk = if tokens > 8 {
-                tokens.div_ceil(2)
-            } else {
-                tokens
-            };
             let forced = CudaKernels {
                 gemv_variant: GemvVariant::Tma,
                 gemv_tile: GemvTile {
-                    rows: Some(if chunk >= 4 && rows >= 8192 { 32 } else { 16 }),
+                    rows: Some(if (4..=8).contains(&tokens) && rows >= 8192 {
+                        32
+                    } else {
+                        16
+                    }),
                     tma_mma: true,
                     ..GemvTile::default()
                 },
                 ..CudaKernels::default()
             };
-            // The same rows of `x`, each part as a tensor of its own.
-            let x_host = to_f32_vec(x16);
-            let mut forced_y = Vec::new();
-            for (start, n) in [(0, chunk), (chunk, tokens - chunk)] {
-                if n == 0 {
-                    continue;
-                }
-                let part = x_host[start * cols..(start + n) * cols].to_vec();
-                let y = forced
-                    .matmul(t2::<f16>(part, [n, cols]), &q16, Some(s16.clone()))
-                    .unwrap_or_else(|e| panic!("{what} forced: {e}"));
-                forced_y.extend(to_f32_vec(y));
-            }
-            exact(&what, &auto, &forced_y).unwrap_or_else(|e| panic!("{e}"));
+            let forced = to_f32_vec(
+                forced
+                    .matmul(x16, &q16, Some(s16))
+                    .unwrap_or_else(|e| panic!("{what} forced: {e}")),
+            );
+            exact(&what, &auto, &forced).unwrap_or_else(|e| panic!("{e}"));
             eprintln!("{what}: ok (tensor cores)");
         }
     }

@@ -2028,13 +2028,18 @@ pub struct TmaSizes {
 
 impl TmaSizes {
     /// f32 accumulators per thread: `m · R` dot products, or, with tensor-core products, 4
-    /// per 16-row tile (rows `g` and `g + 8` of lane `4 · g + t`, tokens `2t` and `2t + 1`).
+    /// per 16-row tile and block of 8 tokens (rows `g` and `g + 8` of lane `4 · g + t`,
+    /// tokens `2t` and `2t + 1` of the block), `acc[(block · tiles + tile) · 4 + …]`.
     fn accumulators(&self) -> u32 {
         if self.mma {
-            4 * (self.rows_per_plane / 16)
+            4 * (self.rows_per_plane / 16) * self.token_blocks()
         } else {
             self.m * self.rows_per_plane
         }
+    }
+    /// Blocks of 8 tokens, the B operand's columns, of the tensor-core products.
+    fn token_blocks(&self) -> u32 {
+        self.m.div_ceil(8)
     }
     /// Codes per plane and slot, in 16-byte lines.
     fn w_slot(&self) -> u32 {
@@ -2476,15 +2481,15 @@ fn mma_fold_row(
 /// `acc`.
 ///
 /// The weight is the A operand (16 rows × 16 columns of the reduction per `mma`), the
-/// activations the B operand (its 8 columns are the tokens, `m ≤ 8`): one `mma` takes 256
-/// weights. A step takes 128 columns (one group, or part of one) of every 16-row tile:
+/// activations the B operand (its 8 columns are 8 tokens; `m ≤ 16` as one or two blocks of
+/// 8, each A operand serving both): one `mma` takes 256 weights. A step takes 128 columns (one group, or part of one) of every 16-row tile:
 /// lane `4g + t` loads line `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that
 /// plus 8 (16 bytes, 32 codes each) and decodes each word into four pairs
 /// ([`mma_decode_word`]: `1024 + c` for the even pairs, `1024 + 16 · c` for the odd ones),
 /// fed to the fragments in the order they come out: the reduction's order inside an `mma`
 /// is free, so long as the B fragment holds the activations of the same columns, which lane
-/// `4g + t` reads for token `g` (lanes past the last token repeat it; their output columns
-/// are dropped). A word makes two `mma`s, one of its even pairs and one of its odd pairs,
+/// `4g + t` reads for token `g` of each block (lanes past the last token repeat it; their
+/// output columns are dropped). A word makes two `mma`s, one of its even pairs and one of its odd pairs,
 /// accumulated in two chains; two more `mma`s per word with an A of ones sum the same
 /// activations (shared by all tiles). [`mma_fold_row`] then removes the 1024s, the 16s and
 /// the zero point and adds the results times the rows' group scales into `acc`. The codes
@@ -2512,25 +2517,25 @@ fn tma_block_mma<N: Size>(
     let t = lane & 3;
     let rpp = comptime!(sizes.rows_per_plane);
     let tiles = comptime!(sizes.rows_per_plane / 16);
+    let nb = comptime!(sizes.token_blocks());
     let gpb = comptime!(sizes.groups_per_block);
     let block_lines = comptime!(PLANE * sizes.lines_per_lane);
     let steps = comptime!(sizes.lines_per_lane * 8);
-    let x_at = UNIT_POS_Y * comptime!(sizes.x_slot())
-        + u32::min(g, comptime!(sizes.m - 1)) * comptime!(block_lines * 4);
     let row_a = mma_tile_row(g);
     let mut ones = Array::<Vector<f16, Const<2>>>::new(4usize);
     #[unroll]
     for i in 0..4usize {
         ones[i] = Vector::<f16, Const<2>>::new(f16::cast_from(1.0f32));
     }
-    let mut xb = Array::<Vector<f16, Const<2>>>::new(16usize);
+    // Per block of 8 tokens: 16 B registers, and two f32 pairs per accumulator.
+    let mut xb = Array::<Vector<f16, Const<2>>>::new(comptime!((16 * nb) as usize));
     let mut q0 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut q1 = Array::<Vector<f16, Const<2>>>::new(16usize);
     let mut ra = Array::<Vector<f16, Const<2>>>::new(4usize);
-    let mut se = Array::<Vector<f32, Const<2>>>::new(2usize);
-    let mut so = Array::<Vector<f32, Const<2>>>::new(2usize);
-    let mut ce = Array::<Vector<f32, Const<2>>>::new(2usize);
-    let mut co = Array::<Vector<f32, Const<2>>>::new(2usize);
+    let mut se = Array::<Vector<f32, Const<2>>>::new(comptime!((2 * nb) as usize));
+    let mut so = Array::<Vector<f32, Const<2>>>::new(comptime!((2 * nb) as usize));
+    let mut ce = Array::<Vector<f32, Const<2>>>::new(comptime!((2 * nb) as usize));
+    let mut co = Array::<Vector<f32, Const<2>>>::new(comptime!((2 * nb) as usize));
     // Unrolled: the steps' shared-memory offsets become constants (a run-time loop spent
     // about a quarter of its instructions on index arithmetic, offline SASS).
     #[unroll]
@@ -2539,26 +2544,35 @@ fn tma_block_mma<N: Size>(
         if blk * block_lines + step * 4 < dims.lines_per_row {
             let gi = (step * 128) >> dims.group_shift;
             #[unroll]
-            for w in 0..4u32 {
-                // Registers: pairs 0 and 2 (the even B operand), then 1 and 3 (the odd).
-                let xv = xpair[(x_at + w * block_lines + line) as usize];
+            for tb in 0..nb {
+                // Token `8 · tb + g` (the last one repeated past `m`).
+                let x_at = UNIT_POS_Y * comptime!(sizes.x_slot())
+                    + u32::min(tb * 8 + g, comptime!(sizes.m - 1)) * comptime!(block_lines * 4);
                 #[unroll]
-                for r in 0..4u32 {
-                    let mut pair = Vector::<f16, Const<2>>::empty();
-                    pair[0] = xv[(2 * r) as usize];
-                    pair[1] = xv[(2 * r + 1) as usize];
-                    xb[(w * 4 + r) as usize] = pair;
+                for w in 0..4u32 {
+                    // Registers: pairs 0 and 2 (the even B operand), then 1 and 3 (the odd).
+                    let xv = xpair[(x_at + w * block_lines + line) as usize];
+                    #[unroll]
+                    for r in 0..4u32 {
+                        let mut pair = Vector::<f16, Const<2>>::empty();
+                        pair[0] = xv[(2 * r) as usize];
+                        pair[1] = xv[(2 * r + 1) as usize];
+                        xb[(tb * 16 + w * 4 + r) as usize] = pair;
+                    }
                 }
             }
             #[unroll]
-            for i in 0..2usize {
+            for i in 0..comptime!((2 * nb) as usize) {
                 se[i] = Vector::<f32, Const<2>>::new(0.0f32);
                 so[i] = Vector::<f32, Const<2>>::new(0.0f32);
             }
             #[unroll]
-            for w in 0..4u32 {
-                mma_accumulate(&ones, &xb, w * 4, &mut se);
-                mma_accumulate(&ones, &xb, w * 4 + 2, &mut so);
+            for tb in 0..nb {
+                #[unroll]
+                for w in 0..4u32 {
+                    mma_accumulate(&ones, &xb, tb * 16 + w * 4, &mut se, tb * 2);
+                    mma_accumulate(&ones, &xb, tb * 16 + w * 4 + 2, &mut so, tb * 2);
+                }
             }
             #[unroll]
             for tile in 0..tiles {
@@ -2575,21 +2589,42 @@ fn tma_block_mma<N: Size>(
                     mma_decode_word(l1[w as usize], dims.magic, &mut q1, w * 4);
                 }
                 #[unroll]
-                for i in 0..2usize {
+                for i in 0..comptime!((2 * nb) as usize) {
                     ce[i] = Vector::<f32, Const<2>>::new(0.0f32);
                     co[i] = Vector::<f32, Const<2>>::new(0.0f32);
                 }
                 #[unroll]
                 for w in 0..4u32 {
-                    // Even pairs (0, 2) of both rows, then odd pairs (1, 3).
+                    // Even pairs (0, 2) of both rows, then odd pairs (1, 3), each A operand
+                    // serving every block of tokens.
                     mma_rows_operand(&q0, &q1, w * 4, &mut ra);
-                    mma_accumulate(&ra, &xb, w * 4, &mut ce);
+                    #[unroll]
+                    for tb in 0..nb {
+                        mma_accumulate(&ra, &xb, tb * 16 + w * 4, &mut ce, tb * 2);
+                    }
                     mma_rows_operand(&q0, &q1, w * 4 + 1, &mut ra);
-                    mma_accumulate(&ra, &xb, w * 4 + 2, &mut co);
+                    #[unroll]
+                    for tb in 0..nb {
+                        mma_accumulate(&ra, &xb, tb * 16 + w * 4 + 2, &mut co, tb * 2);
+                    }
                 }
-                let a = tile * 4;
-                mma_fold_row(ce[0], co[0], se[0], so[0], zsm[p0], ssm[p0], acc, a);
-                mma_fold_row(ce[1], co[1], se[1], so[1], zsm[p1], ssm[p1], acc, a + 2);
+                let (z0, s0, z1, s1) = (zsm[p0], ssm[p0], zsm[p1], ssm[p1]);
+                #[unroll]
+                for tb in 0..nb {
+                    let c = (tb * 2) as usize;
+                    let a = (tb * tiles + tile) * 4;
+                    mma_fold_row(ce[c], co[c], se[c], so[c], z0, s0, acc, a);
+                    mma_fold_row(
+                        ce[c + 1],
+                        co[c + 1],
+                        se[c + 1],
+                        so[c + 1],
+                        z1,
+                        s1,
+                        acc,
+                        a + 2,
+                    );
+                }
             }
         }
     }
@@ -2613,26 +2648,31 @@ fn mma_rows_operand(
 }
 
 /// `c += a · b` by one `mma.sync` m16n8k16 (f16 in, f32 accumulation), with the A operand
-/// `a` and the B operand `xb[b_at]`, `xb[b_at + 1]` (two f16 pairs of [`tma_block_mma`]'s
-/// activations); the accumulator is updated in place.
+/// `a`, the B operand `xb[b_at]`, `xb[b_at + 1]` (two f16 pairs of [`tma_block_mma`]'s
+/// activations) and the accumulator `c[c_at]`, `c[c_at + 1]`, updated in place.
 #[cube]
 fn mma_accumulate(
     a: &Array<Vector<f16, Const<2>>>,
     xb: &Array<Vector<f16, Const<2>>>,
     #[comptime] b_at: u32,
     c: &mut Array<Vector<f32, Const<2>>>,
+    #[comptime] c_at: u32,
 ) {
     let def = cmma::MmaDefinition::<f16, f16, f32>::new(16usize, 8usize, 16usize);
     let mut b = Array::<Vector<f16, Const<2>>>::new(2usize);
     b[0] = xb[b_at as usize];
     b[1] = xb[(b_at + 1) as usize];
-    let d = def.execute(a, &b, c);
-    c[0] = d[0];
-    c[1] = d[1];
+    let mut acc = Array::<Vector<f32, Const<2>>>::new(2usize);
+    acc[0] = c[c_at as usize];
+    acc[1] = c[(c_at + 1) as usize];
+    let d = def.execute(a, &b, &acc);
+    c[c_at as usize] = d[0];
+    c[(c_at + 1) as usize] = d[1];
 }
 
 /// [`gemv_tma_kernel`]'s tail with tensor-core products: each lane's four results per
-/// 16-row tile ([`tma_block_mma`]) go to shared memory as `[plane][R rows][8 tokens]`, then
+/// 16-row tile and block of 8 tokens ([`tma_block_mma`]) go to shared memory as
+/// `[plane][R rows][8 · blocks tokens]`, then
 /// every output of the cube (`P / K` row groups of `R` rows from `cube_row0`, `m` tokens)
 /// is the sum over its row group's `K` planes, written by one thread. Rows past `rows` are
 /// not written. Every thread of the cube must call it (it holds a barrier).
@@ -2649,20 +2689,24 @@ fn store_mma_rows<F: Float>(
     let planes = comptime!(sizes.planes);
     let row_groups = comptime!(sizes.row_groups());
     let tiles = comptime!(sizes.rows_per_plane / 16);
+    let cols = comptime!(8 * sizes.token_blocks());
     let lane = UNIT_POS_X;
     let plane = UNIT_POS_Y;
     let t = lane & 3;
     let row_a = mma_tile_row(lane >> 2);
-    let mut partial = SharedMemory::<f32>::new(comptime!((planes * rpp * 8) as usize));
+    let mut partial = SharedMemory::<f32>::new(comptime!((planes * rpp * cols) as usize));
     #[unroll]
-    for tile in 0..tiles {
+    for tb in 0..comptime!(sizes.token_blocks()) {
         #[unroll]
-        for half in 0..2u32 {
-            let r = tile * 16 + half * 8 + row_a;
+        for tile in 0..tiles {
             #[unroll]
-            for c in 0..2u32 {
-                partial[((plane * rpp + r) * 8 + 2 * t + c) as usize] =
-                    acc[(tile * 4 + half * 2 + c) as usize];
+            for half in 0..2u32 {
+                let r = tile * 16 + half * 8 + row_a;
+                #[unroll]
+                for c in 0..2u32 {
+                    partial[((plane * rpp + r) * cols + tb * 8 + 2 * t + c) as usize] =
+                        acc[((tb * tiles + tile) * 4 + half * 2 + c) as usize];
+                }
             }
         }
     }
@@ -2676,7 +2720,7 @@ fn store_mma_rows<F: Float>(
         let mut sum = 0.0f32;
         #[unroll]
         for kp in 0..comptime!(sizes.k_split) {
-            sum += partial[(((kp * row_groups + rg) * rpp + r) * 8 + tk) as usize];
+            sum += partial[(((kp * row_groups + rg) * rpp + r) * cols + tk) as usize];
         }
         let row = cube_row0 + rg * rpp + r;
         if row < rows {

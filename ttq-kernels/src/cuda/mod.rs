@@ -133,7 +133,7 @@ pub struct GemvTile {
     pub tma_k_split: Option<u32>,
     /// [`kernels::gemv_tma_kernel`] runs its products on tensor cores (`mma.sync` m16n8k16,
     /// f16 in, f32 accumulation; see `tma_block_mma` there) instead of packed f16
-    /// multiply-adds: `R` is then 16 or 32 rows per plane (tiles of 16), at most 8 tokens,
+    /// multiply-adds: `R` is then 16 or 32 rows per plane (tiles of 16), at most 16 tokens,
     /// groups of at least 128 columns and rows of whole 256-column chunks (bench `:mma`).
     pub tma_mma: bool,
 }
@@ -321,10 +321,12 @@ fn tma_mma_default_planes(lines_per_row: u32, unroll: u32) -> (u32, u32) {
 /// / 45.3 / 48.0 at 4, and 11.3 / 13.5 / 29.4 / 33.5 against 36.1 / 36.2 / 85.8 / 114.2 at
 /// 8. Thirty-two rows per plane were faster on 14336×4096 from 4 tokens on (21.1 and 26.0
 /// µs), within about 1 µs either way on the other shapes. At one token the half2 GEMV ties
-/// or wins (session 15), and past 8 tokens the `mma`'s B operand is full.
+/// or wins (session 15). Past 8 tokens the products take a second block of 8 B columns
+/// (twice the accumulators: 16 rows per plane), where the half2 GEMV took 188-273 µs
+/// device-timed at 16 tokens on the large shapes (session 16 call 3).
 fn auto_mma_rows(tokens: usize, rows: usize) -> Option<u32> {
     match tokens {
-        2..=3 => Some(16),
+        2..=3 | 9..=16 => Some(16),
         4..=8 => Some(if rows >= 8192 { 32 } else { 16 }),
         _ => None,
     }
@@ -355,9 +357,9 @@ pub enum GemvVariant {
     /// [`GemvVariant::Vector`], where the layout allows it (see
     /// [`gemv_vector_fits_layout`]); [`GemvVariant::Fused`] otherwise. With f16 activations,
     /// 4-bit codes, 2 to 16 tokens and the default [`GemvTile`], the tensor-core TMA GEMV
-    /// ([`GemvVariant::Tma`] with [`GemvTile::tma_mma`]; past 8 tokens in two launches of
-    /// half the tokens each) where the layout and the device allow it: 1.0-3.4× faster than
-    /// the half2 GEMV at 2 to 8 tokens (H200, session 16; see `auto_mma_rows`).
+    /// ([`GemvVariant::Tma`] with [`GemvTile::tma_mma`]) where the layout and the device
+    /// allow it: 1.0-3.4× faster than the half2 GEMV at 2 to 8 tokens (H200, session 16;
+    /// see `auto_mma_rows`).
     #[default]
     Auto,
     /// [`kernels::gemv_h2_kernel`]: the vector GEMV's loads with the decode and the dot
@@ -845,7 +847,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                                 TMA_MAX_SMEM >> 10,
                                 if self.gemv_tile.tma_mma {
                                     "; with tensor-core products (GemvTile::tma_mma) also at \
-                                     most 8 tokens, groups of at least 128 columns, a \
+                                     most 16 tokens, groups of at least 128 columns, a \
                                      multiple of 256 columns and mma.sync m16n8k16 in f16"
                                 } else {
                                     ""
@@ -867,39 +869,16 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     if half2_fits =>
                 {
                     // With the default tile, 2 to 16 tokens go to the tensor-core products
-                    // where they fit (an explicit tile is the half2 GEMV's); more than 8 in
-                    // two launches of at most 8.
-                    let chunk = if tokens > 8 {
-                        tokens.div_ceil(2)
-                    } else {
-                        tokens
-                    };
-                    let mma_tile = auto_mma_rows(chunk, rows)
+                    // where they fit (an explicit tile is the half2 GEMV's).
+                    let mma_tile = auto_mma_rows(tokens, rows)
                         .filter(|_| self.gemv_tile == GemvTile::default())
                         .map(|plane_rows| GemvTile {
                             rows: Some(plane_rows),
                             tma_mma: true,
                             ..GemvTile::default()
                         })
-                        .filter(|&tile| tma_fits(&x, q, &dims, tile, chunk));
+                        .filter(|&tile| tma_fits(&x, q, &dims, tile, tokens));
                     match mma_tile {
-                        Some(tile) if chunk < tokens => {
-                            let first = gemv_tma::<R, F>(
-                                x.clone().slice([0..chunk, 0..cols]),
-                                q,
-                                input_scale.clone(),
-                                &dims,
-                                tile,
-                            )?;
-                            let rest = gemv_tma::<R, F>(
-                                x.slice([chunk..tokens, 0..cols]),
-                                q,
-                                input_scale,
-                                &dims,
-                                tile,
-                            )?;
-                            Ok(Tensor::cat(vec![first, rest], 0))
-                        }
                         Some(tile) => gemv_tma::<R, F>(x, q, input_scale, &dims, tile),
                         None => gemv_vector::<R, F>(
                             x,
@@ -1759,7 +1738,7 @@ fn tma_smem_bytes(tokens: usize, lines_per_row: u32, tile: &GemvTile, group: u32
         // No activation copies; each plane's paired `x ⊙ s` of its block, and the tail's
         // partial sums.
         return slots * planes * (rows * unroll * 512 + 2 * params)
-            + planes * (tokens * unroll * 2048 + rows * 32)
+            + planes * (tokens * unroll * 2048 + rows * 32 * tokens.div_ceil(8))
             + 1024;
     }
     let xs_copies = tile.resolve_tma_k_split(tokens, lines_per_row) as usize;
@@ -1789,10 +1768,10 @@ fn tma_fits<R: CubeRuntime, F: FloatElement>(
         && dims.groups.is_multiple_of(4)
         && dims.cols.is_multiple_of(64)
         && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize];
-    // Tensor-core products: tokens are the `mma`'s 8 columns, a step of 128 columns lies
-    // in one group, and the codes' copies are chunks of 256 columns.
+    // Tensor-core products: tokens are one or two blocks of the `mma`'s 8 columns, a step
+    // of 128 columns lies in one group, and the codes' copies are chunks of 256 columns.
     let mma_layout =
-        !tile.tma_mma || (tokens <= 8 && dims.group >= 128 && dims.cols.is_multiple_of(256));
+        !tile.tma_mma || (tokens <= 16 && dims.group >= 128 && dims.cols.is_multiple_of(256));
     if !(layout && mma_layout) {
         return false;
     }
@@ -2040,17 +2019,16 @@ fn launch_gemv_fused<R: CubeRuntime, F: FloatElement>(
 mod tests {
     use super::auto_mma_rows;
 
-    /// `GemvVariant::Auto`'s tensor-core range is the one session 16 call 2 measured: 2 to 8
-    /// tokens (one token stays on the half2 GEMV, and an `mma` has 8 B columns), 32 rows
-    /// per plane only from 4 tokens on weights of at least 8192 rows.
+    /// `GemvVariant::Auto`'s tensor-core range is the one session 16 measured: 2 to 16
+    /// tokens (one token stays on the half2 GEMV; more than 16 take the dense path), 32 rows
+    /// per plane only at 4 to 8 tokens on weights of at least 8192 rows.
     #[test]
     fn auto_takes_tensor_cores_for_two_to_eight_tokens() {
         for rows in [16, 4096, 8192, 14336] {
             assert_eq!(auto_mma_rows(0, rows), None);
             assert_eq!(auto_mma_rows(1, rows), None);
-            assert_eq!(auto_mma_rows(9, rows), None);
-            assert_eq!(auto_mma_rows(16, rows), None);
-            for tokens in 2..=3 {
+            assert_eq!(auto_mma_rows(17, rows), None);
+            for tokens in (2..=3).chain(9..=16) {
                 assert_eq!(auto_mma_rows(tokens, rows), Some(16));
             }
         }
