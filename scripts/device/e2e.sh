@@ -114,6 +114,8 @@
 #                                 tests, the kernel table with half2 tiles beside, torch peers
 #   e2e.sh s16d    BIN OUT        session 16: 9-16 tokens in one tensor-core launch: tests,
 #                                 Nsight Compute at 16 and 8 tokens, the kernel table
+#   e2e.sh s16e    BIN OUT        session 16: a 12-token prompt on the Qwen3-8B shape, default
+#                                 GEMV and --gemv tma
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -666,6 +668,16 @@ case $part in
       4:4:1
     step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
       --gemv-tiles 8:4:1,4:4:1
+    ;;
+  s16e)
+    # Session 16: the default GEMV's tensor-core path inside the model: prefill of a
+    # 12-token prompt on the Qwen3-8B shape (every linear layer at m = 12), default and
+    # --gemv tma (the TMA half2 GEMV) back to back.
+    for g in auto tma; do
+      step "short_prompt_qwen3_8b_f16_$g" 90 "$bin/ttq" bench decode --random-weights qwen3-8b \
+        --backend cuda --dtype f16 --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 12 \
+        --new-tokens 16 --runs 3 --gemv "$g" --json "$out/short_prompt_qwen3_8b_f16_$g.json"
+    done
     ;;
   s15e)
     # Session 15: gemv_tma_mma with its slot counts fixed (s15d's 32:3:1 with three slots
