@@ -2023,7 +2023,7 @@ mod tests {
     /// tokens (one token stays on the half2 GEMV; more than 16 take the dense path), 32 rows
     /// per plane only at 4 to 8 tokens on weights of at least 8192 rows.
     #[test]
-    fn auto_takes_tensor_cores_for_two_to_eight_tokens() {
+    fn auto_takes_tensor_cores_for_two_to_sixteen_tokens() {
         for rows in [16, 4096, 8192, 14336] {
             assert_eq!(auto_mma_rows(0, rows), None);
             assert_eq!(auto_mma_rows(1, rows), None);
