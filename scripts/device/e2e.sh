@@ -188,6 +188,15 @@ ncu_gemv_tiles() { # LIMIT SHAPES TILES (NCU_TOKENS: one token count, 1 by defau
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed${NCU_EXTRA:-} \
     "$bin/ttq" bench kernels --shapes "$2" --tokens "${NCU_TOKENS:-1}" --reps 1 --batch 1 --gemv-tiles "$3"
 }
+# ncu_gemv_tiles over the four bench shapes for the half2 and TMA GEMVs, with warp
+# instruction counts: at one token into ncu_tiles.txt, or at TOKENS tokens into
+# ncu_tiles_mTOKENS.txt.
+ncu_tma_sweep() { # LIMIT TILES [TOKENS]
+  local step=ncu_tiles
+  [ -n "${3:-}" ] && step=ncu_tiles_m$3
+  GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=${3:-1} \
+    NCU_STEP=$step ncu_gemv_tiles "$1" 4096x4096,2048x8192,4096x14336,14336x4096 "$2"
+}
 # Kernel durations, instruction counts and DRAM throughput of every launch of the kernels
 # matching REGEX in a one-token `bench kernels` run, as CSV in ncu_quantize.txt
 # (scripts/ncu_launch_summary.py groups them by launch configuration).
@@ -620,8 +629,7 @@ case $part in
     # alone), then decode on the Qwen3-8B shape, tma-mma and the default back to back.
     step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
     use_ncu
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 220 \
-      4096x4096,2048x8192,4096x14336,14336x4096 \
+    ncu_tma_sweep 220 \
       "${S16A_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,4:8:1:tma:k2:co,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:4:1:tma:mma:k2:d1,16:8:1:tma:mma:k8:d1,16:1:1:tma:mma:k1:d1,32:2:1:tma:mma:k2:d1,32:4:1:tma:mma:k4:d1,32:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k4:d2,16:4:1:tma:mma:k4:d1:co,32:2:1:tma:mma:k2:d1:co,16:4:1:tma:mma:k4:d1:lo}"
     decode_qwen3_gemv tma-mma 70
     decode_qwen3 fused 70
@@ -637,9 +645,7 @@ case $part in
       tiles=$small
       # Eight planes' paired activations do not fit beside their codes at 8 tokens.
       [ "$t" -lt 8 ] && tiles=$tiles,16:8:1:tma:mma:k8:d1
-      GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=$t \
-        NCU_STEP=ncu_tiles_m$t ncu_gemv_tiles 150 \
-        4096x4096,2048x8192,4096x14336,14336x4096 "$tiles"
+      ncu_tma_sweep 150 "$tiles" "$t"
     done
     ;;
   s16c)
@@ -660,12 +666,9 @@ case $part in
     step tests_mma 300 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
       gemv_tma_mma gemv_auto_tensor_cores
     use_ncu
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=16 \
-      NCU_STEP=ncu_tiles_m16 ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
-      4:4:1,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k2:d1
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum NCU_TOKENS=8 \
-      NCU_STEP=ncu_tiles_m8 ncu_gemv_tiles 150 4096x4096,2048x8192,4096x14336,14336x4096 \
-      4:4:1
+    ncu_tma_sweep 150 \
+      4:4:1,16:4:1:tma:mma:k4:d1,16:2:1:tma:mma:k2:d1,16:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k2:d1 16
+    ncu_tma_sweep 150 4:4:1 8
     step bench_kernels 240 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
       --gemv-tiles 8:4:1,4:4:1
     ;;
@@ -699,8 +702,7 @@ case $part in
     # its test, then Nsight Compute durations and instruction counts at m = 1.
     step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
     use_ncu
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 220 \
-      4096x4096,2048x8192,4096x14336,14336x4096 \
+    ncu_tma_sweep 220 \
       "${S15C_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k4,16:4:1:tma:mma:k4:d1,16:7:1:tma:mma:k7:d1,16:2:1:tma:mma:k2,16:2:1:tma:mma:k2:d1,16:1:1:tma:mma:k1,16:1:1:tma:mma:k1:d1,16:4:1:tma:mma:k2:d1,32:2:1:tma:mma:k2,32:2:1:tma:mma:k2:d1,16:8:1:tma:mma:k8:d1,16:4:1:tma:mma:k4:co,16:2:1:tma:mma:k2:d1:co}"
     ;;
   s15b)
@@ -711,8 +713,7 @@ case $part in
     # --gemv tma-mma and with the default GEMV.
     step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
     use_ncu
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 200 \
-      4096x4096,2048x8192,4096x14336,14336x4096 \
+    ncu_tma_sweep 200 \
       "${S15B_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k1,16:4:1:tma:mma:k2,16:4:1:tma:mma:k4,16:2:1:tma:mma:k2,16:8:1:tma:mma:k4,32:4:1:tma:mma:k4,32:2:1:tma:mma:k2,32:2:1:tma:mma:k1,16:4:1:tma:mma:k4:co,32:2:1:tma:mma:k2:co,16:4:1:tma:mma:k1:co}"
     decode_qwen3_gemv tma-mma 75
     decode_qwen3 fused 75
@@ -723,8 +724,7 @@ case $part in
     # with the products (:co) and the copies (:lo) alone.
     step tests_tma_mma 200 "$bin/cuda_vs_reference" --test-threads 1 --nocapture gemv_tma_mma
     use_ncu
-    GEMV_KERNELS='gemv_(h2|tma)' NCU_EXTRA=,smsp__inst_executed.sum ncu_gemv_tiles 260 \
-      4096x4096,2048x8192,4096x14336,14336x4096 \
+    ncu_tma_sweep 260 \
       "${S15A_TILES:-4:8:1:tma:k2,4:4:1:tma:k1,16:4:1:tma:mma:k1,16:4:1:tma:mma:k2,16:4:1:tma:mma:k4,16:2:1:tma:mma:k2,16:8:1:tma:mma:k4,16:8:1:tma:mma:k2,32:4:1:tma:mma:k4,32:2:1:tma:mma:k2,32:4:1:tma:mma:k1,16:4:2:tma:mma:k4,16:4:1:tma:mma:k4:co,32:4:1:tma:mma:k4:co,16:4:1:tma:mma:k4:lo,4:8:1:tma:k2:co}"
     ;;
   s14c)
