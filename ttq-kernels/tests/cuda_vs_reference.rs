@@ -958,16 +958,17 @@ fn check_tma_tiles(tiles: &[GemvTile], token_counts: &[usize]) {
     }
 }
 
-/// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`, forced) against
-/// the reference: groups of 128 and 256 columns, asymmetric and symmetric; rows that no
-/// 16-row tile divides and rows ending inside a block (1.5 and 4.5 blocks of 1024
-/// columns, 2.5 of 2048); one or two lines per lane; 16 and 32 rows per plane; split-K
-/// and row groups; one to three pipeline slots; 1, 3, 8 and 10 tokens (the `mma`'s 8
-/// columns, lanes past the last token dropped; 10 in two blocks of 8). Its results are summed in f32 from exact products (terms
-/// up to 1024 times larger than the result's cancel: about 2⁻¹⁴ of it is left), so it
-/// must match to 2e-3 of the largest output (f16 rounds the output by at most 2⁻¹¹ of it,
-/// and `x ⊙ s` by 2⁻¹¹ per product with random signs), tighter than the half2 GEMVs'
-/// 1e-2. Groups of 64 columns must be refused with an error that names the conditions.
+/// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`, forced) against the
+/// reference: groups of 128 and 256 columns, asymmetric and symmetric; rows that no 16-row
+/// tile divides and rows ending inside a block (1.5 and 4.5 blocks of 1024 columns, 2.5 of
+/// 2048); one or two lines per lane; 16 and 32 rows per plane; split-K and row groups; one
+/// to three pipeline slots; 1, 3, 8 and 10 tokens (the `mma`'s 8 columns, lanes past the
+/// last token dropped; 10 in two blocks of 8). Its results are summed in f32 from exact
+/// products (terms up to 1024 times larger than the result's cancel: about 2⁻¹⁴ of it is
+/// left), so it must match to 2e-3 of the largest output (f16 rounds the output by at most
+/// 2⁻¹¹ of it, and `x ⊙ s` by 2⁻¹¹ per product with random signs), tighter than the half2
+/// GEMVs' 1e-2. Groups of 64 columns must be refused with an error that names the
+/// conditions.
 #[test]
 fn gemv_tma_mma() {
     let device = device();
@@ -1063,8 +1064,9 @@ fn gemv_tma_mma() {
 /// tensor-core TMA GEMV where it fits: its output equals, bit for bit, that of the
 /// tensor-core GEMV forced with the tile Auto picks (16 rows per plane, 32 at 4 to 8 tokens
 /// on weights of at least 8192 rows; the kernels are deterministic, and the half2 GEMV
-/// rounds differently), and the reference's at the tensor-core tolerance. One and seventeen tokens, and a layout the
-/// tensor-core GEMV refuses (groups of 64), still agree with the reference.
+/// rounds differently), and the reference's at the tensor-core tolerance. One and seventeen
+/// tokens, and a layout the tensor-core GEMV refuses (groups of 64), still agree with the
+/// reference.
 #[test]
 fn gemv_auto_tensor_cores() {
     let device = device();
