@@ -2485,9 +2485,9 @@ fn mma_fold_row(
 /// 8, each A operand serving both): one `mma` takes 256 weights. A step takes 128 columns
 /// (one group, or part of one) of every 16-row tile: lane `4g + t` loads line
 /// `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that plus 8 (16 bytes, 32 codes
-/// each) and decodes each word into four pairs ([`mma_decode_word`]: `1024 + c` for the even pairs,
-/// `1024 + 16 · c` for the odd ones), fed to the fragments in the order they come out: the
-/// reduction's order inside an `mma` is free, so long as the B fragment holds the
+/// each) and decodes each word into four pairs ([`mma_decode_word`]: `1024 + c` for the
+/// even pairs, `1024 + 16 · c` for the odd ones), fed to the fragments in the order they
+/// come out: the reduction's order inside an `mma` is free, so long as the B fragment holds the
 /// activations of the same columns, which lane `4g + t` reads for token `g` of each block
 /// (lanes past the last token repeat it; their output columns are dropped). A word makes
 /// two `mma`s, one of its even pairs and one of its odd pairs, accumulated in two chains;
