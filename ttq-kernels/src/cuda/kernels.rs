@@ -2484,18 +2484,18 @@ fn mma_fold_row(
 /// activations the B operand (its 8 columns are 8 tokens; `m ≤ 16` as one or two blocks of
 /// 8, each A operand serving both): one `mma` takes 256 weights. A step takes 128 columns
 /// (one group, or part of one) of every 16-row tile: lane `4g + t` loads line
-/// `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that plus 8 (16 bytes, 32 codes
-/// each) and decodes each word into four pairs ([`mma_decode_word`]: `1024 + c` for the
-/// even pairs, `1024 + 16 · c` for the odd ones), fed to the fragments in the order they
-/// come out: the reduction's order inside an `mma` is free, so long as the B fragment holds the
-/// activations of the same columns, which lane `4g + t` reads for token `g` of each block
-/// (lanes past the last token repeat it; their output columns are dropped). A word makes
-/// two `mma`s, one of its even pairs and one of its odd pairs, accumulated in two chains;
-/// two more `mma`s per word with an A of ones sum the same activations (shared by all
-/// tiles). [`mma_fold_row`] then removes the 1024s, the 16s and the zero point and adds the
-/// results times the rows' group scales into `acc`. The codes and products are exact, so
-/// besides `x ⊙ s` in f16 (as in the half2 GEMV) the only rounding is the f32 accumulation,
-/// whose terms are up to 1024 times the result's.
+/// `4 · step + t` of its tile rows [`mma_tile_row`]`(g)` and that plus 8 (16 bytes, 32
+/// codes each) and decodes each word into four pairs ([`mma_decode_word`]: `1024 + c` for
+/// the even pairs, `1024 + 16 · c` for the odd ones), fed to the fragments in the order
+/// they come out: the reduction's order inside an `mma` is free, so long as the B fragment
+/// holds the activations of the same columns, which lane `4g + t` reads for token `g` of
+/// each block (lanes past the last token repeat it; their output columns are dropped). A
+/// word makes two `mma`s, one of its even pairs and one of its odd pairs, accumulated in
+/// two chains; two more `mma`s per word with an A of ones sum the same activations (shared
+/// by all tiles). [`mma_fold_row`] then removes the 1024s, the 16s and the zero point and
+/// adds the results times the rows' group scales into `acc`. The codes and products are
+/// exact, so besides `x ⊙ s` in f16 (as in the half2 GEMV) the only rounding is the f32
+/// accumulation, whose terms are up to 1024 times the result's.
 ///
 /// The codes lie in the slot as `[4 · U chunks][R rows][8 lines]`, 128-byte swizzled (the
 /// tensor copy's `[words / 32, rows, 32]` view, see `gemv_tma`), so that the 8 lanes of a
