@@ -116,6 +116,9 @@
 #                                 Nsight Compute at 16 and 8 tokens, the kernel table
 #   e2e.sh s16e    BIN OUT        session 16: a 12-token prompt on the Qwen3-8B shape, default
 #                                 GEMV and --gemv tma
+#   e2e.sh s17a    BIN OUT        session 17: the direct tensor-core GEMV (:dmma): its test,
+#                                 Nsight Compute durations of its tiles at m = 1 (loads and
+#                                 products alone too) against the half2 and TMA GEMVs, decode
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -621,6 +624,20 @@ case $part in
       --tokens 1,4,16 --gemv-tiles "${S13C_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
     decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
+    ;;
+  s17a)
+    # Session 17: the direct tensor-core GEMV (codes loaded straight into registers, no
+    # shared memory for the weight, x ⊙ s staged once per cube): its test, then Nsight
+    # Compute durations and instruction counts at one token against the half2 default and
+    # the best TMA tile, its loads alone (:lo) and products alone (:co), then decode.
+    step tests_mma_direct 300 "$bin/cuda_vs_reference" --test-threads 1 --nocapture \
+      gemv_mma_direct
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma|mma)' NCU_EXTRA=,smsp__inst_executed.sum \
+      ncu_gemv_tiles 240 4096x4096,2048x8192,4096x14336,14336x4096 \
+      "${S17A_TILES:-4:8:1:tma:k2,16:8:4:dmma,16:4:4:dmma,16:16:4:dmma,16:8:2:dmma,16:8:8:dmma,16:4:8:dmma,32:8:4:dmma,32:4:4:dmma,32:8:2:dmma,16:8:4:dmma:lo,32:8:4:dmma:lo,16:8:4:dmma:co}"
+    decode_qwen3_gemv mma 70
+    decode_qwen3 fused 70
     ;;
   s16a)
     # Session 16: the tensor-core products with the column sums made once per plane and

@@ -1132,6 +1132,103 @@ fn gemv_auto_tensor_cores() {
     close("Auto GEMV g64 m=4", &to_f32_vec(auto), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
 }
 
+/// The direct tensor-core GEMV (`GemvVariant::Mma`, forced) against the reference at the
+/// tensor-core tolerance (2e-3 of the largest output: products exact, sums in f32): groups
+/// of 128 and 256 and one group per row, asymmetric and symmetric, rows that 16- and 32-row
+/// cubes do not divide (5, 37, 300), rows of one 128-column step and of steps that the
+/// chunks do not divide, 1, 3 and 8 tokens, the default tile and tiles with more planes
+/// than chunks, odd plane counts and one plane. Outputs are poisoned before each call. A
+/// forced `Mma` where it cannot serve (groups of 64, 9 tokens, a row of 4160 columns) is an
+/// error, and `AutoMma` there serves the call through the default GEMV.
+#[test]
+fn gemv_mma_direct() {
+    let device = device();
+    let tile = |rows, planes, unroll| GemvTile {
+        rows: Some(rows),
+        planes: Some(planes),
+        unroll: Some(unroll),
+        ..GemvTile::default()
+    };
+    let tiles = [
+        GemvTile::default(),
+        tile(32, 4, 2),
+        tile(16, 3, 1),
+        tile(16, 16, 8),
+        tile(32, 1, 3),
+    ];
+    let spec = |group, scheme| QuantSpec::new(4, group, scheme).unwrap();
+    let cases = [
+        (
+            37,
+            1536,
+            spec(GroupSize::Size(128), QuantScheme::Asymmetric),
+        ),
+        (
+            300,
+            4608,
+            spec(GroupSize::Size(128), QuantScheme::Symmetric),
+        ),
+        (
+            300,
+            5120,
+            spec(GroupSize::Size(256), QuantScheme::Asymmetric),
+        ),
+        (5, 4096, spec(GroupSize::Size(256), QuantScheme::Asymmetric)),
+        (17, 128, spec(GroupSize::Size(128), QuantScheme::Asymmetric)),
+        (40, 640, spec(GroupSize::Row, QuantScheme::Asymmetric)),
+    ];
+    for (rows, cols, spec) in cases {
+        let w = random(95 + rows as u64, rows * cols, 0);
+        let hq = reference::quantize(&w, rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        for tokens in [1, 3, 8] {
+            let (x16, s16, want) = f16_gemv_operands(96, tokens, cols, &hq);
+            for gemv_tile in tiles {
+                let kernels = CudaKernels {
+                    gemv_variant: GemvVariant::Mma,
+                    gemv_tile,
+                    ..CudaKernels::default()
+                };
+                let what = format!(
+                    "direct mma GEMV {spec} {rows}x{cols} m={tokens} tile {:?}",
+                    gemv_tile.resolve_mma()
+                );
+                poison(tokens * rows * 4 + tokens * cols * 4);
+                let y = kernels
+                    .matmul(x16.clone(), &q16, Some(s16.clone()))
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                close(&what, &to_f32_vec(y), &want, 2e-3).unwrap_or_else(|e| panic!("{e}"));
+                eprintln!("{what}: ok");
+            }
+        }
+    }
+    let rows = 16;
+    for (group, cols, tokens) in [(64, 2048, 1), (128, 2048, 9), (128, 4160, 1)] {
+        let spec = spec(GroupSize::Size(group), QuantScheme::Asymmetric);
+        let hq = reference::quantize(&random(97, rows * cols, 0), rows, cols, None, &spec);
+        let q16 = from_host::<CudaBackend<f16>>(hq.clone(), &device);
+        let (x16, s16, want) = f16_gemv_operands(98, tokens, cols, &hq);
+        let forced = CudaKernels {
+            gemv_variant: GemvVariant::Mma,
+            ..CudaKernels::default()
+        };
+        let err = forced
+            .matmul(x16.clone(), &q16, Some(s16.clone()))
+            .expect_err("outside the direct tensor-core GEMV's layouts");
+        assert!(err.to_string().contains("GemvVariant::Mma needs"), "{err}");
+        let fallback = CudaKernels {
+            gemv_variant: GemvVariant::AutoMma,
+            ..CudaKernels::default()
+        };
+        let what = format!("AutoMma fallback g{group} {rows}x{cols} m={tokens}");
+        let y = fallback
+            .matmul(x16, &q16, Some(s16))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        close(&what, &to_f32_vec(y), &want, 1e-2).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{what}: ok");
+    }
+}
+
 /// The vectorized GEMV (`GemvVariant::Vector`, forced) on every layout it accepts: 2, 4
 /// and 8 bits, groups of one line up to whole rows with a short last group, rows that the
 /// tiles do not divide, 1-16 tokens, f32 and f16, default and non-default tiles; and

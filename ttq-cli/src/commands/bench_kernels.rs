@@ -75,6 +75,9 @@ enum TileKernel {
     Stream,
     /// The TMA half2 GEMV (`:tma`; `R` rows per cube, `U` lines per lane and block).
     Tma,
+    /// The direct tensor-core GEMV (`:dmma`; `R` rows per cube, `P` planes splitting the
+    /// row, `U` steps of 128 columns per chunk).
+    Mma,
 }
 
 /// One `--gemv-tiles` entry.
@@ -124,6 +127,7 @@ impl TileArg {
             (self.kernel == TileKernel::Vector, ":f32"),
             (self.kernel == TileKernel::Stream, ":st"),
             (self.kernel == TileKernel::Tma, ":tma"),
+            (self.kernel == TileKernel::Mma, ":dmma"),
             (self.mma, ":mma"),
             (self.convert, ":cvt"),
             (self.prefetch, ":pf"),
@@ -148,19 +152,20 @@ impl TileArg {
     }
 }
 
-/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st` or `:tma`, `:cvt`, `:pf`,
+/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st`, `:tma` or `:dmma`, `:cvt`, `:pf`,
 /// `:gx`, `:lo` or `:co`, `:cN`, `:kN`, `:dN`, `:mma`, each at most once) into a GEMV tile.
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let parts: Vec<&str> = text.trim().split(':').collect();
     let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN][:mma]")
+        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma|:dmma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN][:mma]")
     };
     let [r, p, u, flags @ ..] = parts.as_slice() else {
         return Err(bad().into());
     };
     let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
     let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
+    let mut direct_mma = false;
     let mut probe = Probe::Off;
     let (mut slots, mut k_split, mut mma) = (None, None, false);
     for flag in flags {
@@ -173,6 +178,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             "gx" if !global_x => global_x = true,
             "tma" if !tma => tma = true,
             "mma" if !mma => mma = true,
+            "dmma" if !direct_mma => direct_mma = true,
             "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
             "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
             k if k.starts_with('k') && k_split.is_none() => {
@@ -186,6 +192,14 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
             }
             _ => return Err(bad().into()),
         }
+    }
+    if direct_mma && (tma || stream || fused || convert || f32_decode || prefetch || global_x)
+        || direct_mma && (k_split.is_some() || slots.is_some() || mma || cubes_per_sm.is_some())
+    {
+        return Err(format!(
+            "GEMV tile `{text}`: :dmma is the direct tensor-core kernel; it takes only :lo or :co"
+        )
+        .into());
     }
     if tma && (stream || fused || convert || f32_decode || prefetch || global_x) {
         return Err(format!(
@@ -210,9 +224,10 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
         )
         .into());
     }
-    if probe != Probe::Off && !tma {
+    if probe != Probe::Off && !(tma || direct_mma) {
         return Err(format!(
-            "GEMV tile `{text}`: :lo and :co time halves of the TMA kernel (:tma)"
+            "GEMV tile `{text}`: :lo and :co time halves of the TMA kernel (:tma) or the \
+             direct tensor-core kernel (:dmma)"
         )
         .into());
     }
@@ -235,6 +250,7 @@ fn parse_tile(text: &str) -> Result<TileArg, CliError> {
     let kernel = match (fused || convert, f32_decode) {
         _ if stream => TileKernel::Stream,
         _ if tma => TileKernel::Tma,
+        _ if direct_mma => TileKernel::Mma,
         (true, true) => {
             return Err(format!(
                 "GEMV tile `{text}`: :f32 is a vector kernel, :fused and :cvt the scalar one"
@@ -575,6 +591,7 @@ mod imp {
                                 TileKernel::Vector => GemvVariant::Vector,
                                 TileKernel::Stream => GemvVariant::Stream,
                                 TileKernel::Tma => GemvVariant::Tma,
+                                TileKernel::Mma => GemvVariant::Mma,
                                 TileKernel::Default => kernels.gemv_variant,
                             },
                             ..kernels
@@ -601,6 +618,7 @@ mod imp {
                             TileKernel::Tma => tiled
                                 .gemv_tile
                                 .resolve_tma(m, (cols / 32).min(u32::MAX as usize) as u32),
+                            TileKernel::Mma => tiled.gemv_tile.resolve_mma(),
                             _ => tiled.gemv_tile.resolve_vector(m, spec.bits()),
                         };
                         let label = tile.label([rr, pr, ur]);
@@ -885,6 +903,12 @@ mod tests {
         assert_eq!(tensor.label([16, 4, 1]), "16:4:1:tma:mma:k4");
         assert!(!piped.mma);
         assert_eq!(parse_tile("16:2:1:tma:mma:d1").unwrap().slots, Some(1));
+        let direct = parse_tile("16:8:4:dmma").unwrap();
+        assert_eq!(direct.kernel, TileKernel::Mma);
+        assert_eq!(direct.label([16, 8, 4]), "16:8:4:dmma");
+        let direct_loads = parse_tile("32:4:2:dmma:lo").unwrap();
+        assert_eq!(direct_loads.probe, Probe::LoadsOnly);
+        assert_eq!(direct_loads.label([32, 4, 2]), "32:4:2:dmma:lo");
         for bad in [
             "8:4:1:tma:d1",
             "8:4:1:tma:d5",
@@ -902,6 +926,11 @@ mod tests {
             "16:4:1:mma",
             "16:4:1:tma:mma:mma",
             "16:4:1:tma:mma:d0",
+            "16:8:4:dmma:tma",
+            "16:8:4:dmma:mma",
+            "16:8:4:dmma:k2",
+            "16:8:4:dmma:st",
+            "16:8:4:dmma:dmma",
             "8:4",
             "8:4:2:fused:pf:pf",
             "16:8:1:pf",

@@ -66,6 +66,9 @@ pub enum GemvChoice {
     /// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`) where it fits,
     /// else the default.
     TmaMma,
+    /// The direct tensor-core GEMV (`GemvVariant::AutoMma`: codes loaded straight into
+    /// registers) where it fits, else the default.
+    Mma,
 }
 
 /// Where and how the model runs.
@@ -106,6 +109,7 @@ impl RuntimeArgs {
             GemvChoice::Stream => " gemv-stream",
             GemvChoice::Tma => " gemv-tma",
             GemvChoice::TmaMma => " gemv-tma-mma",
+            GemvChoice::Mma => " gemv-mma",
         }
     }
 
@@ -142,6 +146,7 @@ fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
             GemvChoice::Auto => GemvVariant::Auto,
             GemvChoice::Stream => GemvVariant::AutoStream,
             GemvChoice::Tma | GemvChoice::TmaMma => GemvVariant::AutoTma,
+            GemvChoice::Mma => GemvVariant::AutoMma,
         },
         gemv_tile: ttq_kernels::GemvTile {
             tma_mma: gemv == GemvChoice::TmaMma,

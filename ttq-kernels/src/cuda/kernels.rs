@@ -2037,6 +2037,21 @@ impl TmaSizes {
             self.m * self.rows_per_plane
         }
     }
+    /// The sizes [`store_mma_rows`] reads for `planes` planes that split `rows` rows'
+    /// reduction between them (one row group): the direct tensor-core GEMV's tail
+    /// (`super::gemv_mma`).
+    pub(super) fn mma_tail(m: u32, rows: u32, planes: u32) -> Self {
+        Self {
+            m,
+            rows_per_plane: rows,
+            lines_per_lane: 1,
+            planes,
+            groups_per_block: 1,
+            slots: 1,
+            k_split: planes,
+            mma: true,
+        }
+    }
     /// Blocks of 8 tokens, the B operand's columns, of the tensor-core products.
     fn token_blocks(&self) -> u32 {
         self.m.div_ceil(8)
@@ -2375,7 +2390,7 @@ fn tma_block_products<N: Size>(
 /// The two lane groups of each 8-lane phase of a 16-byte shared-memory read then take rows
 /// that differ in bit 2, which the codes' 128-byte swizzle turns into distinct banks.
 #[cube]
-fn mma_tile_row(g: u32) -> u32 {
+pub(super) fn mma_tile_row(g: u32) -> u32 {
     ((g & 1) << 2) | (g >> 1)
 }
 
@@ -2385,7 +2400,7 @@ fn mma_tile_row(g: u32) -> u32 {
 /// the 16s and the zero point after the products, once per 16-row tile and step, instead
 /// of with one more instruction per pair.
 #[cube]
-fn mma_decode_word(
+pub(super) fn mma_decode_word(
     word: u32,
     magic: u32,
     q: &mut Array<Vector<f16, Const<2>>>,
@@ -2456,7 +2471,7 @@ fn mma_pair_activations<N: Size>(
 /// pairs' activations.
 #[cube]
 #[allow(clippy::too_many_arguments)]
-fn mma_fold_row(
+pub(super) fn mma_fold_row(
     ce: Vector<f32, Const<2>>,
     co: Vector<f32, Const<2>>,
     se: Vector<f32, Const<2>>,
@@ -2635,7 +2650,7 @@ fn tma_block_mma<N: Size>(
 /// ([`mma_decode_word`]): pair `at` (reduction columns of `k` 0-7) and pair `at + 2` (8-15)
 /// of the first row, each followed by the second row's, as `mma.sync` orders them.
 #[cube]
-fn mma_rows_operand(
+pub(super) fn mma_rows_operand(
     q0: &Array<Vector<f16, Const<2>>>,
     q1: &Array<Vector<f16, Const<2>>>,
     #[comptime] at: u32,
@@ -2652,7 +2667,7 @@ fn mma_rows_operand(
 /// `a`, the B operand `xb[b_at]`, `xb[b_at + 1]` (two f16 pairs of [`tma_block_mma`]'s
 /// activations) and the accumulator `c[c_at]`, `c[c_at + 1]`, updated in place.
 #[cube]
-fn mma_accumulate(
+pub(super) fn mma_accumulate(
     a: &Array<Vector<f16, Const<2>>>,
     xb: &Array<Vector<f16, Const<2>>>,
     #[comptime] b_at: u32,
@@ -2678,7 +2693,7 @@ fn mma_accumulate(
 /// is the sum over its row group's `K` planes, written by one thread. Rows past `rows` are
 /// not written. Every thread of the cube must call it (it holds a barrier).
 #[cube]
-fn store_mma_rows<F: Float>(
+pub(super) fn store_mma_rows<F: Float>(
     acc: &Array<f32>,
     y: &mut Tensor<F>,
     rows: u32,

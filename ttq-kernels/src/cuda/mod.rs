@@ -25,6 +25,7 @@
 //! without launching anything of ours.
 
 pub mod decoder_ops;
+pub mod gemv_mma;
 pub mod kernels;
 
 use burn::tensor::{DType, Int, Shape, Tensor, TensorPrimitive};
@@ -256,6 +257,17 @@ impl GemvTile {
         (rows, planes, unroll)
     }
 
+    /// `(R, P, U)` of the direct tensor-core GEMV ([`gemv_mma::gemv_mma_kernel`]): `R` = 16
+    /// or 32 rows per cube (one or two 16-row tiles), `P` planes (1..=16) splitting the
+    /// rows' 128-column steps, in chunks of `U` steps (1..=8) whose loads are all in flight
+    /// before the chunk's products. Defaults 16:8:4.
+    pub fn resolve_mma(&self) -> (u32, u32, u32) {
+        let rows = if self.rows.unwrap_or(16) > 16 { 32 } else { 16 };
+        let planes = self.planes.unwrap_or(8).clamp(1, 16);
+        let unroll = self.unroll.unwrap_or(4).clamp(1, 8);
+        (rows, planes, unroll)
+    }
+
     /// Pipeline slots per plane of [`kernels::gemv_tma_kernel`]: as given, clamped to
     /// 2..=4 (four named mbarriers; 1..=4 with tensor-core products, whose smaller cubes
     /// then fit more per SM), 2 by default (deeper pipelines were no faster in session 14
@@ -384,6 +396,15 @@ pub enum GemvVariant {
     Tma,
     /// [`GemvVariant::Tma`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
     AutoTma,
+    /// [`gemv_mma::gemv_mma_kernel`]: tensor-core products (`mma.sync` m16n8k16) on codes
+    /// loaded straight into registers, `x ⊙ s` staged once per cube (session 17). Needs f16
+    /// activations, 4-bit codes, at most 8 tokens, a multiple of 128 columns, groups of at
+    /// least 128 columns (or one per row), `[rows, words]` codes, 16-byte aligned operands,
+    /// at most [`MMA_MAX_STAGE`] bytes of staged activations and a device with that `mma`;
+    /// `matmul` returns an error otherwise. `GemvTile` as [`GemvTile::resolve_mma`].
+    Mma,
+    /// [`GemvVariant::Mma`] where it can serve the call, [`GemvVariant::Auto`] otherwise.
+    AutoMma,
     /// [`kernels::gemv_vec_kernel`]: 16-byte loads of four packed words per lane and
     /// vector loads of `x` and the input scale. Needs 2, 4 or 8 bits, rows of whole
     /// four-word lines and groups holding whole lines; `matmul` returns an error otherwise.
@@ -828,7 +849,33 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             // Only the TMA variants pay for this check (it looks at the device and the
             // operands' alignment).
             let tma_ok = || half2_fits && tma_fits(&x, q, &dims, self.gemv_tile, tokens);
+            let mma_ok = || half2_fits && mma_fits(&x, q, &dims, tokens);
             return match self.gemv_variant {
+                GemvVariant::AutoMma if mma_ok() => {
+                    gemv_mma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
+                GemvVariant::Mma => {
+                    if !mma_ok() {
+                        return Err(QuantError::Method {
+                            method: "cuda GEMV".into(),
+                            message: format!(
+                                "GemvVariant::Mma needs f16 activations, 4-bit codes, at most 8 \
+                                 tokens, a multiple of 128 columns, groups of at least 128 \
+                                 columns (a power of two) or one per row, at most {} KiB of \
+                                 staged activations (tokens · columns · 2 bytes) and mma.sync \
+                                 m16n8k16 in f16 (got {:?}, {} bits, {} columns, groups of {}, \
+                                 {} tokens); use GemvVariant::Auto",
+                                MMA_MAX_STAGE >> 10,
+                                F::dtype(),
+                                dims.bits,
+                                dims.cols,
+                                dims.group,
+                                tokens
+                            ),
+                        });
+                    }
+                    gemv_mma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
+                }
                 GemvVariant::AutoTma if tma_ok() => {
                     gemv_tma::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
@@ -865,7 +912,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 GemvVariant::AutoStream if stream_ok => {
                     gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
-                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::AutoTma
+                GemvVariant::Auto
+                | GemvVariant::AutoStream
+                | GemvVariant::AutoTma
+                | GemvVariant::AutoMma
                     if half2_fits =>
                 {
                     // With the default tile, 2 to 16 tokens go to the tensor-core products
@@ -928,7 +978,10 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                     }
                     gemv_stream::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
-                GemvVariant::Auto | GemvVariant::AutoStream | GemvVariant::AutoTma
+                GemvVariant::Auto
+                | GemvVariant::AutoStream
+                | GemvVariant::AutoTma
+                | GemvVariant::AutoMma
                     if gemv_vector_fits(&dims) =>
                 {
                     gemv_vector::<R, F>(x, q, input_scale, &dims, self.gemv_tile, LineDecode::F32)
@@ -953,6 +1006,7 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
                 GemvVariant::Auto
                 | GemvVariant::AutoStream
                 | GemvVariant::AutoTma
+                | GemvVariant::AutoMma
                 | GemvVariant::Fused => {
                     gemv_fused::<R, F>(x, q, input_scale, &dims, self.gemv_tile)
                 }
@@ -1941,6 +1995,95 @@ fn gemv_tma<R: CubeRuntime, F: FloatElement>(
             tile.resolve_tma_slots(),
             k_split,
             tile.tma_mma,
+            tile.probe != GemvProbe::ComputeOnly,
+            tile.probe != GemvProbe::LoadsOnly,
+        );
+    }
+    Ok(wrap_float(y))
+}
+
+/// Most bytes of `x ⊙ s` and its column sums that [`gemv_mma::gemv_mma_kernel`] stages in
+/// a cube's shared memory ([`mma_stage_bytes`]): one token of up to about 48 000 columns,
+/// eight of up to about 6 000.
+const MMA_MAX_STAGE: usize = 96 << 10;
+
+/// Shared memory of one [`gemv_mma::gemv_mma_kernel`] cube for `tokens` tokens of `cols`
+/// columns: the paired `x ⊙ s` (2 bytes per column and token) and the column sums (8
+/// bytes per 128 columns and token).
+fn mma_stage_bytes(tokens: usize, cols: usize) -> usize {
+    tokens * cols * 2 + tokens * cols.div_ceil(128) * 8
+}
+
+/// Whether [`gemv_mma::gemv_mma_kernel`] can serve `tokens` tokens of a weight that
+/// [`gemv_half2_fits`]: at most 8 tokens (one block of the `mma`'s B columns), rows of
+/// whole 128-column steps, each step inside one group (groups of a power of two from 128
+/// columns, or one group per row), `[rows, words]` codes, the staging within
+/// [`MMA_MAX_STAGE`], and `mma.sync` m16n8k16 in f16 on the device.
+fn mma_fits<R: CubeRuntime, F: FloatElement>(
+    x: &Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    dims: &WeightDims,
+    tokens: usize,
+) -> bool {
+    let layout = (1..=8).contains(&tokens)
+        && dims.cols.is_multiple_of(128)
+        && (dims.groups == 1 || (dims.group.is_power_of_two() && dims.group >= 128))
+        && q.packed.dims() == [dims.rows as usize, dims.words_per_row as usize]
+        && mma_stage_bytes(tokens, dims.cols as usize) <= MMA_MAX_STAGE;
+    layout
+        && R::client(&x.device())
+            .properties()
+            .features
+            .matmul
+            .mma
+            .contains(&MMA_F16_M16N8K16)
+}
+
+/// The direct tensor-core GEMV path of [`CudaKernels::matmul`]
+/// ([`gemv_mma::gemv_mma_kernel`]; layouts of [`mma_fits`], f16). Falls back to
+/// [`gemv_fused`]'s kernel where `x`, the input scale or the codes do not start on a
+/// 16-byte boundary (see [`line_operands`]).
+fn gemv_mma<R: CubeRuntime, F: FloatElement>(
+    x: Tensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<Tensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: GemvTile,
+) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(prepared) => prepared,
+        Err(fallback) => return Ok(fallback),
+    };
+    let (rows_per_cube, planes, chunk_steps) = tile.resolve_mma();
+    // SAFETY: `mma_fits` checked the layout (f16 and `gemv_half2_fits` by the caller: rows
+    // of whole 128-column steps, one group per step, `[rows, words]` codes), the operands
+    // are 16-byte aligned (above), and the kernel clamps every load index to the weight
+    // and writes only rows below `rows`.
+    unsafe {
+        gemv_mma::gemv_mma_kernel::launch_unchecked::<R>(
+            &ops.x.client,
+            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+            CubeDim {
+                x: kernels::PLANE,
+                y: planes,
+                z: 1,
+            },
+            GEMV_VECTOR,
+            ops.x.clone().into_tensor_arg(),
+            ops.s.into_tensor_arg(),
+            ops.packed.into_tensor_arg(),
+            ops.scales.into_tensor_arg(),
+            ops.zeros.into_tensor_arg(),
+            y.clone().into_tensor_arg(),
+            dims.rows,
+            dims.group_shift,
+            dims.groups,
+            kernels::GEMV_H2_MAGIC,
+            ops.tokens_u,
+            rows_per_cube,
+            planes,
+            chunk_steps,
+            dims.words_per_row / GEMV_LINE_WORDS,
             tile.probe != GemvProbe::ComputeOnly,
             tile.probe != GemvProbe::LoadsOnly,
         );
