@@ -2079,6 +2079,7 @@ fn gemv_mma<R: CubeRuntime, F: FloatElement>(
             dims.group_shift,
             dims.groups,
             kernels::GEMV_H2_MAGIC,
+            0u32,
             ops.tokens_u,
             rows_per_cube,
             planes,
