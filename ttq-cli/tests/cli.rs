@@ -114,7 +114,7 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
         ),
         (
             &["--gemv-tiles", "8:4:2:fast"],
-            "is not of the form R:P:U[:fused|:f32|:st|:tma][:cvt][:pf][:gx][:lo|:co][:cN]",
+            "is not of the form R:P:U[:fused|:f32|:st|:tma|:dmma][:cvt][:pf][:gx][:lo|:co][:cN]",
         ),
         (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
         (&["--reps", "0"], "--reps and --batch must be positive"),
