@@ -10,6 +10,9 @@
 //! the warps per SM are limited by registers; every warp issues all the 16-byte loads of a
 //! chunk of steps before it uses any (`U` steps × 2 rows × 16 bytes per lane and tile in
 //! flight), and the activations, paired once per cube, cost no global load in the loop.
+//!
+//! Measured (H200, session 17, docs/kernels.md): correct, and not faster than the TMA
+//! half2 GEMV at one token (16.8-17.5 µs on 4096×14336 against 14.1), so it is opt-in.
 
 use burn::tensor::f16;
 use cubecl::prelude::*;
@@ -30,15 +33,19 @@ use super::kernels::{
 /// [`store_mma_rows`], sums the planes). First the cube pairs `x ⊙ s` for the whole row
 /// into shared memory in the `mma`'s B operand order ([`stage_pairs`]) and sums each step's
 /// even and odd pairs ([`stage_column_sums`]), which remove the decode's offsets (the TMA
-/// kernel makes those sums with `mma`s of ones at every step). Then per chunk every lane
-/// loads, for each step and tile, line `4 · step + t` of its two tile rows (lane `4g + t`,
-/// rows [`mma_tile_row`]`(g)` and that plus 8, as in `tma_block_mma`) and their scales and
-/// zeros, all before the first product; then it decodes and multiplies step by step as
-/// `tma_block_mma` does. Rows past `rows` re-read the last row and are not stored; steps
-/// past the row are clamped in the loads and skipped in the products.
+/// kernel makes those sums with `mma`s of ones at every step). Per chunk every lane loads,
+/// for each step and tile, line `4 · step + t` of its two tile rows (lane `4g + t`, rows
+/// [`mma_tile_row`]`(g)` and that plus 8, as in `tma_block_mma`) and their scales and
+/// zeros into one of two register buffers ([`load_chunk`]): the first chunk's before the
+/// staging, each next chunk's before the current one's products, which decode and multiply
+/// step by step as `tma_block_mma` does ([`chunk_products`]). Rows past `rows` re-read the
+/// last row and are not stored; steps past the row are clamped in the loads and scaled by
+/// 0 in the products.
 ///
 /// `loads` and `products` are both true for the GEMV; `bench kernels` turns one off to
-/// time the other half (`super::GemvProbe`; the output is then not the product). Without
+/// time the other half (`super::GemvProbe`; the output is then not the product; the loads
+/// alone measured faster than the memory allows in session 17 call 2, so that probe is not
+/// trustworthy in this form). Without
 /// products every loaded word still reaches the output (XOR-ed into it), so the loads are
 /// not removed as dead code.
 #[cube(launch_unchecked)]
