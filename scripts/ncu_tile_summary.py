@@ -5,7 +5,9 @@
 six times per measurement (three warm-up calls and one timed call host-timed, one queueing
 and one timed call device-timed): first the default tile, then each listed tile, shape after
 shape; since session 10 every listed tile also gets one checking call first (seven launches;
-pass `--tile-launches 6` for earlier sweeps). This groups the profiled launches in that order
+pass `--tile-launches 6` for earlier sweeps). Since session 18 the sweeps run with
+`--no-device-timing`: four launches for the default tile and five per listed tile (pass
+`--default-launches 4 --tile-launches 5`). This groups the profiled launches in that order
 and prints one row per (shape, tile) with the median kernel duration and the launch's
 resources.
 
@@ -19,7 +21,6 @@ import io
 import statistics
 import sys
 
-LAUNCHES_PER_TILE = 6
 
 
 def launches(path):
@@ -47,17 +48,19 @@ def main():
     ap.add_argument("csv_file")
     ap.add_argument("--shapes", required=True, help="comma-separated, in bench order")
     ap.add_argument("--tiles", required=True, help="comma-separated, 'default' first")
+    ap.add_argument("--default-launches", type=int, default=6,
+                    help="launches of the default tile (6 up to session 17, 4 since)")
     ap.add_argument("--tile-launches", type=int, default=7,
-                    help="launches per listed tile (7 since session 10, 6 before)")
+                    help="launches per listed tile (7 in sessions 10-17, 6 before, 5 since)")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     tiles = args.tiles.split(",")
     found = launches(args.csv_file)
-    per_shape = LAUNCHES_PER_TILE + (len(tiles) - 1) * args.tile_launches
+    per_shape = args.default_launches + (len(tiles) - 1) * args.tile_launches
     want = len(shapes) * per_shape
     if len(found) != want:
         sys.exit(f"{len(found)} profiled launches, expected {want} ({len(shapes)} shapes x "
-                 f"({LAUNCHES_PER_TILE} for the default + {len(tiles) - 1} tiles x "
+                 f"({args.default_launches} for the default + {len(tiles) - 1} tiles x "
                  f"{args.tile_launches}))")
     # Warp instructions, where the sweep collected them (e2e.sh's NCU_EXTRA).
     inst = "smsp__inst_executed.sum" in found[0]
@@ -67,9 +70,9 @@ def main():
     i = 0
     for shape in shapes:
         for k, tile in enumerate(tiles):
-            n = LAUNCHES_PER_TILE if k == 0 else args.tile_launches
+            n = args.default_launches if k == 0 else args.tile_launches
             # The checking call (the first of a listed tile's launches) is left out.
-            group = found[i + n - LAUNCHES_PER_TILE:i + n]
+            group = found[i + n - (args.default_launches):i + n]
             i += n
             dur = [number(g["gpu__time_duration.sum"][0]) for g in group]
             unit = group[0]["gpu__time_duration.sum"][1]

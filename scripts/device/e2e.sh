@@ -119,6 +119,9 @@
 #   e2e.sh s17a    BIN OUT        session 17: the direct tensor-core GEMV (:dmma): its test,
 #                                 Nsight Compute durations of its tiles at m = 1 (loads and
 #                                 products alone too) against the half2 and TMA GEMVs, decode
+#   e2e.sh s18a    BIN OUT        session 18: `bench kernels` with the differential device
+#                                 timing, the torch peers with plain reads, Nsight Compute
+#                                 durations of the same GEMVs at m = 1 to check it, decode
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -182,14 +185,17 @@ use_ncu() {
   command -v ncu >/dev/null || PATH="$PATH:$(ls -d /opt/nvidia/nsight-compute/*/ | head -1)"
 }
 # Kernel durations of every vector-GEMV launch at m = 1 (kernels matching GEMV_KERNELS,
-# default gemv_vec; 6 per tile and shape: the default tile, then the listed ones in order), replayed by Nsight Compute with the clocks left
-# alone, as CSV in ncu_tiles.txt (scripts/ncu_tile_summary.py turns it into a table);
+# default gemv_vec; since session 18 4 per shape for the default tile, then 5 per listed
+# tile (a checking call, 3 warm-up calls, 1 timed; no device timing), in order; 6 and 7
+# before), replayed by Nsight Compute with the clocks left alone, as CSV in ncu_tiles.txt
+# (scripts/ncu_tile_summary.py turns it into a table);
 # NCU_EXTRA (",metric,...") adds metrics.
 ncu_gemv_tiles() { # LIMIT SHAPES TILES (NCU_TOKENS: one token count, 1 by default;
   # NCU_STEP: the step's name, ncu_tiles by default)
   step "${NCU_STEP:-ncu_tiles}" "$1" ncu --clock-control none -k "regex:${GEMV_KERNELS:-gemv_vec}" --csv \
     --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed${NCU_EXTRA:-} \
-    "$bin/ttq" bench kernels --shapes "$2" --tokens "${NCU_TOKENS:-1}" --reps 1 --batch 1 --gemv-tiles "$3"
+    "$bin/ttq" bench kernels --shapes "$2" --tokens "${NCU_TOKENS:-1}" --reps 1 --batch 1 \
+    --no-device-timing --gemv-tiles "$3"
 }
 # ncu_gemv_tiles over the four bench shapes for the half2 and TMA GEMVs, with warp
 # instruction counts: at one token into ncu_tiles.txt, or at TOKENS tokens into
@@ -624,6 +630,20 @@ case $part in
       --tokens 1,4,16 --gemv-tiles "${S13C_BENCH_TILES:-8:4:1:tma,8:2:1:tma,8:1:1:tma}"
     decode_qwen3_gemv tma 80
     decode_qwen3 fused 80
+    ;;
+  s18a)
+    # Session 18: the bench's device-timed columns now come from the difference of a short
+    # and a long run of calls behind one filler. The issue's table (with the TMA and
+    # direct tensor-core GEMVs' tiles beside the default), the torch peers (with plain
+    # reads of the weights' bytes), then Nsight Compute durations of the same GEMVs at one
+    # token, to check the device-timed column against, then decode.
+    step bench_kernels 360 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --gemv-tiles 4:8:1:tma:k2,16:8:4:dmma
+    step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
+    use_ncu
+    GEMV_KERNELS='gemv_(h2|tma|mma)' ncu_gemv_tiles 200 \
+      4096x4096,2048x8192,4096x14336,14336x4096 4:8:1:tma:k2,16:8:4:dmma
+    decode_qwen3 fused 70
     ;;
   s17a)
     # Session 17: the direct tensor-core GEMV (codes loaded straight into registers, no

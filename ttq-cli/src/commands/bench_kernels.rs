@@ -10,14 +10,14 @@
 //! element-wise copy (`y = x · 1`) of 512 MiB, counting bytes read plus bytes written.
 //!
 //! Each measurement is taken twice. *Host-timed* (`…_us`): as above, so a kernel shorter
-//! than its launch (12-17 µs of host time through Burn/CubeCL) is reported at its launch
-//! cost. *Device-timed* (`…_dev_us`): each batch is queued behind a filler (element-wise
-//! copies that keep the device busy for about twice as long as the host takes to queue the
-//! batch), and the filler's time, measured alone in the same repetition, is subtracted;
-//! the device then runs the batch's kernels back to back, as it would under a CUDA graph,
-//! so the time is the kernels' own (comparable with torch's CUDA-event timings). Where the
-//! host still needed longer to queue the batch than the filler ran, the row says so
-//! (`…_hidden: false`) and the device time is an upper bound.
+//! than its launch (12-35 µs of host time through Burn/CubeCL) is reported at its launch
+//! cost. *Device-timed* (`…_dev_us`): the kernels' own time, comparable with torch's
+//! CUDA-event timings and with Nsight Compute's durations. Each repetition queues a filler
+//! (element-wise copies that keep the device busy while the host queues) followed by a
+//! short and, separately, a long run of calls; the difference of the two, divided by the
+//! difference in calls, is the time per call with everything the two share cancelled (see
+//! `device_timing`). Where the host needed longer to queue the long run than the filler
+//! ran, the row says so (`…_hidden: false`) and the device time is an upper bound.
 
 use super::common::CliError;
 use clap::Args;
@@ -39,9 +39,18 @@ pub struct BenchKernelsArgs {
     /// Timed batches per measurement (the median is reported).
     #[arg(long, default_value_t = 15)]
     pub reps: usize,
-    /// Calls per timed batch.
+    /// Calls per host-timed batch.
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
+    /// Device-timed measurements: the two samples of a repetition differ by calls that take
+    /// about this many milliseconds host-timed (4 to 400 calls).
+    #[arg(long, default_value_t = 5.0)]
+    pub dev_window_ms: f64,
+    /// Skip the device-timed measurements (their columns read NaN): each measurement then
+    /// launches its kernel a fixed number of times (3 warm-up calls and `--reps` batches),
+    /// which is what Nsight Compute sweeps count on (`scripts/ncu_tile_summary.py`).
+    #[arg(long)]
+    pub no_device_timing: bool,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -309,6 +318,9 @@ pub fn run(args: &BenchKernelsArgs) -> Result<(), CliError> {
     if args.reps == 0 || args.batch == 0 {
         return Err("--reps and --batch must be positive".into());
     }
+    if !(args.dev_window_ms.is_finite() && args.dev_window_ms > 0.0) {
+        return Err("--dev-window-ms must be a positive number of milliseconds".into());
+    }
     for t in &args.gemv_tiles {
         parse_tile(t)?;
     }
@@ -327,6 +339,7 @@ mod imp {
 #[cfg(feature = "cuda")]
 mod imp {
     use super::*;
+    use crate::commands::device_timing;
     use burn::tensor::{backend::Backend, f16, Distribution, Tensor};
     use serde_json::json;
     use std::time::Instant;
@@ -346,6 +359,11 @@ mod imp {
         device: &'a Device,
         reps: usize,
         batch: usize,
+        /// Host-timed seconds of calls by which a device-timed repetition's two samples
+        /// differ (`--dev-window-ms`).
+        device_window_s: f64,
+        /// Take device-timed measurements at all (`--no-device-timing` turns them off).
+        device_timing: bool,
     }
 
     impl Timer<'_> {
@@ -369,39 +387,72 @@ mod imp {
             samples[samples.len() / 2]
         }
 
-        /// Median device seconds per call of `f(i)`, launch overhead hidden (see the module
-        /// docs), and whether the host queued the median batch before the filler ended. A
-        /// first, untimed batch measures how long the host takes to queue one, which sizes
-        /// the filler (twice that).
+        /// Median device seconds per call of `f(i)`, launch overhead hidden, and whether
+        /// the host queued the long samples' calls before their filler ended in most
+        /// repetitions (see `device_timing`). Two untimed batches come first: one compiles
+        /// and fills the memory pool, the other measures the host seconds per call and to
+        /// queue one, which size the samples and the filler.
         fn time_device(&self, filler: &Filler, mut f: impl FnMut(usize)) -> (f64, bool) {
-            let mut calls = 0usize;
-            sync(self.device);
-            let t_queue = self.queue_batch(&mut f, &mut calls);
-            sync(self.device);
-            let copies = filler.copies_for(2.0 * t_queue);
-            let mut samples = Vec::with_capacity(self.reps);
-            for _ in 0..self.reps {
-                let start = Instant::now();
-                filler.run(copies);
-                sync(self.device);
-                let t_fill = start.elapsed().as_secs_f64();
-                let start = Instant::now();
-                filler.run(copies);
-                let t_queue = self.queue_batch(&mut f, &mut calls);
-                sync(self.device);
-                let t_all = start.elapsed().as_secs_f64();
-                let per_call = (t_all - t_fill).max(0.0) / self.batch as f64;
-                samples.push((per_call, t_queue < t_fill));
+            if !self.device_timing {
+                return (f64::NAN, true);
             }
-            samples.sort_by(|a, b| a.0.total_cmp(&b.0));
-            samples[samples.len() / 2]
+            let mut calls = 0usize;
+            self.queue_n(&mut f, &mut calls, self.batch);
+            sync(self.device);
+            let start = Instant::now();
+            let t_queue = self.queue_n(&mut f, &mut calls, self.batch);
+            sync(self.device);
+            let host_call = start.elapsed().as_secs_f64() / self.batch as f64;
+            let plan = device_timing::plan(
+                host_call,
+                t_queue / self.batch as f64,
+                filler.copy_s,
+                self.device_window_s,
+            );
+            let filler_s = plan.filler_copies as f64 * filler.copy_s;
+            let mut samples = Vec::with_capacity(self.reps);
+            let mut hidden = 0usize;
+            for rep in 0..self.reps {
+                // Alternate which sample goes first, so that drift cancels too.
+                let order = if rep % 2 == 0 {
+                    [plan.short, plan.long]
+                } else {
+                    [plan.long, plan.short]
+                };
+                let mut sample = (0.0, 0.0);
+                for n in order {
+                    sync(self.device);
+                    let start = Instant::now();
+                    filler.run(plan.filler_copies);
+                    self.queue_n(&mut f, &mut calls, n);
+                    let queued = start.elapsed().as_secs_f64();
+                    sync(self.device);
+                    let t = start.elapsed().as_secs_f64();
+                    if n == plan.long {
+                        sample.1 = t;
+                        hidden += usize::from(queued < filler_s);
+                    } else {
+                        sample.0 = t;
+                    }
+                }
+                samples.push(sample);
+            }
+            let per_call =
+                device_timing::per_call(&samples, plan.long - plan.short).unwrap_or(f64::NAN);
+            (per_call, 2 * hidden > self.reps)
         }
 
         /// Queues one batch of `f` (counting calls in `calls`) without waiting for the
         /// device; returns the host seconds that took.
         fn queue_batch(&self, f: &mut impl FnMut(usize), calls: &mut usize) -> f64 {
+            self.queue_n(f, calls, self.batch)
+        }
+
+        /// Queues `n` calls of `f` (counting them in `calls`) without waiting for the
+        /// device; returns the host seconds that took.
+        fn queue_n(&self, f: &mut impl FnMut(usize), calls: &mut usize, n: usize) -> f64 {
             let start = Instant::now();
-            for _ in 0..self.batch {
+            for _ in 0..n {
                 f(*calls);
                 *calls += 1;
             }
@@ -424,11 +475,6 @@ mod imp {
                 let _ = src.clone().mul_scalar(1.0);
             });
             Filler { src, copy_s }
-        }
-
-        /// Copies that keep the device busy for at least `seconds` (1 to 400).
-        fn copies_for(&self, seconds: f64) -> usize {
-            ((seconds / self.copy_s).ceil() as usize).clamp(1, 400)
         }
 
         fn run(&self, copies: usize) {
@@ -458,6 +504,8 @@ mod imp {
             device: &device,
             reps: args.reps,
             batch: args.batch,
+            device_window_s: args.dev_window_ms * 1e-3,
+            device_timing: !args.no_device_timing,
         };
         let kernels = CudaKernels::default();
         let spec = QuantSpec::asymmetric(4, 128)?;
@@ -740,7 +788,8 @@ mod imp {
         if let Some(path) = &args.json {
             let doc = json!({
                 "copy_gbs": copy_gbs, "tiny_launch_us": t_launch * 1e6,
-                "reps": args.reps, "batch": args.batch,
+                "reps": args.reps, "batch": args.batch, "dev_window_ms": args.dev_window_ms,
+                "dev_method": "difference of a short and a long run behind one filler",
                 "matmul": matmul_rows, "per_shape": shape_rows, "gemv_tiles": tile_rows,
             });
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;

@@ -4,6 +4,8 @@ pub mod bench_decode;
 pub mod bench_kernels;
 pub mod common;
 pub mod demo;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod device_timing;
 pub mod eval;
 pub mod generate;
 pub mod ppl;

@@ -1,0 +1,144 @@
+//! The arithmetic of `ttq bench kernels`' device-timed measurements, kept apart from the GPU
+//! code so that it is tested on any machine.
+//!
+//! Burn/CubeCL gives no device timestamps (its CUDA profiler times with the host clock), and
+//! a launch costs more host time (12-35 µs) than a one-token GEMV takes on the device, so a
+//! host-timed loop measures launches. A device-timed *sample* therefore queues a filler
+//! (device work that outlasts the host's queueing), then `n` calls of the kernel, and waits
+//! for the device: the device runs the calls back to back, as under a CUDA graph.
+//!
+//! Each repetition takes two samples, with `short` and `long` calls behind the same filler,
+//! and the kernel's device time per call is their difference divided by `long - short`.
+//! Everything the two samples share cancels: the filler, the wait for the device, the ramp
+//! of the first kernel after the filler. Subtracting a filler timed on its own instead (the
+//! method up to session 17) left that host-side noise, about ±100 µs a sample, divided by a
+//! batch of 10 calls in each result: one-token GEMVs came out between 0.5× and 2× their
+//! Nsight Compute durations, and above 100% of the copy bandwidth.
+
+/// How many calls and filler copies one device-timed repetition queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DevicePlan {
+    /// Calls in the shorter sample.
+    pub short: usize,
+    /// Calls in the longer sample.
+    pub long: usize,
+    /// Filler copies queued before either sample's calls.
+    pub filler_copies: usize,
+}
+
+/// Fewest calls by which the two samples differ.
+pub const MIN_EXTRA_CALLS: usize = 4;
+/// Most calls by which the two samples differ.
+pub const MAX_EXTRA_CALLS: usize = 400;
+/// Most filler copies per sample.
+pub const MAX_FILLER_COPIES: usize = 2000;
+
+/// Sizes a repetition for a kernel that takes `host_call_s` host-timed seconds per call
+/// (launch included, so at least its device time) and `queue_call_s` host seconds to queue,
+/// with filler copies of `copy_s` device seconds each.
+///
+/// The samples differ by enough calls to span about `window_s` host-timed seconds (within
+/// [`MIN_EXTRA_CALLS`]..=[`MAX_EXTRA_CALLS`]), the short one has a quarter as many (at least
+/// one, so both start the same way after the filler), and the filler runs at least twice as
+/// long as the host takes to queue the long sample's calls.
+pub fn plan(host_call_s: f64, queue_call_s: f64, copy_s: f64, window_s: f64) -> DevicePlan {
+    let per_call = host_call_s.max(1e-9);
+    let extra = ((window_s / per_call).ceil() as usize).clamp(MIN_EXTRA_CALLS, MAX_EXTRA_CALLS);
+    let short = (extra / 4).max(1);
+    let long = short + extra;
+    let cover_s = 2.0 * long as f64 * queue_call_s.max(0.0);
+    let filler_copies = ((cover_s / copy_s.max(1e-9)).ceil() as usize).clamp(1, MAX_FILLER_COPIES);
+    DevicePlan {
+        short,
+        long,
+        filler_copies,
+    }
+}
+
+/// Device seconds per call from `(short_sample_s, long_sample_s)` pairs of one plan: the
+/// median over repetitions of their difference divided by `extra` (= `long - short`), never
+/// negative. `None` without samples or with `extra == 0`.
+pub fn per_call(samples: &[(f64, f64)], extra: usize) -> Option<f64> {
+    if samples.is_empty() || extra == 0 {
+        return None;
+    }
+    let mut diffs: Vec<f64> = samples
+        .iter()
+        .map(|&(short, long)| ((long - short) / extra as f64).max(0.0))
+        .collect();
+    diffs.sort_by(f64::total_cmp);
+    Some(diffs[diffs.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_spans_the_window_and_covers_the_queueing() {
+        // A one-token GEMV: 30 µs host-timed, 28 µs to queue, 70 µs filler copies.
+        let p = plan(30e-6, 28e-6, 70e-6, 5e-3);
+        let extra = p.long - p.short;
+        assert!(extra as f64 * 30e-6 >= 5e-3, "{p:?}");
+        assert!(extra < 200, "{p:?}");
+        assert!(p.short >= 1 && p.short < p.long);
+        // The filler outlasts twice the host's queueing of the long sample.
+        assert!(p.filler_copies as f64 * 70e-6 >= 2.0 * p.long as f64 * 28e-6);
+    }
+
+    #[test]
+    fn plan_clamps_long_and_tiny_kernels() {
+        // A 5 ms prefill step: the fewest extra calls.
+        let slow = plan(5e-3, 30e-6, 70e-6, 5e-3);
+        assert_eq!(slow.long - slow.short, MIN_EXTRA_CALLS);
+        assert_eq!(slow.short, 1);
+        // Host time reported as zero (a clock glitch) must not overflow or divide by zero.
+        let zero = plan(0.0, 0.0, 0.0, 5e-3);
+        assert_eq!(zero.long - zero.short, MAX_EXTRA_CALLS);
+        assert_eq!(zero.filler_copies, 1);
+        let huge = plan(1e-6, 1.0, 1e-6, 5e-3);
+        assert_eq!(huge.filler_copies, MAX_FILLER_COPIES);
+    }
+
+    /// Samples as the device would give them: a shared offset that varies by far more than
+    /// a call's time from one repetition to the next, plus `n` calls of `k` seconds.
+    fn synthetic(k: f64, plan: DevicePlan, offsets: &[f64]) -> Vec<(f64, f64)> {
+        offsets
+            .iter()
+            .enumerate()
+            .map(|(i, &off)| {
+                // The second sample's own offset differs a little from the first's.
+                let jitter = if i % 2 == 0 { 3e-6 } else { -3e-6 };
+                (
+                    off + plan.short as f64 * k,
+                    off + jitter + plan.long as f64 * k,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn per_call_cancels_the_shared_offset() {
+        let p = plan(30e-6, 28e-6, 70e-6, 5e-3);
+        let k = 14.1e-6;
+        // Offsets of 10-12 ms varying by ±1 ms: the filler and the wait.
+        let offsets: Vec<f64> = (0..15)
+            .map(|i| 11e-3 + 1e-3 * ((i * 7 % 15) as f64 / 7.0 - 1.0))
+            .collect();
+        let got = per_call(&synthetic(k, p, &offsets), p.long - p.short).unwrap();
+        assert!((got - k).abs() < 0.05e-6, "{got} vs {k}");
+    }
+
+    #[test]
+    fn per_call_takes_the_median_and_never_goes_negative() {
+        // One repetition disturbed (the long sample 5 ms late) does not move the median.
+        let mut samples = vec![(1.0e-3, 1.2e-3); 5];
+        samples[2].1 += 5e-3;
+        let got = per_call(&samples, 10).unwrap();
+        assert!((got - 0.2e-3 / 10.0).abs() < 1e-12, "{got}");
+        // A long sample shorter than the short one reads as zero, not as a negative time.
+        assert_eq!(per_call(&[(2e-3, 1e-3)], 4), Some(0.0));
+        assert_eq!(per_call(&[], 4), None);
+        assert_eq!(per_call(&[(1.0, 2.0)], 0), None);
+    }
+}
