@@ -122,6 +122,8 @@
 #   e2e.sh s18a    BIN OUT        session 18: `bench kernels` with the differential device
 #                                 timing, the torch peers with plain reads, Nsight Compute
 #                                 durations of the same GEMVs at m = 1 to check it, decode
+#   e2e.sh s18b    BIN OUT        session 18: `bench kernels` with the filler's own queueing
+#   e2e.sh s18c    BIN OUT        session 18: the property tests of the default paths
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
 # GEMMA is a directory with model.gguf and tokenizer.json. Every step has a time limit and
@@ -644,6 +646,17 @@ case $part in
     GEMV_KERNELS='gemv_(h2|tma|mma)' ncu_gemv_tiles 200 \
       4096x4096,2048x8192,4096x14336,14336x4096 4:8:1:tma:k2,16:8:4:dmma
     decode_qwen3 fused 70
+    ;;
+  s18b)
+    # Session 18: the issue's table again, with the filler sized for its own queueing too.
+    step bench_kernels 300 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
+      --gemv-tiles 4:8:1:tma:k2,16:8:4:dmma
+    ;;
+  s18c)
+    # Session 18: every property test of a default path (the opt-in GEMVs' own layout and
+    # pipeline sweeps, run in sessions 11-17, are skipped to fit one call).
+    step tests_default 540 "$bin/cuda_vs_reference" --test-threads 1 --skip gemv_stream_layouts \
+      --skip gemv_tma_layouts --skip gemv_tma_pipelines --skip gemv_mma_direct --skip gemv_tiles
     ;;
   s17a)
     # Session 17: the direct tensor-core GEMV (codes loaded straight into registers, no

@@ -407,11 +407,13 @@ mod imp {
                 host_call,
                 t_queue / self.batch as f64,
                 filler.copy_s,
+                filler.queue_s,
                 self.device_window_s,
             );
             let filler_s = plan.filler_copies as f64 * filler.copy_s;
             let mut samples = Vec::with_capacity(self.reps);
             let mut hidden = 0usize;
+            let mut queued_frac = Vec::with_capacity(self.reps);
             for rep in 0..self.reps {
                 // Alternate which sample goes first, so that drift cancels too.
                 let order = if rep % 2 == 0 {
@@ -431,6 +433,7 @@ mod imp {
                     if n == plan.long {
                         sample.1 = t;
                         hidden += usize::from(queued < filler_s);
+                        queued_frac.push(queued / filler_s);
                     } else {
                         sample.0 = t;
                     }
@@ -439,6 +442,17 @@ mod imp {
             }
             let per_call =
                 device_timing::per_call(&samples, plan.long - plan.short).unwrap_or(f64::NAN);
+            queued_frac.sort_by(f64::total_cmp);
+            eprintln!(
+                "  device-timed: {:.2} µs per call; {} and {} calls behind {} filler copies \
+                 ({:.1} ms); host queueing took {:.2} of the filler (median)",
+                per_call * 1e6,
+                plan.short,
+                plan.long,
+                plan.filler_copies,
+                filler_s * 1e3,
+                queued_frac[queued_frac.len() / 2]
+            );
             (per_call, 2 * hidden > self.reps)
         }
 
@@ -466,6 +480,8 @@ mod imp {
         src: Tensor<B, 1>,
         /// Host-timed seconds of one copy (device-bound at this size).
         copy_s: f64,
+        /// Host seconds to queue one copy.
+        queue_s: f64,
     }
 
     impl Filler {
@@ -474,7 +490,21 @@ mod imp {
             let copy_s = timer.time(|_| {
                 let _ = src.clone().mul_scalar(1.0);
             });
-            Filler { src, copy_s }
+            // Queueing alone: the device is still busy with the first copies when the
+            // host has queued the last.
+            sync(device);
+            let n = 20;
+            let start = Instant::now();
+            for _ in 0..n {
+                let _ = src.clone().mul_scalar(1.0);
+            }
+            let queue_s = start.elapsed().as_secs_f64() / n as f64;
+            sync(device);
+            Filler {
+                src,
+                copy_s,
+                queue_s,
+            }
         }
 
         fn run(&self, copies: usize) {

@@ -35,19 +35,32 @@ pub const MAX_FILLER_COPIES: usize = 2000;
 
 /// Sizes a repetition for a kernel that takes `host_call_s` host-timed seconds per call
 /// (launch included, so at least its device time) and `queue_call_s` host seconds to queue,
-/// with filler copies of `copy_s` device seconds each.
+/// with filler copies of `copy_s` device seconds each that take `copy_queue_s` host seconds
+/// to queue.
 ///
 /// The samples differ by enough calls to span about `window_s` host-timed seconds (within
 /// [`MIN_EXTRA_CALLS`]..=[`MAX_EXTRA_CALLS`]), the short one has a quarter as many (at least
-/// one, so both start the same way after the filler), and the filler runs at least twice as
-/// long as the host takes to queue the long sample's calls.
-pub fn plan(host_call_s: f64, queue_call_s: f64, copy_s: f64, window_s: f64) -> DevicePlan {
+/// one, so both start the same way after the filler), and the filler runs on the device at
+/// least twice as long as the host takes to queue it and the long sample's calls.
+pub fn plan(
+    host_call_s: f64,
+    queue_call_s: f64,
+    copy_s: f64,
+    copy_queue_s: f64,
+    window_s: f64,
+) -> DevicePlan {
     let per_call = host_call_s.max(1e-9);
     let extra = ((window_s / per_call).ceil() as usize).clamp(MIN_EXTRA_CALLS, MAX_EXTRA_CALLS);
     let short = (extra / 4).max(1);
     let long = short + extra;
-    let cover_s = 2.0 * long as f64 * queue_call_s.max(0.0);
-    let filler_copies = ((cover_s / copy_s.max(1e-9)).ceil() as usize).clamp(1, MAX_FILLER_COPIES);
+    // copies · copy_s ≥ 2 · (long · queue_call_s + copies · copy_queue_s)
+    let calls_queue_s = long as f64 * queue_call_s.max(0.0);
+    let lead_per_copy = copy_s - 2.0 * copy_queue_s.max(0.0);
+    let filler_copies = if lead_per_copy <= 0.0 {
+        MAX_FILLER_COPIES
+    } else {
+        ((2.0 * calls_queue_s / lead_per_copy).ceil() as usize).clamp(1, MAX_FILLER_COPIES)
+    };
     DevicePlan {
         short,
         long,
@@ -76,28 +89,33 @@ mod tests {
 
     #[test]
     fn plan_spans_the_window_and_covers_the_queueing() {
-        // A one-token GEMV: 30 µs host-timed, 28 µs to queue, 70 µs filler copies.
-        let p = plan(30e-6, 28e-6, 70e-6, 5e-3);
+        // A one-token GEMV: 30 µs host-timed, 28 µs to queue; filler copies of 70 µs on
+        // the device that take 14 µs each to queue.
+        let p = plan(30e-6, 28e-6, 70e-6, 14e-6, 5e-3);
         let extra = p.long - p.short;
         assert!(extra as f64 * 30e-6 >= 5e-3, "{p:?}");
         assert!(extra < 200, "{p:?}");
         assert!(p.short >= 1 && p.short < p.long);
-        // The filler outlasts twice the host's queueing of the long sample.
-        assert!(p.filler_copies as f64 * 70e-6 >= 2.0 * p.long as f64 * 28e-6);
+        // The filler outlasts twice the host's queueing of itself and the long sample.
+        let queued = p.long as f64 * 28e-6 + p.filler_copies as f64 * 14e-6;
+        assert!(p.filler_copies as f64 * 70e-6 >= 2.0 * queued, "{p:?}");
     }
 
     #[test]
     fn plan_clamps_long_and_tiny_kernels() {
         // A 5 ms prefill step: the fewest extra calls.
-        let slow = plan(5e-3, 30e-6, 70e-6, 5e-3);
+        let slow = plan(5e-3, 30e-6, 70e-6, 14e-6, 5e-3);
         assert_eq!(slow.long - slow.short, MIN_EXTRA_CALLS);
         assert_eq!(slow.short, 1);
         // Host time reported as zero (a clock glitch) must not overflow or divide by zero.
-        let zero = plan(0.0, 0.0, 0.0, 5e-3);
+        let zero = plan(0.0, 0.0, 70e-6, 0.0, 5e-3);
         assert_eq!(zero.long - zero.short, MAX_EXTRA_CALLS);
         assert_eq!(zero.filler_copies, 1);
-        let huge = plan(1e-6, 1.0, 1e-6, 5e-3);
+        let huge = plan(1e-6, 1.0, 1e-6, 0.0, 5e-3);
         assert_eq!(huge.filler_copies, MAX_FILLER_COPIES);
+        // Copies that queue slower than half their device time never get ahead: the most.
+        let starved = plan(30e-6, 28e-6, 70e-6, 40e-6, 5e-3);
+        assert_eq!(starved.filler_copies, MAX_FILLER_COPIES);
     }
 
     /// Samples as the device would give them: a shared offset that varies by far more than
@@ -119,7 +137,7 @@ mod tests {
 
     #[test]
     fn per_call_cancels_the_shared_offset() {
-        let p = plan(30e-6, 28e-6, 70e-6, 5e-3);
+        let p = plan(30e-6, 28e-6, 70e-6, 14e-6, 5e-3);
         let k = 14.1e-6;
         // Offsets of 10-12 ms varying by ±1 ms: the filler and the wait.
         let offsets: Vec<f64> = (0..15)
