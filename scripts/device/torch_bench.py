@@ -15,12 +15,7 @@ launch than the GPU to run are included), and `*_dev_us` with launches hidden: t
 is queued behind `torch.cuda._sleep` (a GPU busy-wait of about 2 ms, recorded before the
 start event), so the events time the kernels back to back, as `ttq bench kernels`'s
 device-timed columns do.
-For each shape it also times plain reads of as many bytes as the int4 group-128 weight
-has (codes, plus f16 scales and zeros): `torch.sum` over an f32 buffer of that size and a
-device copy of it, launches hidden. They put a number on what streaming that many bytes
-costs on the card (launch ramp and tail included), next to the copy bandwidth of 512 MiB
-that the percentages refer to.
-Prints two Markdown tables; `--json PATH` also writes the numbers.
+Prints one Markdown table; `--json PATH` also writes the numbers.
 """
 
 import argparse
@@ -91,19 +86,7 @@ def main():
     print(f"torch {torch.__version__}, {name}; copy bandwidth (cudaMemcpy D2D via copy_, "
           f"read + write): {bw:.0f} GB/s\n")
     rows = []
-    reads = []
     for d_out, d_in in shapes:
-        # Plain reads of the W4 g128 weight's bytes: codes, f16 scales and zeros.
-        wbytes = d_out * d_in // 2 + (d_in // 128) * d_out * 4
-        nr = copies_for(wbytes)
-        bufs = [torch.rand(wbytes // 4, device="cuda", dtype=torch.float32) for _ in range(nr)]
-        outs = [torch.empty_like(b) for b in bufs]
-        t_sum = time_call(lambda i: torch.sum(bufs[i]), nr, hide_launches=True)
-        t_cp = time_call(lambda i: outs[i].copy_(bufs[i]), nr, hide_launches=True)
-        reads.append({"shape": f"{d_out}x{d_in}", "bytes": wbytes,
-                      "sum_dev_us": t_sum * 1e6, "sum_gbs": wbytes / t_sum / 1e9,
-                      "copy_dev_us": t_cp * 1e6, "copy_gbs": 2 * wbytes / t_cp / 1e9})
-        del bufs, outs
         nd = copies_for(d_out * d_in * 2)
         dense = [torch.randn(d_out, d_in, device="cuda", dtype=torch.float16) for _ in range(nd)]
         int4 = None
@@ -154,18 +137,9 @@ def main():
                  f"{i4:.1f} | {r['int4_dev_us']:.1f} | {r['int4_dev_gbs']:.0f} | "
                  f"{100 * r['int4_dev_gbs'] / bw:.0f}% | {r['int4_speedup']:.2f}x | "
                  f"{r['fp16_dev_us'] / r['int4_dev_us']:.2f}x |"))
-    print("\nplain reads of the W4 g128 weight's bytes (launches hidden): torch.sum over f32, "
-          "and a copy of them (read + write counted)\n")
-    print("| shape | bytes (MB) | torch.sum dev µs | GB/s | % copy BW | copy dev µs | GB/s | % copy BW |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in reads:
-        print(f"| {r['shape']} | {r['bytes'] / 1e6:.1f} | {r['sum_dev_us']:.1f} | {r['sum_gbs']:.0f} | "
-              f"{100 * r['sum_gbs'] / bw:.0f}% | {r['copy_dev_us']:.1f} | {r['copy_gbs']:.0f} | "
-              f"{100 * r['copy_gbs'] / bw:.0f}% |")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"device": name, "torch": torch.__version__, "copy_gbs": bw, "rows": rows,
-                       "reads": reads}, f, indent=1)
+            json.dump({"device": name, "torch": torch.__version__, "copy_gbs": bw, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
