@@ -120,7 +120,7 @@
 #                                 Nsight Compute durations of its tiles at m = 1 (loads and
 #                                 products alone too) against the half2 and TMA GEMVs, decode
 #   e2e.sh s18a    BIN OUT        session 18: `bench kernels` with the differential device
-#                                 timing, the torch peers with plain reads, Nsight Compute
+#                                 timing, the torch peers, Nsight Compute
 #                                 durations of the same GEMVs at m = 1 to check it, decode
 #   e2e.sh s18b    BIN OUT        session 18: `bench kernels` with the filler's own queueing
 #   e2e.sh s18c    BIN OUT        session 18: the property tests of the default paths
@@ -636,9 +636,10 @@ case $part in
   s18a)
     # Session 18: the bench's device-timed columns now come from the difference of a short
     # and a long run of calls behind one filler. The issue's table (with the TMA and
-    # direct tensor-core GEMVs' tiles beside the default), the torch peers (with plain
-    # reads of the weights' bytes), then Nsight Compute durations of the same GEMVs at one
-    # token, to check the device-timed column against, then decode.
+    # direct tensor-core GEMVs' tiles beside the default), the torch peers (call 1 of the
+    # session ran a torch_bench.py that also timed plain reads; see read_ceiling.py), then
+    # Nsight Compute durations of the same GEMVs at one token, to check the device-timed
+    # column against, then decode.
     step bench_kernels 360 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
       --gemv-tiles 4:8:1:tma:k2,16:8:4:dmma
     step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
