@@ -122,7 +122,7 @@
 #   e2e.sh s18a    BIN OUT        session 18: `bench kernels` with the differential device
 #                                 timing, the torch peers, Nsight Compute
 #                                 durations of the same GEMVs at m = 1 to check it, decode
-#   e2e.sh s18b    BIN OUT        session 18: `bench kernels` with the filler's own queueing
+#   e2e.sh s18b    BIN OUT        session 18: the torch peers, then `bench kernels --peers`
 #   e2e.sh s18c    BIN OUT        session 18: the property tests of the default paths
 # The device returns at most 8 files per call: write OUT outside $OUT and tar it there.
 # BIN holds `ttq` (built with --features cuda) and the `cuda_vs_reference` test binary;
@@ -649,9 +649,11 @@ case $part in
     decode_qwen3 fused 70
     ;;
   s18b)
-    # Session 18: the issue's table again, with the filler sized for its own queueing too.
+    # Session 18: the torch peers, then the issue's table with them side by side
+    # (`--peers`), the filler sized for its own queueing too.
+    step torch_bench 120 python3 "$here/torch_bench.py" --json "$out/torch_bench.json"
     step bench_kernels 300 "$bin/ttq" bench kernels --json "$out/bench_kernels.json" \
-      --gemv-tiles 4:8:1:tma:k2,16:8:4:dmma
+      --peers "$out/torch_bench.json" --gemv-tiles 4:8:1:tma:k2,16:8:4:dmma
     ;;
   s18c)
     # Session 18: every property test of a default path (the opt-in GEMVs' own layout and

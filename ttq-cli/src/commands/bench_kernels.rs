@@ -20,6 +20,7 @@
 //! ran, the row says so (`…_hidden: false`) and the device time is an upper bound.
 
 use super::common::CliError;
+use super::peers::Peers;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -54,6 +55,10 @@ pub struct BenchKernelsArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Peer timings from `scripts/device/torch_bench.py --json FILE`, run on the same card
+    /// first: the table then shows cuBLAS fp16 and torch's int4 kernel beside ours.
+    #[arg(long)]
+    pub peers: Option<PathBuf>,
     /// Extra GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
     /// planes per cube, loads per lane, step and row), comma-separated. They run the
     /// default kernel (the half2 GEMV for f16 and 4 bits, else the vectorized GEMV where
@@ -324,14 +329,19 @@ pub fn run(args: &BenchKernelsArgs) -> Result<(), CliError> {
     for t in &args.gemv_tiles {
         parse_tile(t)?;
     }
-    imp::run(args, &shapes)
+    let peers = args.peers.as_deref().map(Peers::load).transpose()?;
+    imp::run(args, &shapes, peers.as_ref())
 }
 
 #[cfg(not(feature = "cuda"))]
 mod imp {
     use super::*;
 
-    pub fn run(_args: &BenchKernelsArgs, _shapes: &[(usize, usize)]) -> Result<(), CliError> {
+    pub fn run(
+        _args: &BenchKernelsArgs,
+        _shapes: &[(usize, usize)],
+        _peers: Option<&Peers>,
+    ) -> Result<(), CliError> {
         Err("bench-kernels needs the GPU kernels: rebuild ttq with `--features cuda`".into())
     }
 }
@@ -528,7 +538,11 @@ mod imp {
         ROTATE_BYTES.div_ceil(bytes.max(1)).clamp(1, MAX_COPIES)
     }
 
-    pub fn run(args: &BenchKernelsArgs, shapes: &[(usize, usize)]) -> Result<(), CliError> {
+    pub fn run(
+        args: &BenchKernelsArgs,
+        shapes: &[(usize, usize)],
+        peers: Option<&Peers>,
+    ) -> Result<(), CliError> {
         let device = Device::default();
         let timer = Timer {
             device: &device,
@@ -717,6 +731,7 @@ mod imp {
                 let bytes = qbytes + m * cols * 2 + m * rows * 2;
                 let flops = 2.0 * (m * rows * cols) as f64;
                 let gbs = bytes as f64 / t_ours / 1e9;
+                let peer = peers.and_then(|p| p.get(&format!("{rows}x{cols}"), m));
                 matmul_rows.push(json!({
                     "shape": format!("{rows}x{cols}"), "m": m,
                     "ours_us": t_ours * 1e6, "ours_gbs": gbs,
@@ -729,6 +744,9 @@ mod imp {
                     "dev_pct_copy_bw": 100.0 * bytes as f64 / t_ours_dev / 1e9 / copy_gbs,
                     "fp16_dev_us": t_dense_dev * 1e6, "dev_speedup": t_dense_dev / t_ours_dev,
                     "other_variant_us": t_padded,
+                    "cublas_dev_us": peer.map(|p| p.cublas_dev_us),
+                    "torch_int4_dev_us": peer.and_then(|p| p.int4_dev_us),
+                    "dev_speedup_vs_cublas": peer.map(|p| p.cublas_dev_us / (t_ours_dev * 1e6)),
                 }));
             }
 
@@ -795,7 +813,7 @@ mod imp {
             "one tiny launch (Burn element-wise op on 32 elements): {:.1} µs",
             t_launch * 1e6
         );
-        print_tables(copy_gbs, &matmul_rows, &shape_rows);
+        print_tables(copy_gbs, &matmul_rows, &shape_rows, peers);
         if !tile_rows.is_empty() {
             println!(
                 "\n| shape | m | GEMV tile R:P:U | host µs | % copy BW | dev µs | dev % copy BW |"
@@ -818,6 +836,7 @@ mod imp {
         if let Some(path) = &args.json {
             let doc = json!({
                 "copy_gbs": copy_gbs, "tiny_launch_us": t_launch * 1e6,
+                "peers_device": peers.map(|p| p.device.clone()),
                 "reps": args.reps, "batch": args.batch, "dev_window_ms": args.dev_window_ms,
                 "dev_method": "difference of a short and a long run behind one filler",
                 "matmul": matmul_rows, "per_shape": shape_rows, "gemv_tiles": tile_rows,
@@ -825,6 +844,39 @@ mod imp {
             std::fs::write(path, serde_json::to_string_pretty(&doc)?)?;
         }
         Ok(())
+    }
+
+    /// Ours beside cuBLAS fp16 and torch's int4 kernel (`--peers`), all device-timed.
+    fn print_peer_table(matmul: &[serde_json::Value], peers: &Peers) {
+        println!(
+            "\nside by side, device-timed (peers: torch_bench.py on {}):\n",
+            peers.device
+        );
+        println!("| shape (d_out x d_in) | m | ours W4 g128 µs | % copy BW | cuBLAS fp16 µs | torch int4 g128 µs | ours vs cuBLAS | ours vs torch int4 |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        let opt = |v: Option<f64>, suffix: &str| {
+            v.map_or("n/a".to_string(), |t| format!("{t:.1}{suffix}"))
+        };
+        let ratio = |v: Option<f64>, ours: f64| {
+            v.map_or("n/a".to_string(), |t| format!("{:.2}x", t / ours))
+        };
+        for r in matmul {
+            let ours = f(r, "ours_dev_us");
+            let cublas = r["cublas_dev_us"].as_f64();
+            let int4 = r["torch_int4_dev_us"].as_f64();
+            println!(
+                "| {} | {} | {:.1}{} | {:.0}% | {} | {} | {} | {} |",
+                r["shape"].as_str().unwrap_or("?"),
+                r["m"],
+                ours,
+                mark(r, "ours_dev_hidden"),
+                f(r, "dev_pct_copy_bw"),
+                opt(cublas, ""),
+                opt(int4, ""),
+                ratio(cublas, ours),
+                ratio(int4, ours),
+            );
+        }
     }
 
     fn f(v: &serde_json::Value, key: &str) -> f64 {
@@ -840,7 +892,12 @@ mod imp {
         }
     }
 
-    fn print_tables(copy_gbs: f64, matmul: &[serde_json::Value], shapes: &[serde_json::Value]) {
+    fn print_tables(
+        copy_gbs: f64,
+        matmul: &[serde_json::Value],
+        shapes: &[serde_json::Value],
+        peers: Option<&Peers>,
+    ) {
         println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s");
         println!("host: host-timed (launch cost included); dev: device-timed, launches hidden (* = not fully hidden: an upper bound)\n");
         println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | other variant host µs (m ≤ 16: scalar fused GEMV; else the cmma GEMM) |");
@@ -866,6 +923,9 @@ mod imp {
                     .as_f64()
                     .map_or("-".to_string(), |t| format!("{t:.1}")),
             );
+        }
+        if let Some(peers) = peers {
+            print_peer_table(matmul, peers);
         }
         println!();
         println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | dequantize_t dev µs | dev % copy BW | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev | prefill with the cmma GEMM host µs | ratio |");

@@ -8,4 +8,6 @@ pub mod demo;
 pub mod device_timing;
 pub mod eval;
 pub mod generate;
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub mod peers;
 pub mod ppl;
