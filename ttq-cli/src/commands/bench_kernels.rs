@@ -16,8 +16,9 @@
 //! (element-wise copies that keep the device busy while the host queues) followed by a
 //! short and, separately, a long run of calls; the difference of the two, divided by the
 //! difference in calls, is the time per call with everything the two share cancelled (see
-//! `device_timing`). Where the host needed longer to queue the long run than the filler
-//! ran, the row says so (`…_hidden: false`) and the device time is an upper bound.
+//! `device_timing`). Where the device had run out of queued calls by the time the host
+//! queued the long run's last one (in most repetitions), the row says so
+//! (`…_hidden: false`, `*` in the tables) and the device time is an upper bound.
 
 use super::common::CliError;
 use super::peers::Peers;
@@ -398,8 +399,8 @@ mod imp {
         }
 
         /// Median device seconds per call of `f(i)`, launch overhead hidden, and whether
-        /// the host queued the long samples' calls before their filler ended in most
-        /// repetitions (see `device_timing`). Two untimed batches come first: one compiles
+        /// the device still had calls queued when the host had queued the long sample's
+        /// last, in most repetitions (`device_timing::kept_busy`). Two untimed batches come first: one compiles
         /// and fills the memory pool, the other measures the host seconds per call and to
         /// queue one, which size the samples and the filler.
         fn time_device(&self, filler: &Filler, mut f: impl FnMut(usize)) -> (f64, bool) {
@@ -422,8 +423,8 @@ mod imp {
             );
             let filler_s = plan.filler_copies as f64 * filler.copy_s;
             let mut samples = Vec::with_capacity(self.reps);
-            let mut hidden = 0usize;
             let mut queued_frac = Vec::with_capacity(self.reps);
+            let mut long_runs = Vec::with_capacity(self.reps);
             for rep in 0..self.reps {
                 // Alternate which sample goes first, so that drift cancels too.
                 let order = if rep % 2 == 0 {
@@ -442,7 +443,7 @@ mod imp {
                     let t = start.elapsed().as_secs_f64();
                     if n == plan.long {
                         sample.1 = t;
-                        hidden += usize::from(queued < filler_s);
+                        long_runs.push((queued, t));
                         queued_frac.push(queued / filler_s);
                     } else {
                         sample.0 = t;
@@ -452,16 +453,23 @@ mod imp {
             }
             let per_call =
                 device_timing::per_call(&samples, plan.long - plan.short).unwrap_or(f64::NAN);
+            let hidden = long_runs
+                .iter()
+                .filter(|&&(queued, t)| device_timing::kept_busy(queued, t, per_call))
+                .count();
             queued_frac.sort_by(f64::total_cmp);
             eprintln!(
                 "  device-timed: {:.2} µs per call; {} and {} calls behind {} filler copies \
-                 ({:.1} ms); host queueing took {:.2} of the filler (median)",
+                 ({:.1} ms); host queueing took {:.2} of the filler (median); device \
+                 busy to the end in {} of {} long runs",
                 per_call * 1e6,
                 plan.short,
                 plan.long,
                 plan.filler_copies,
                 filler_s * 1e3,
-                queued_frac[queued_frac.len() / 2]
+                queued_frac[queued_frac.len() / 2],
+                hidden,
+                long_runs.len()
             );
             (per_call, 2 * hidden > self.reps)
         }

@@ -83,6 +83,25 @@ pub fn per_call(samples: &[(f64, f64)], extra: usize) -> Option<f64> {
     Some(diffs[diffs.len() / 2])
 }
 
+/// Host seconds between the last call's launch and the end of the device's work that still
+/// count as "the device only ran out of queued work at the end", besides two calls.
+pub const BACKLOG_MARGIN_S: f64 = 100e-6;
+
+/// Whether the device had queued work all through a sample that the host finished queueing
+/// after `queued_s` and that the device finished after `total_s` (both from the sample's
+/// start), with `per_call_s` device seconds per call.
+///
+/// If the host queues slower than the device runs (the case that matters), the device's
+/// backlog shrinks from the end of the filler on and is smallest when the host queues the
+/// last call; a device that waited on the host would finish about one call after that
+/// (plus the wait's own latency), so a backlog of more than two calls and
+/// [`BACKLOG_MARGIN_S`] at that moment means it never waited. This replaces session 18
+/// call 1's test (the host finished queueing before the filler's device time), which also
+/// failed when the filler had ended but a long backlog of calls was still queued.
+pub fn kept_busy(queued_s: f64, total_s: f64, per_call_s: f64) -> bool {
+    total_s - queued_s > 2.0 * per_call_s.max(0.0) + BACKLOG_MARGIN_S
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +135,17 @@ mod tests {
         // Copies that queue slower than half their device time never get ahead: the most.
         let starved = plan(30e-6, 28e-6, 70e-6, 40e-6, 5e-3);
         assert_eq!(starved.filler_copies, MAX_FILLER_COPIES);
+    }
+
+    #[test]
+    fn kept_busy_needs_a_backlog_when_the_host_is_done() {
+        // Session 18 call 2, 4096x14336 at one token: the host queued 185 calls by 5.9 ms,
+        // 0.6 ms after the 5.3 ms filler, with about 3 ms of calls still queued.
+        assert!(kept_busy(5.9e-3, 5.9e-3 + 3.0e-3, 19.5e-6));
+        // A device that waited on the host ends one call and a wake-up after the last launch.
+        assert!(!kept_busy(5.9e-3, 5.9e-3 + 19.5e-6 + 30e-6, 19.5e-6));
+        // Never a backlog from a clock that ran backwards.
+        assert!(!kept_busy(1e-3, 0.9e-3, 1e-6));
     }
 
     /// Samples as the device would give them: a shared offset that varies by far more than
