@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs the GPU kernel benchmarks on the device machine, in one call:
-#   1. ttq's property tests of the CUDA kernels against the CPU reference (if present),
-#   2. scripts/device/torch_bench.py (cuBLAS fp16 and torch's int4 kernel),
-#   3. `ttq bench kernels --peers` (our kernels vs Burn's dense f16 matmul, and a table of
-#      ours beside the torch peers of step 2).
-# Binaries are looked up in .device-kbin/ (copied there from a `--features cuda` release
-# build, see docs/kernels.md); results go to $OUT (or ./bench-out when $OUT is unset).
+# Runs the GPU kernel benchmarks on the device machine:
+#   bench.sh [bench]   scripts/device/torch_bench.py (cuBLAS fp16 and torch's int4 kernel),
+#                      then `ttq bench kernels --peers` (our kernels vs Burn's dense f16
+#                      matmul, and a table of ours beside the torch peers); about 100 s
+#   bench.sh tests     the property tests of the CUDA kernels' default paths against the CPU
+#                      reference (the opt-in GEMVs' layout sweeps skipped; TEST_ARGS
+#                      replaces the skips); about 8 minutes on an H200
+#   bench.sh all       both (longer than one 10-minute device call: prefer two calls)
+# Binaries are looked up in .device-kbin/ (copied there by `cargo xtask bench --gpu`, plus
+# the test binary for `tests`); results go to $OUT (or ./bench-out when $OUT is unset).
 set -uo pipefail
 # Works from scripts/device/ and from a copy in .device-kbin/ (what travels to the device).
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,14 +19,24 @@ TORCH_BENCH=scripts/device/torch_bench.py
 OUT=${OUT:-bench-out}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-if [ -x "$BIN/cuda_vs_reference" ]; then
+what=${1:-bench}
+case "$what" in bench|tests|all) ;; *) echo "usage: bench.sh [bench|tests|all]" >&2; exit 2 ;; esac
+if [ "$what" != bench ]; then
+  if [ ! -x "$BIN/cuda_vs_reference" ]; then
+    echo "no test binary at $BIN/cuda_vs_reference (cargo test --release -p ttq-kernels --features cuda --no-run prints its path)" >&2
+    exit 2
+  fi
   echo "== property tests"
-  (cd "$BIN" && ./cuda_vs_reference --test-threads 1) > "$OUT/tests.log" 2>&1
+  # shellcheck disable=SC2086
+  (cd "$BIN" && ./cuda_vs_reference --test-threads 1 ${TEST_ARGS:---skip gemv_stream_layouts \
+    --skip gemv_tma_layouts --skip gemv_tma_pipelines --skip gemv_mma_direct --skip gemv_tiles}) \
+    > "$OUT/tests.log" 2>&1
   echo "tests rc=$?"; grep -E "^test |test result" "$OUT/tests.log"
+  [ "$what" = tests ] && exit 0
 fi
 echo "== torch"
 PYTHONUNBUFFERED=1 python3 "$TORCH_BENCH" --json "$OUT/torch_bench.json" 2>&1 | tee "$OUT/torch_bench.md"
 echo "== ttq bench kernels"
 peers=()
 [ -s "$OUT/torch_bench.json" ] && peers=(--peers "$OUT/torch_bench.json")
-"$BIN/ttq" bench kernels --json "$OUT/bench_kernels.json" "${peers[@]}" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_kernels.md"
+"$BIN/ttq" bench kernels --json "$OUT/bench_kernels.json" ${peers[@]+"${peers[@]}"} ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench_kernels.md"

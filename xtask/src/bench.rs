@@ -61,9 +61,11 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
          Make sure `/.device-kbin/` is in .git/info/exclude, then run on the GPU machine\n\
          (device tool `run`, carry [\".device-kbin\"]):\n\n    \
          BIN=.device-kbin bash .device-kbin/bench.sh\n\n\
-         Add the property tests by copying the test binary printed by\n    \
+         (the torch peers, then `ttq bench kernels --peers`, about 100 s). For the GPU\n\
+         property tests, copy the test binary printed by\n    \
          cargo test --release -p ttq-kernels --features cuda --no-run\n\
-         to .device-kbin/cuda_vs_reference.",
+         to .device-kbin/cuda_vs_reference and run, in a call of its own (about 8 minutes),\n    \
+         BIN=.device-kbin bash .device-kbin/bench.sh tests",
         kbin.join("ttq").display()
     );
     Ok(())
