@@ -107,7 +107,28 @@ fn impossible_runtime_combinations_are_clear_errors() {
 
 #[test]
 fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
-    let cases: [(&[&str], &str); 4] = [
+    let not_peers_path =
+        std::env::temp_dir().join(format!("ttq-not-peers-{}.json", std::process::id()));
+    std::fs::write(&not_peers_path, r#"{"matmul": []}"#).unwrap();
+    let not_peers = not_peers_path.to_string_lossy().into_owned();
+    let cases: [(&[&str], &str); 8] = [
+        (
+            &["--dev-window-ms", "0"],
+            "--dev-window-ms must be a positive",
+        ),
+        (
+            &["--dev-window-ms", "NaN"],
+            "--dev-window-ms must be a positive",
+        ),
+        (
+            &["--peers", "/nonexistent/torch_bench.json"],
+            "--peers /nonexistent/torch_bench.json",
+        ),
+        // ttq's own --json output is not a peers file.
+        (
+            &["--peers", &not_peers],
+            "is this torch_bench.py's --json output?",
+        ),
         (
             &["--gemv-tiles", "16:8:1:pf"],
             ":pf is the scalar fused GEMV's prefetch",
@@ -120,6 +141,7 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
         (&["--reps", "0"], "--reps and --batch must be positive"),
     ];
     assert_each_fails(&["bench", "kernels"], &cases);
+    let _ = std::fs::remove_file(&not_peers_path);
     // Well-formed arguments reach the backend check of a CPU-only build.
     let out = ttq(&[
         "bench",
