@@ -72,7 +72,7 @@ def main():
         for k, tile in enumerate(tiles):
             n = args.default_launches if k == 0 else args.tile_launches
             # The checking call (the first of a listed tile's launches) is left out.
-            group = found[i + n - (args.default_launches):i + n]
+            group = found[i + n - args.default_launches:i + n]
             i += n
             dur = [number(g["gpu__time_duration.sum"][0]) for g in group]
             unit = group[0]["gpu__time_duration.sum"][1]

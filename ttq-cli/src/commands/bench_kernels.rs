@@ -391,12 +391,11 @@ mod imp {
             let mut samples = Vec::with_capacity(self.reps);
             for _ in 0..self.reps {
                 let start = Instant::now();
-                self.queue_batch(&mut f, &mut calls);
+                self.queue_n(&mut f, &mut calls, self.batch);
                 sync(self.device);
                 samples.push(start.elapsed().as_secs_f64() / self.batch as f64);
             }
-            samples.sort_by(f64::total_cmp);
-            samples[samples.len() / 2]
+            device_timing::median(samples).unwrap_or(f64::NAN)
         }
 
         /// Median device seconds per call of `f(i)`, launch overhead hidden, and whether
@@ -424,7 +423,6 @@ mod imp {
             );
             let filler_s = plan.filler_copies as f64 * filler.copy_s;
             let mut samples = Vec::with_capacity(self.reps);
-            let mut queued_frac = Vec::with_capacity(self.reps);
             let mut long_runs = Vec::with_capacity(self.reps);
             for rep in 0..self.reps {
                 // Alternate which sample goes first, so that drift cancels too.
@@ -445,7 +443,6 @@ mod imp {
                     if n == plan.long {
                         sample.1 = t;
                         long_runs.push((queued, t));
-                        queued_frac.push(queued / filler_s);
                     } else {
                         sample.0 = t;
                     }
@@ -458,7 +455,13 @@ mod imp {
                 .iter()
                 .filter(|&&(queued, t)| device_timing::kept_busy(queued, t, per_call))
                 .count();
-            queued_frac.sort_by(f64::total_cmp);
+            let queued_frac = device_timing::median(
+                long_runs
+                    .iter()
+                    .map(|&(queued, _)| queued / filler_s)
+                    .collect(),
+            )
+            .unwrap_or(f64::NAN);
             eprintln!(
                 "  device-timed: {:.2} µs per call; {} and {} calls behind {} filler copies \
                  ({:.1} ms); host queueing took {:.2} of the filler (median); device \
@@ -468,17 +471,11 @@ mod imp {
                 plan.long,
                 plan.filler_copies,
                 filler_s * 1e3,
-                queued_frac[queued_frac.len() / 2],
+                queued_frac,
                 hidden,
                 long_runs.len()
             );
             (per_call, 2 * hidden > self.reps)
-        }
-
-        /// Queues one batch of `f` (counting calls in `calls`) without waiting for the
-        /// device; returns the host seconds that took.
-        fn queue_batch(&self, f: &mut impl FnMut(usize), calls: &mut usize) -> f64 {
-            self.queue_n(f, calls, self.batch)
         }
 
         /// Queues `n` calls of `f` (counting them in `calls`) without waiting for the
@@ -863,9 +860,7 @@ mod imp {
         );
         println!("| shape (d_out x d_in) | m | ours W4 g128 µs | % copy BW | cuBLAS fp16 µs | torch int4 g128 µs | ours vs cuBLAS | ours vs torch int4 |");
         println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        let opt = |v: Option<f64>, suffix: &str| {
-            v.map_or("n/a".to_string(), |t| format!("{t:.1}{suffix}"))
-        };
+        let opt = |v: Option<f64>| v.map_or("n/a".to_string(), |t| format!("{t:.1}"));
         let ratio = |v: Option<f64>, ours: f64| {
             v.map_or("n/a".to_string(), |t| format!("{:.2}x", t / ours))
         };
@@ -880,8 +875,8 @@ mod imp {
                 ours,
                 mark(r, "ours_dev_hidden"),
                 f(r, "dev_pct_copy_bw"),
-                opt(cublas, ""),
-                opt(int4, ""),
+                opt(cublas),
+                opt(int4),
                 ratio(cublas, ours),
                 ratio(int4, ours),
             );

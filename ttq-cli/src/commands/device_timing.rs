@@ -72,15 +72,21 @@ pub fn plan(
 /// median over repetitions of their difference divided by `extra` (= `long - short`), never
 /// negative. `None` without samples or with `extra == 0`.
 pub fn per_call(samples: &[(f64, f64)], extra: usize) -> Option<f64> {
-    if samples.is_empty() || extra == 0 {
+    if extra == 0 {
         return None;
     }
-    let mut diffs: Vec<f64> = samples
-        .iter()
-        .map(|&(short, long)| ((long - short) / extra as f64).max(0.0))
-        .collect();
-    diffs.sort_by(f64::total_cmp);
-    Some(diffs[diffs.len() / 2])
+    median(
+        samples
+            .iter()
+            .map(|&(short, long)| ((long - short) / extra as f64).max(0.0))
+            .collect(),
+    )
+}
+
+/// The median of `values` (the upper one of an even count), `None` when empty.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }
 
 /// Host seconds between the last call's launch and the end of the device's work that still
@@ -187,6 +193,8 @@ mod tests {
         // A long sample shorter than the short one reads as zero, not as a negative time.
         assert_eq!(per_call(&[(2e-3, 1e-3)], 4), Some(0.0));
         assert_eq!(per_call(&[], 4), None);
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![]), None);
         assert_eq!(per_call(&[(1.0, 2.0)], 0), None);
     }
 }
