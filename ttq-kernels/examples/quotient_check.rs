@@ -10,7 +10,7 @@
 //! The first argument is the number of random pairs (half of them within two ulps of a
 //! rounding tie); each further argument is a divisor's bit pattern (hex) for which every
 //! `v` with `¼ ≤ v / s < 512` is checked. It exits with an error if any quotient or code
-//! differs. Output of session 9: `results/host-2026-12-01/quotient_check.txt`.
+//! differs. Its output: `results/quotient-check/quotient_check.txt`.
 
 use std::process::ExitCode;
 

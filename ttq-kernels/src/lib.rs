@@ -9,8 +9,11 @@
 //! - [`CpuReference`]: those functions behind the trait, for any Burn backend (data makes a
 //!   round trip through host memory).
 //! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
+//! - `CudaKernels` (feature `cuda`): CubeCL kernels for NVIDIA GPUs; [`gemv_config`] holds
+//!   the choice of GEMV kernel and tiles, which every build can parse.
 
 pub mod cpu;
+pub mod gemv_config;
 pub mod reference;
 
 pub use cpu::CpuReference;
@@ -19,6 +22,5 @@ pub use ttq_core::{QuantKernels, TensorOpsKernels};
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(feature = "cuda")]
-pub use cuda::{
-    CudaBackend, CudaKernels, DenseVariant, GemvProbe, GemvTile, GemvVariant, QuantizeVariant,
-};
+pub use cuda::{CudaBackend, CudaKernels, QuantizeVariant};
+pub use gemv_config::{GemvKernel, GemvPolicy, GemvTileSpec, LineTile, TmaTile};

@@ -24,6 +24,43 @@ fn cargo(root: &Path, args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Builds the GPU property tests (`ttq-kernels/tests/cuda`) without running them and
+/// returns the path of their binary, which cargo prints as `Executable … (PATH)`.
+fn cuda_test_binary(root: &Path) -> Result<std::path::PathBuf, String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let args = [
+        "test",
+        "--release",
+        "-p",
+        "ttq-kernels",
+        "--features",
+        "cuda",
+        "--test",
+        "cuda",
+        "--no-run",
+    ];
+    let out = Command::new(&cargo)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("could not run {cargo}: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("`cargo {}` failed:\n{stderr}", args.join(" ")));
+    }
+    stderr
+        .lines()
+        .filter(|l| l.contains("Executable"))
+        .find_map(|l| Some(l.rsplit_once('(')?.1.strip_suffix(')')?.to_string()))
+        .map(|p| root.join(p))
+        .ok_or_else(|| {
+            format!(
+                "`cargo {}` printed no test binary:\n{stderr}",
+                args.join(" ")
+            )
+        })
+}
+
 /// The `bench` task.
 pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     let mut gpu = false;
@@ -40,6 +77,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
         root,
         &["build", "--release", "-p", "ttq-cli", "--features", "cuda"],
     )?;
+    let test_binary = cuda_test_binary(root)?;
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
@@ -47,6 +85,7 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&kbin).map_err(|e| format!("{}: {e}", kbin.display()))?;
     for (from, to) in [
         (target.join("release").join("ttq"), kbin.join("ttq")),
+        (test_binary, kbin.join("cuda")),
         (
             root.join("scripts/device/torch_bench.py"),
             kbin.join("torch_bench.py"),
@@ -57,16 +96,14 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
             .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))?;
     }
     println!(
-        "Built {}.\n\
+        "Built {} and the GPU test binary {}.\n\
          Make sure `/.device-kbin/` is in .git/info/exclude, then run on the GPU machine\n\
          (device tool `run`, carry [\".device-kbin\"]):\n\n    \
-         BIN=.device-kbin bash .device-kbin/bench.sh\n\n\
-         (the torch peers, then `ttq bench kernels --peers`, about 100 s). For the GPU\n\
-         property tests, copy the test binary printed by\n    \
-         cargo test --release -p ttq-kernels --features cuda --no-run\n\
-         to .device-kbin/cuda_vs_reference and run, in a call of its own (about 8 minutes),\n    \
-         BIN=.device-kbin bash .device-kbin/bench.sh tests",
-        kbin.join("ttq").display()
+         bash scripts/device/bench.sh      # torch peers, then `ttq bench kernels --peers`\n    \
+         bash scripts/device/tests.sh      # the GPU property tests, every kernel\n    \
+         bash scripts/device/decode.sh     # decode end to end beside the torch peer",
+        kbin.join("ttq").display(),
+        kbin.join("cuda").display()
     );
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! matplotlib is installed.
 //!
 //! The GPU runs in docs/results.md used the same `ttq experiment` command through
-//! scripts/device/experiments.sh (the GPU machine has no cargo).
+//! scripts/device/eval.sh experiments (the GPU machine has no cargo).
 
 use std::path::Path;
 use std::process::Command;

@@ -25,6 +25,7 @@ use super::common::CliError;
 use super::peers::Peers;
 use clap::Args;
 use std::path::PathBuf;
+use ttq_kernels::{GemvKernel, GemvTileSpec};
 
 /// Options of `ttq bench-kernels`.
 #[derive(Debug, Args)]
@@ -61,249 +62,22 @@ pub struct BenchKernelsArgs {
     /// first: the table then shows cuBLAS fp16 and torch's int4 kernel beside ours.
     #[arg(long)]
     pub peers: Option<PathBuf>,
-    /// Extra GEMV tiles to time at every token count ≤ 16, as `R:P:U` (rows per cube,
-    /// planes per cube, loads per lane, step and row), comma-separated. They run the
-    /// default kernel (the half2 GEMV for f16 and 4 bits, else the vectorized GEMV where
-    /// the layout allows it); `:f32` runs the vectorized GEMV with the f32 decode, `:fused`
-    /// the scalar fused GEMV (`:cvt` decodes its codes with the integer-to-float conversion
-    /// and implies it); `:pf` makes the scalar fused GEMV load each step's words one step
-    /// ahead (with `:fused` or `:cvt` only: the vector and half2 GEMVs have no prefetch);
-    /// `:st` runs the streaming half2 GEMV (`:gx` reads its activations from global
-    /// memory, `:cN` sizes its grid for N cubes per SM) and `:tma` the TMA half2 GEMV (`R`
-    /// rows per cube, `P` planes splitting each row, `U` lines per lane and block; `:lo`
-    /// times its copies alone and `:co` its products alone, both with wrong results).
+    /// Extra GEMV kernels and tiles to time at every token count ≤ 16, comma-separated:
+    /// `KERNEL[:R:P:U]` for `fused`, `vector` and `half2` (rows per cube, planes per cube,
+    /// loads per lane, row and step) and `KERNEL[:R:P:U:S:K]` for `tma` and `tma-mma` (rows
+    /// per plane, planes per cube, lines per lane and block, pipeline slots, planes
+    /// splitting each row's blocks); `-` keeps a number's default.
     #[arg(long, value_delimiter = ',')]
     pub gemv_tiles: Vec<String>,
 }
 
-/// Which GEMV kernel a `--gemv-tiles` entry runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-enum TileKernel {
-    /// The default kernel for the layout and dtype (the half2 GEMV for f16 and 4 bits, else
-    /// the vectorized f32-decode GEMV where the layout allows it).
-    Default,
-    /// The vectorized GEMV with the f32 decode (`:f32`).
-    Vector,
-    /// The scalar fused GEMV (`:fused`, implied by `:cvt`).
-    Fused,
-    /// The streaming half2 GEMV (`:st`; `U` is lines per lane and tile).
-    Stream,
-    /// The TMA half2 GEMV (`:tma`; `R` rows per cube, `U` lines per lane and block).
-    Tma,
-    /// The direct tensor-core GEMV (`:dmma`; `R` rows per cube, `P` planes splitting the
-    /// row, `U` steps of 128 columns per chunk).
-    Mma,
-}
-
-/// One `--gemv-tiles` entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-struct TileArg {
-    /// `[R, P, U]`.
-    rpu: [u32; 3],
-    /// Codes decoded by conversion (scalar fused GEMV only).
-    convert: bool,
-    /// Words prefetched one step ahead (`GemvTile::prefetch`; the scalar fused GEMV only).
-    prefetch: bool,
-    /// The kernel.
-    kernel: TileKernel,
-    /// Resident cubes per SM the streaming GEMV's grid is sized for (`:cN`).
-    cubes_per_sm: Option<u32>,
-    /// The streaming GEMV reads `x ⊙ s` from global memory (`:gx`).
-    global_x: bool,
-    /// The TMA GEMV's copies alone (`:lo`) or its products alone (`:co`): timings of one
-    /// half, with wrong results.
-    probe: Probe,
-    /// The TMA GEMV's pipeline slots per plane (`:dN`, 2-4; 1-4 with `:mma`).
-    slots: Option<u32>,
-    /// Planes of a TMA GEMV cube that split each row's blocks (`:kN`; the others own
-    /// separate rows and share the activations' copies).
-    k_split: Option<u32>,
-    /// The TMA GEMV's products on tensor cores (`:mma`).
-    mma: bool,
-}
-
-/// [`TileArg::probe`]; mirrors `ttq_kernels::GemvProbe` (which exists in CUDA builds only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-enum Probe {
-    Off,
-    LoadsOnly,
-    ComputeOnly,
-}
-
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-impl TileArg {
-    /// The label of the tile as run (`R:P:U` as resolved, then the flags).
-    fn label(&self, [r, p, u]: [u32; 3]) -> String {
-        let mut label = format!("{r}:{p}:{u}");
-        for (on, flag) in [
-            (self.kernel == TileKernel::Fused && !self.convert, ":fused"),
-            (self.kernel == TileKernel::Vector, ":f32"),
-            (self.kernel == TileKernel::Stream, ":st"),
-            (self.kernel == TileKernel::Tma, ":tma"),
-            (self.kernel == TileKernel::Mma, ":dmma"),
-            (self.mma, ":mma"),
-            (self.convert, ":cvt"),
-            (self.prefetch, ":pf"),
-            (self.global_x, ":gx"),
-            (self.probe == Probe::LoadsOnly, ":lo"),
-            (self.probe == Probe::ComputeOnly, ":co"),
-        ] {
-            if on {
-                label.push_str(flag);
-            }
-        }
-        if let Some(c) = self.cubes_per_sm {
-            label.push_str(&format!(":c{c}"));
-        }
-        if let Some(k) = self.k_split {
-            label.push_str(&format!(":k{k}"));
-        }
-        if let Some(d) = self.slots {
-            label.push_str(&format!(":d{d}"));
-        }
-        label
-    }
-}
-
-/// Parses `"8:4:2"` (or with the suffixes `:fused`, `:f32`, `:st`, `:tma` or `:dmma`, `:cvt`, `:pf`,
-/// `:gx`, `:lo` or `:co`, `:cN`, `:kN`, `:dN`, `:mma`, each at most once) into a GEMV tile.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-fn parse_tile(text: &str) -> Result<TileArg, CliError> {
-    let parts: Vec<&str> = text.trim().split(':').collect();
-    let bad = || {
-        format!("GEMV tile `{text}` is not of the form R:P:U[:fused|:f32|:st|:tma|:dmma][:cvt][:pf][:gx][:lo|:co][:cN][:kN][:dN][:mma]")
-    };
-    let [r, p, u, flags @ ..] = parts.as_slice() else {
-        return Err(bad().into());
-    };
-    let (mut convert, mut prefetch, mut fused, mut f32_decode) = (false, false, false, false);
-    let (mut stream, mut cubes_per_sm, mut global_x, mut tma) = (false, None, false, false);
-    let mut direct_mma = false;
-    let mut probe = Probe::Off;
-    let (mut slots, mut k_split, mut mma) = (None, None, false);
-    for flag in flags {
-        match *flag {
-            "cvt" if !convert => convert = true,
-            "pf" if !prefetch => prefetch = true,
-            "fused" if !fused => fused = true,
-            "f32" if !f32_decode => f32_decode = true,
-            "st" if !stream => stream = true,
-            "gx" if !global_x => global_x = true,
-            "tma" if !tma => tma = true,
-            "mma" if !mma => mma = true,
-            "dmma" if !direct_mma => direct_mma = true,
-            "lo" if probe == Probe::Off => probe = Probe::LoadsOnly,
-            "co" if probe == Probe::Off => probe = Probe::ComputeOnly,
-            k if k.starts_with('k') && k_split.is_none() => {
-                k_split = Some(k[1..].parse::<u32>().map_err(|_| bad())?)
-            }
-            d if d.starts_with('d') && slots.is_none() => {
-                slots = Some(d[1..].parse::<u32>().map_err(|_| bad())?)
-            }
-            c if c.starts_with('c') && cubes_per_sm.is_none() => {
-                cubes_per_sm = Some(c[1..].parse::<u32>().map_err(|_| bad())?)
-            }
-            _ => return Err(bad().into()),
-        }
-    }
-    if direct_mma && (tma || stream || fused || convert || f32_decode || prefetch || global_x)
-        || direct_mma && (k_split.is_some() || slots.is_some() || mma || cubes_per_sm.is_some())
-    {
-        return Err(format!(
-            "GEMV tile `{text}`: :dmma is the direct tensor-core kernel; it takes only :lo or :co"
-        )
-        .into());
-    }
-    if tma && (stream || fused || convert || f32_decode || prefetch || global_x) {
-        return Err(format!(
-            "GEMV tile `{text}`: :tma is the TMA kernel; it takes no :st, :fused, :f32, :cvt, \
-             :pf or :gx"
-        )
-        .into());
-    }
-    if (k_split.is_some() || slots.is_some() || mma) && !tma {
-        return Err(format!(
-            "GEMV tile `{text}`: :kN, :dN and :mma are options of the TMA kernel (:tma)"
-        )
-        .into());
-    }
-    if k_split == Some(0) {
-        return Err(format!("GEMV tile `{text}`: :k0: at least one plane takes each block").into());
-    }
-    let least_slots = if mma { 1 } else { 2 };
-    if let Some(d) = slots.filter(|d| !(least_slots..=4).contains(d)) {
-        return Err(format!(
-            "GEMV tile `{text}`: :d{d}: the TMA kernel has 2 to 4 slots (1 to 4 with :mma)"
-        )
-        .into());
-    }
-    if probe != Probe::Off && !(tma || direct_mma) {
-        return Err(format!(
-            "GEMV tile `{text}`: :lo and :co time halves of the TMA kernel (:tma) or the \
-             direct tensor-core kernel (:dmma)"
-        )
-        .into());
-    }
-    if stream && (fused || convert || f32_decode || prefetch) {
-        return Err(format!(
-            "GEMV tile `{text}`: :st is the streaming kernel; it takes no :fused, :f32, :cvt or :pf"
-        )
-        .into());
-    }
-    if global_x && !stream {
-        return Err(
-            format!("GEMV tile `{text}`: :gx is the streaming kernel's option (:st)").into(),
-        );
-    }
-    if cubes_per_sm.is_some() && !stream {
-        return Err(
-            format!("GEMV tile `{text}`: :cN sizes the streaming kernel's grid (:st)").into(),
-        );
-    }
-    let kernel = match (fused || convert, f32_decode) {
-        _ if stream => TileKernel::Stream,
-        _ if tma => TileKernel::Tma,
-        _ if direct_mma => TileKernel::Mma,
-        (true, true) => {
-            return Err(format!(
-                "GEMV tile `{text}`: :f32 is a vector kernel, :fused and :cvt the scalar one"
-            )
-            .into())
-        }
-        (true, false) => TileKernel::Fused,
-        (false, true) if prefetch => {
-            return Err(
-                format!("GEMV tile `{text}`: the f32-decode vector kernel has no :pf").into(),
-            )
-        }
-        (false, false) if prefetch => {
-            return Err(format!(
-                "GEMV tile `{text}`: :pf is the scalar fused GEMV's prefetch (add :fused); \
-                 the half2 and vector GEMVs have none"
-            )
-            .into())
-        }
-        (false, true) => TileKernel::Vector,
-        (false, false) => TileKernel::Default,
-    };
-    Ok(TileArg {
-        rpu: [r.parse()?, p.parse()?, u.parse()?],
-        convert,
-        prefetch,
-        kernel,
-        cubes_per_sm,
-        global_x,
-        probe,
-        slots,
-        k_split,
-        mma,
-    })
-}
-
 /// Parses `"4096x14336"` into `(4096, 14336)`.
+/// One `--gemv-tiles` entry.
+fn parse_tile(text: &str) -> Result<GemvTileSpec, CliError> {
+    text.parse::<GemvTileSpec>()
+        .map_err(|e| format!("--gemv-tiles: {e}").into())
+}
+
 fn parse_shape(text: &str) -> Result<(usize, usize), CliError> {
     let (a, b) = text
         .trim()
@@ -356,9 +130,7 @@ mod imp {
     use serde_json::json;
     use std::time::Instant;
     use ttq_core::{QuantKernels, QuantSpec, QuantizedWeight, TtqScaleConfig};
-    use ttq_kernels::{
-        CudaBackend, CudaKernels, DenseVariant, GemvProbe, GemvTile, GemvVariant, QuantizeVariant,
-    };
+    use ttq_kernels::{CudaBackend, CudaKernels, GemvPolicy, QuantizeVariant};
 
     type B = CudaBackend<f16>;
     type Device = burn::backend::cuda::CudaDevice;
@@ -582,7 +354,7 @@ mod imp {
         let mut matmul_rows = Vec::new();
         let mut shape_rows = Vec::new();
         let mut tile_rows = Vec::new();
-        let tiles: Vec<TileArg> = args
+        let tiles: Vec<GemvTileSpec> = args
             .gemv_tiles
             .iter()
             .map(|t| parse_tile(t))
@@ -645,62 +417,28 @@ mod imp {
                 let (t_ours_dev, ours_hidden) = timer.time_device(&filler, ours_call);
                 let t_dense = timer.time(dense_call);
                 let (t_dense_dev, _) = timer.time_device(&filler, dense_call);
-                // The other variant of the path, on the same card, for the design notes: the
-                // scalar fused GEMV up to 16 tokens, the cmma kernel above.
-                let other = if m <= kernels.gemv_max_tokens {
-                    CudaKernels {
-                        gemv_variant: GemvVariant::Fused,
-                        ..kernels
-                    }
-                } else {
-                    CudaKernels {
-                        dense_variant: DenseVariant::Cmma,
-                        ..kernels
-                    }
+                // The fallback GEMV up to 16 tokens, on the same card, for the design notes.
+                let fused = CudaKernels {
+                    gemv: GemvPolicy::Only(GemvKernel::Fused),
+                    ..kernels
                 };
-                let t_padded = Some(
+                let t_fused = (m <= kernels.gemv_max_tokens).then(|| {
                     timer.time(|i| {
-                        let _ = other.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
-                    }) * 1e6,
-                );
+                        let _ = fused.matmul(x.clone(), &qs[i % nq], Some(s_inv.clone()));
+                    }) * 1e6
+                });
                 if m <= kernels.gemv_max_tokens {
                     for tile in &tiles {
-                        let [r, p, u] = tile.rpu;
                         let tiled = CudaKernels {
-                            gemv_tile: GemvTile {
-                                rows: Some(r),
-                                planes: Some(p),
-                                unroll: Some(u),
-                                convert: tile.convert,
-                                prefetch: tile.prefetch,
-                                cubes_per_sm: tile.cubes_per_sm,
-                                stream_global_x: tile.global_x,
-                                probe: match tile.probe {
-                                    Probe::Off => GemvProbe::Off,
-                                    Probe::LoadsOnly => GemvProbe::LoadsOnly,
-                                    Probe::ComputeOnly => GemvProbe::ComputeOnly,
-                                },
-                                tma_slots: tile.slots,
-                                tma_k_split: tile.k_split,
-                                tma_mma: tile.mma,
-                            },
-                            gemv_variant: match tile.kernel {
-                                TileKernel::Fused => GemvVariant::Fused,
-                                TileKernel::Vector => GemvVariant::Vector,
-                                TileKernel::Stream => GemvVariant::Stream,
-                                TileKernel::Tma => GemvVariant::Tma,
-                                TileKernel::Mma => GemvVariant::Mma,
-                                TileKernel::Default => kernels.gemv_variant,
-                            },
+                            gemv: GemvPolicy::Only(tile.kernel),
+                            line_tile: tile.line,
+                            tma_tile: tile.tma,
                             ..kernels
                         };
                         // A tile its kernel cannot serve here (the streaming GEMV's
                         // staging at many tokens, say) is reported, not timed.
                         if let Err(e) = tiled.matmul(x.clone(), &qs[0], Some(s_inv.clone())) {
-                            eprintln!(
-                                "  {rows}x{cols} m={m} tile {}: skipped ({e})",
-                                tile.label(tile.rpu)
-                            );
+                            eprintln!("  {rows}x{cols} m={m} tile {tile}: skipped ({e})");
                             continue;
                         }
                         let call = |i: usize| {
@@ -709,17 +447,7 @@ mod imp {
                         let t = timer.time(call);
                         let (t_dev, hidden) = timer.time_device(&filler, call);
                         let bytes = qbytes + m * cols * 2 + m * rows * 2;
-                        // As run: `resolve` clamps large tiles at many tokens.
-                        let (rr, pr, ur) = match tile.kernel {
-                            TileKernel::Fused => tiled.gemv_tile.resolve(m, spec.bits()),
-                            TileKernel::Stream => tiled.gemv_tile.resolve_stream(m),
-                            TileKernel::Tma => tiled
-                                .gemv_tile
-                                .resolve_tma(m, (cols / 32).min(u32::MAX as usize) as u32),
-                            TileKernel::Mma => tiled.gemv_tile.resolve_mma(),
-                            _ => tiled.gemv_tile.resolve_vector(m, spec.bits()),
-                        };
-                        let label = tile.label([rr, pr, ur]);
+                        let label = resolved_label(tile, m, spec.bits(), cols);
                         tile_rows.push(json!({
                             "shape": format!("{rows}x{cols}"), "m": m,
                             "tile": label,
@@ -749,7 +477,7 @@ mod imp {
                     "ours_dev_tflops": flops / t_ours_dev / 1e12,
                     "dev_pct_copy_bw": 100.0 * bytes as f64 / t_ours_dev / 1e9 / copy_gbs,
                     "fp16_dev_us": t_dense_dev * 1e6, "dev_speedup": t_dense_dev / t_ours_dev,
-                    "other_variant_us": t_padded,
+                    "fused_gemv_us": t_fused,
                     "cublas_dev_us": peer.map(|p| p.cublas_dev_us),
                     "torch_int4_dev_us": peer.and_then(|p| p.int4_dev_us),
                     "dev_speedup_vs_cublas": peer.map(|p| p.cublas_dev_us / (t_ours_dev * 1e6)),
@@ -763,25 +491,19 @@ mod imp {
             };
             let t_stats = timer.time(stats_call);
             let (t_stats_dev, _) = timer.time_device(&filler, stats_call);
-            // The step with `dense` doing the matmul: the default, and the cmma GEMM.
-            // Host-timed and device-timed seconds per step.
-            let time_prefill = |dense: &CudaKernels| {
+            // The whole step, host-timed and device-timed seconds.
+            let (t_prefill, t_prefill_dev) = {
                 let call = |i: usize| {
                     let stats = kernels.channel_stats(x.clone());
                     let d = cfg.scale(&stats);
                     let q = kernels
                         .quantize(ws[i % ws.len()].clone(), Some(d.clone()), &spec)
                         .expect("shapes are consistent");
-                    let _ = dense.matmul(x.clone(), &q, Some(d.recip()));
+                    let _ = kernels.matmul(x.clone(), &q, Some(d.recip()));
                 };
                 let t = timer.time(call);
                 (t, timer.time_device(&filler, call).0)
             };
-            let (t_prefill, t_prefill_dev) = time_prefill(&kernels);
-            let (t_prefill_cmma, _) = time_prefill(&CudaKernels {
-                dense_variant: DenseVariant::Cmma,
-                ..kernels
-            });
             let (t_dense, t_dense_dev) = match t_dense_2048 {
                 Some(t) => t,
                 None => {
@@ -799,8 +521,6 @@ mod imp {
                 "quantize_generic_us": t_quant_generic * 1e6,
                 "dequant_t_dev_us": t_deq_dev * 1e6, "dequant_t_dev_hidden": deq_hidden,
                 "dequant_t_dev_pct_copy_bw": 100.0 * deq_bytes as f64 / t_deq_dev / 1e9 / copy_gbs,
-                "prefill_cmma_us_m2048": t_prefill_cmma * 1e6,
-                "prefill_cmma_over_fp16": t_prefill_cmma / t_dense,
                 "stats_us_m2048": t_stats * 1e6,
                 "gemm_ours_us_m2048": t_gemm_ours_2048.map(|t| t * 1e6),
                 "prefill_us_m2048": t_prefill * 1e6,
@@ -904,7 +624,7 @@ mod imp {
     ) {
         println!("copy bandwidth (element-wise f16 copy, read + write): {copy_gbs:.0} GB/s");
         println!("host: host-timed (launch cost included); dev: device-timed, launches hidden (* = not fully hidden: an upper bound)\n");
-        println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | other variant host µs (m ≤ 16: scalar fused GEMV; else the cmma GEMM) |");
+        println!("| shape (d_out x d_in) | m | W4 g128 host µs | dev µs | dev GB/s | dev TFLOP/s | dev % copy BW | Burn fp16 host µs | dev µs | speedup host | dev | fused GEMV host µs (m ≤ 16) |");
         println!(
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
@@ -923,7 +643,7 @@ mod imp {
                 f(r, "fp16_dev_us"),
                 f(r, "speedup"),
                 f(r, "dev_speedup"),
-                r["other_variant_us"]
+                r["fused_gemv_us"]
                     .as_f64()
                     .map_or("-".to_string(), |t| format!("{t:.1}")),
             );
@@ -932,11 +652,11 @@ mod imp {
             print_peer_table(matmul, peers);
         }
         println!();
-        println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | dequantize_t dev µs | dev % copy BW | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev | prefill with the cmma GEMM host µs | ratio |");
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        println!("| shape | quantize-pack host µs | dev µs | dev % copy BW | generic quantize host µs | dequantize_t dev µs | dev % copy BW | stats host µs (m=2048) | dev µs | TTQ prefill host µs (m=2048: stats + D + quantize + GEMM) | dev µs | fp16 GEMM host µs | dev µs | prefill / fp16 host | dev |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         for r in shapes {
             println!(
-                "| {} | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x | {:.1} | {:.2}x |",
+                "| {} | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1}{} | {:.0}% | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2}x | {:.2}x |",
                 r["shape"].as_str().unwrap_or("?"),
                 f(r, "quantize_us"),
                 f(r, "quantize_dev_us"),
@@ -954,145 +674,65 @@ mod imp {
                 f(r, "fp16_gemm_dev_us_m2048"),
                 f(r, "prefill_over_fp16"),
                 f(r, "prefill_dev_over_fp16"),
-                f(r, "prefill_cmma_us_m2048"),
-                f(r, "prefill_cmma_over_fp16"),
             );
         }
     }
 }
 
+/// A tile as it runs for `m` tokens of `bits`-bit codes on rows of `cols` columns: its
+/// kernel and the resolved numbers (the kernels clamp large tiles at many tokens).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn resolved_label(tile: &GemvTileSpec, m: usize, bits: u32, cols: usize) -> String {
+    let lines = (cols * bits as usize / 128).min(u32::MAX as usize) as u32;
+    let (r, p, u) = match tile.kernel {
+        GemvKernel::Fused => tile.line.resolve_fused(m, bits),
+        GemvKernel::Vector | GemvKernel::Half2 => tile.line.resolve_line(m, bits),
+        GemvKernel::Tma | GemvKernel::TmaMma => {
+            let mma = tile.kernel == GemvKernel::TmaMma;
+            let (r, p, u) = tile.tma.resolve(m, lines, mma);
+            return format!(
+                "{}:{r}:{p}:{u}:{}:{}",
+                tile.kernel,
+                tile.tma.resolve_slots(mma),
+                tile.tma.resolve_k_split(m, lines, mma)
+            );
+        }
+    };
+    format!("{}:{r}:{p}:{u}", tile.kernel)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{parse_tile, Probe, TileArg, TileKernel};
+    use super::{parse_tile, resolved_label};
 
     #[test]
-    fn tiles_parse_with_their_flags() {
-        let tile = |rpu, convert, prefetch, kernel| TileArg {
-            rpu,
-            convert,
-            prefetch,
-            kernel,
-            cubes_per_sm: None,
-            global_x: false,
-            probe: Probe::Off,
-            slots: None,
-            k_split: None,
-            mma: false,
-        };
-        use TileKernel::{Default, Fused, Stream, Tma, Vector};
-        assert_eq!(
-            parse_tile("8:4:2").unwrap(),
-            tile([8, 4, 2], false, false, Default)
-        );
-        assert_eq!(
-            parse_tile("8:4:2:fused").unwrap(),
-            tile([8, 4, 2], false, false, Fused)
-        );
-        assert_eq!(
-            parse_tile("8:4:1:f32").unwrap(),
-            tile([8, 4, 1], false, false, Vector)
-        );
-        // `:pf` needs the scalar kernel, which `:fused` or `:cvt` selects.
-        assert_eq!(
-            parse_tile("16:8:1:fused:pf").unwrap(),
-            tile([16, 8, 1], false, true, Fused)
-        );
-        assert_eq!(
-            parse_tile("4:4:2:cvt:pf").unwrap(),
-            tile([4, 4, 2], true, true, Fused)
-        );
-        assert_eq!(
-            parse_tile("4:4:2:cvt").unwrap().label([4, 4, 2]),
-            "4:4:2:cvt"
-        );
-        assert_eq!(
-            parse_tile("4:4:2:fused:pf").unwrap().label([4, 4, 1]),
-            "4:4:1:fused:pf"
-        );
-        assert_eq!(
-            parse_tile("8:4:1:f32").unwrap().label([8, 4, 1]),
-            "8:4:1:f32"
-        );
-        assert_eq!(
-            parse_tile("4:4:2:st").unwrap(),
-            tile([4, 4, 2], false, false, Stream)
-        );
-        let sized = parse_tile("4:4:2:st:c3").unwrap();
-        assert_eq!(sized.cubes_per_sm, Some(3));
-        assert_eq!(sized.label([4, 4, 2]), "4:4:2:st:c3");
-        let global = parse_tile("2:1:4:st:gx:c16").unwrap();
-        assert!(global.global_x);
-        assert_eq!(global.label([2, 1, 4]), "2:1:4:st:gx:c16");
-        assert_eq!(
-            parse_tile("8:4:1:tma").unwrap(),
-            tile([8, 4, 1], false, false, Tma)
-        );
-        let loads = parse_tile("8:2:1:tma:lo").unwrap();
-        assert_eq!(loads.probe, Probe::LoadsOnly);
-        assert_eq!(loads.label([8, 2, 1]), "8:2:1:tma:lo");
-        assert_eq!(
-            parse_tile("8:2:1:tma:co").unwrap().probe,
-            Probe::ComputeOnly
-        );
-        let piped = parse_tile("4:4:1:tma:k1:d3").unwrap();
-        assert_eq!(piped.k_split, Some(1));
-        assert_eq!(piped.slots, Some(3));
-        assert_eq!(piped.kernel, Tma);
-        assert_eq!(piped.label([4, 4, 1]), "4:4:1:tma:k1:d3");
-        assert_eq!(parse_tile("8:2:1:tma:d4:lo").unwrap().slots, Some(4));
-        let tensor = parse_tile("16:4:1:tma:mma:k4").unwrap();
-        assert!(tensor.mma);
-        assert_eq!(tensor.kernel, Tma);
-        assert_eq!(tensor.label([16, 4, 1]), "16:4:1:tma:mma:k4");
-        assert!(!piped.mma);
-        assert_eq!(parse_tile("16:2:1:tma:mma:d1").unwrap().slots, Some(1));
-        let direct = parse_tile("16:8:4:dmma").unwrap();
-        assert_eq!(direct.kernel, TileKernel::Mma);
-        assert_eq!(direct.label([16, 8, 4]), "16:8:4:dmma");
-        let direct_loads = parse_tile("32:4:2:dmma:lo").unwrap();
-        assert_eq!(direct_loads.probe, Probe::LoadsOnly);
-        assert_eq!(direct_loads.label([32, 4, 2]), "32:4:2:dmma:lo");
+    fn tiles_parse_into_the_kernels_own_types() {
+        let half2 = parse_tile("half2:8:4:1").unwrap();
+        assert_eq!(half2.line.rows, Some(8));
+        assert_eq!(resolved_label(&half2, 1, 4, 4096), "half2:8:4:1");
+        // The fused GEMV clamps 32 rows at 16 tokens to 4.
+        let fused = parse_tile("fused:32:4:1").unwrap();
+        assert_eq!(resolved_label(&fused, 16, 4, 4096), "fused:4:4:1");
+        // 14336 columns of 4-bit codes: 448 lines, 14 blocks; the default one-token tile.
+        let tma = parse_tile("tma").unwrap();
+        assert_eq!(resolved_label(&tma, 1, 4, 14336), "tma:4:8:1:2:2");
+        let mma = parse_tile("tma-mma:32:-:-:2").unwrap();
+        assert_eq!(resolved_label(&mma, 4, 4, 4096), "tma-mma:32:4:1:2:4");
+    }
+
+    #[test]
+    fn bad_tiles_are_refused_with_the_accepted_forms() {
         for bad in [
-            "8:4:1:tma:d1",
-            "8:4:1:tma:d5",
-            "8:4:1:tma:dx",
-            "8:4:1:k2",
-            "8:4:1:st:d3",
-            "8:4:1:tma:k0",
-            "8:4:1:tma:k1:k2",
-            "8:4:1:tma:d2:d3",
-            "8:4:1:tma:st",
-            "8:4:1:tma:gx",
-            "8:4:1:tma:pf",
-            "8:4:1:lo",
-            "8:4:1:tma:lo:co",
-            "16:4:1:mma",
-            "16:4:1:tma:mma:mma",
-            "16:4:1:tma:mma:d0",
-            "16:8:4:dmma:tma",
-            "16:8:4:dmma:mma",
-            "16:8:4:dmma:k2",
-            "16:8:4:dmma:st",
-            "16:8:4:dmma:dmma",
-            "8:4",
-            "8:4:2:fused:pf:pf",
-            "16:8:1:pf",
-            "8:4:2:fast",
-            "a:4:2",
-            "8:4:2:fused:fused",
-            "8:4:2:f32:fused",
-            "8:4:2:f32:cvt",
-            "8:4:2:f32:pf",
-            "8:4:2:st:pf",
-            "8:4:2:st:fused",
-            "8:4:2:st:st",
-            "8:4:2:c3",
-            "8:4:2:st:cx",
-            "8:4:2:st:c2:c3",
-            "8:4:2:gx",
-            "8:4:2:st:gx:gx",
+            "8:4:2",
+            "half2:8:4:2:1",
+            "stream",
+            "fused:0:1:1",
+            "tma:1:2:3:4:5:6",
         ] {
-            assert!(parse_tile(bad).is_err(), "{bad}");
+            let err = parse_tile(bad).unwrap_err().to_string();
+            assert!(err.contains("--gemv-tiles"), "{bad}: {err}");
         }
+        let err = parse_tile("dmma").unwrap_err().to_string();
+        assert!(err.contains("fused, vector, half2, tma, tma-mma"), "{err}");
     }
 }

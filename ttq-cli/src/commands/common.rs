@@ -52,23 +52,40 @@ pub enum KernelChoice {
     Cubecl,
 }
 
-/// Which int4 GEMV serves decode-sized matmuls (f16 activations, 4-bit codes, the vector
-/// layout) on the CubeCL kernels; other layouts and dtypes keep `ttq_kernels`' defaults.
+/// Which GEMV serves decode-sized matmuls (at most 16 tokens) on the CubeCL kernels: the
+/// kernels' automatic choice, or one kernel where it fits the call (else the automatic
+/// choice), for A/B timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum GemvChoice {
-    /// The kernels' default (`GemvVariant::Auto`).
+    /// The kernels' ordered list: tensor-core TMA GEMV at 2-16 tokens, then half2, vector,
+    /// fused, whichever fits first.
     Auto,
-    /// The streaming half2 GEMV where it fits, else the default (`GemvVariant::AutoStream`).
-    /// For comparison only: it is slower than the default at one token (H200, session 11).
-    Stream,
-    /// The TMA half2 GEMV where it fits, else the default (`GemvVariant::AutoTma`).
+    /// The fused GEMV (one word per lane; any layout).
+    Fused,
+    /// The vector GEMV (16-byte lines, f32 decode).
+    Vector,
+    /// The half2 GEMV (f16 activations, 4-bit codes).
+    Half2,
+    /// The TMA GEMV with half2 products.
     Tma,
-    /// The TMA GEMV with its products on tensor cores (`GemvTile::tma_mma`) where it fits,
-    /// else the default.
+    /// The TMA GEMV with its products on tensor cores.
     TmaMma,
-    /// The direct tensor-core GEMV (`GemvVariant::AutoMma`: codes loaded straight into
-    /// registers) where it fits, else the default.
-    Mma,
+}
+
+impl GemvChoice {
+    /// The kernel this choice prefers, if any.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fn preferred(self) -> Option<ttq_kernels::GemvKernel> {
+        use ttq_kernels::GemvKernel;
+        match self {
+            GemvChoice::Auto => None,
+            GemvChoice::Fused => Some(GemvKernel::Fused),
+            GemvChoice::Vector => Some(GemvKernel::Vector),
+            GemvChoice::Half2 => Some(GemvKernel::Half2),
+            GemvChoice::Tma => Some(GemvKernel::Tma),
+            GemvChoice::TmaMma => Some(GemvKernel::TmaMma),
+        }
+    }
 }
 
 /// Where and how the model runs.
@@ -104,12 +121,9 @@ impl RuntimeArgs {
                 (KernelChoice::Cubecl, true) => "cubecl-unfused-ops",
                 _ => "tensor-ops",
             }
-        ) + match self.gemv {
-            GemvChoice::Auto => "",
-            GemvChoice::Stream => " gemv-stream",
-            GemvChoice::Tma => " gemv-tma",
-            GemvChoice::TmaMma => " gemv-tma-mma",
-            GemvChoice::Mma => " gemv-mma",
+        ) + &match self.gemv {
+            GemvChoice::Auto => String::new(),
+            other => format!(" gemv-{}", other.preferred().map_or("auto", |k| k.name())),
         }
     }
 
@@ -139,19 +153,12 @@ impl CliBackend for burn::backend::NdArray<f32> {
 /// The default `CudaKernels` with the fused decoder ops on or off and the chosen GEMV.
 #[cfg(feature = "cuda")]
 fn cuda_kernels(fused_ops: bool, gemv: GemvChoice) -> ttq_kernels::CudaKernels {
-    use ttq_kernels::GemvVariant;
     ttq_kernels::CudaKernels {
         fused_decoder_ops: fused_ops,
-        gemv_variant: match gemv {
-            GemvChoice::Auto => GemvVariant::Auto,
-            GemvChoice::Stream => GemvVariant::AutoStream,
-            GemvChoice::Tma | GemvChoice::TmaMma => GemvVariant::AutoTma,
-            GemvChoice::Mma => GemvVariant::AutoMma,
-        },
-        gemv_tile: ttq_kernels::GemvTile {
-            tma_mma: gemv == GemvChoice::TmaMma,
-            ..Default::default()
-        },
+        gemv: gemv.preferred().map_or(
+            ttq_kernels::GemvPolicy::Auto,
+            ttq_kernels::GemvPolicy::Prefer,
+        ),
         ..Default::default()
     }
 }

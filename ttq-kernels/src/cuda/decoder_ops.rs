@@ -8,14 +8,12 @@
 //! references are [`crate::reference::rms_norm`], [`crate::reference::rope`] and
 //! [`crate::reference::gated`].
 
-use super::{empty, float_prim, u32_of, wrap_float, Cb, MAX_GRID_Y};
+use super::operands::{empty, float_prim, u32_of, wrap_float, Cb};
+use super::{MAX_GRID_Y, PLANE};
 use burn::tensor::Tensor as BurnTensor;
 use burn_cubecl::{CubeRuntime, FloatElement};
 use cubecl::prelude::*;
 use ttq_core::{ops, GateActivation, QuantError};
-
-/// Threads per plane (warp).
-const PLANE: u32 = 32;
 
 /// Most planes a cube of the RMSNorm and softmax kernels uses for one row.
 const NORM_MAX_PLANES: u32 = 8;
