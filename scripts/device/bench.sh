@@ -6,7 +6,8 @@
 #                         (about 100 s on an H200)
 #   bench.sh ncu          Nsight Compute durations of the one-token GEMVs (the default and
 #                         the TMA GEMV) on the four bench shapes, summarised by
-#                         scripts/ncu_tile_summary.py
+#                         scripts/ncu_tile_summary.py (NCU_TILES: other tiles; NCU_TOKENS:
+#                         another token count)
 #   bench.sh read-ceiling read_ceiling.py: how fast a copy, cuBLAS's GEMV and a sum read
 #                         16-470 MB on this card (the ceiling for the GEMV targets)
 # Binaries are looked up in $BIN (default .device-kbin/, which `cargo xtask bench --gpu`
@@ -22,7 +23,7 @@ mkdir -p "$OUT"
 scripts=scripts/device
 [ -f "$scripts/torch_bench.py" ] || scripts=$BIN
 what=${1:-peers}
-case "$what" in peers|ncu|read-ceiling) ;; *) sed -n '2,16p' "$0"; exit 2 ;; esac
+case "$what" in peers|ncu|read-ceiling) ;; *) sed -n '2,15p' "$0"; exit 2 ;; esac
 if [ ! -x "$BIN/ttq" ] && [ "$what" != read-ceiling ]; then
   echo "no ttq binary at $BIN/ttq (cargo xtask bench --gpu builds and copies it)" >&2
   exit 2
@@ -50,7 +51,7 @@ case "$what" in
     # listed tile), which the summary counts on.
     ncu --clock-control none -k regex:gemv --csv \
       --metrics gpu__time_duration.sum,launch__grid_size,launch__block_size,launch__registers_per_thread,sm__warps_active.avg.pct_of_peak_sustained_active,dram__throughput.avg.pct_of_peak_sustained_elapsed \
-      "$BIN/ttq" bench kernels --shapes "$shapes" --tokens 1 --reps 1 --batch 1 \
+      "$BIN/ttq" bench kernels --shapes "$shapes" --tokens "${NCU_TOKENS:-1}" --reps 1 --batch 1 \
       --no-device-timing --gemv-tiles "$tiles" >"$OUT/ncu_tiles.txt" 2>"$OUT/ncu_tiles.log"
     echo "ncu exit $?"
     python3 scripts/ncu_tile_summary.py "$OUT/ncu_tiles.txt" --shapes "$shapes" \
