@@ -16,7 +16,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cd "$here/../.."
 BIN=${BIN:-.device-kbin}
 DATA=${DATA:-.device-data}
-usage() { sed -n '2,14p' "$0"; exit 2; }
+usage() { sed -n '2,13p' "$0"; exit 2; }
 [ $# -ge 1 ] || usage
 what=$1; shift
 case "$what" in
