@@ -4,7 +4,9 @@
 Groups the profiled launches by (kernel, grid, block, registers) and prints, for each group,
 the number of launches and the medians of the kernel duration, executed warp instructions
 (`smsp__inst_executed.sum`, when collected) and DRAM throughput. Used for the quantizer
-tables of docs/kernels.md, session 8 (`scripts/device/e2e.sh s8c`, `s8e`, `s8g`):
+and statistics durations of docs/kernels.md (`ncu --csv -k regex:quantize_pack --metrics
+gpu__time_duration.sum,…,smsp__inst_executed.sum ttq bench kernels --tokens 1 --reps 1
+--batch 1 > ncu_quantize.txt`):
 
     python3 scripts/ncu_launch_summary.py ncu_quantize.txt
 """

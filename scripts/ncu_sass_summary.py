@@ -2,7 +2,7 @@
 """Summarizes an Nsight Compute source-page CSV (`ncu -i REP --page source --csv
 --print-source sass`): executed warp instructions and stall samples per opcode, the
 instructions with the most stall samples (with their main stall reasons) and the global
-accesses with excessive L2 sectors. Used for docs/kernels.md's session 8 analysis."""
+accesses with excessive L2 sectors. Used for the stall analyses in docs/kernels.md (the half2 GEMV's `long_scoreboard` share)."""
 import argparse
 import collections
 import csv

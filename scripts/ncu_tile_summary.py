@@ -1,18 +1,16 @@
 #!/usr/bin/env python3
-"""Summarise an Nsight Compute `--csv` sweep of GEMV tiles (`scripts/device/e2e.sh s7last`).
+"""Summarise an Nsight Compute `--csv` sweep of GEMV tiles (`scripts/device/bench.sh ncu`).
 
-`ttq bench kernels --tokens 1 --reps 1 --batch 1 --gemv-tiles T1,T2,...` launches the GEMV
-six times per measurement (three warm-up calls and one timed call host-timed, one queueing
-and one timed call device-timed): first the default tile, then each listed tile, shape after
-shape; since session 10 every listed tile also gets one checking call first (seven launches;
-pass `--tile-launches 6` for earlier sweeps). Since session 18 the sweeps run with
-`--no-device-timing`: four launches for the default tile and five per listed tile (pass
-`--default-launches 4 --tile-launches 5`). This groups the profiled launches in that order
-and prints one row per (shape, tile) with the median kernel duration and the launch's
-resources.
+`ttq bench kernels --tokens 1 --reps 1 --batch 1 --no-device-timing --gemv-tiles T1,T2,...`
+launches the GEMV four times for the default tile (three warm-up calls, one timed call) and
+five times per listed tile (one checking call first), shape after shape. This groups the
+profiled launches in that order and prints one row per (shape, tile) with the median kernel
+duration and the launch's resources (and warp instructions where the sweep collected
+`smsp__inst_executed.sum`). Sweeps taken with device timing on launch more often: pass
+`--default-launches` and `--tile-launches` to match.
 
     python3 scripts/ncu_tile_summary.py ncu_tiles.txt \
-        --shapes 4096x14336,14336x4096 --tiles default,4:4:1,4:4:2,6:4:1,5:4:1,8:8:1,16:4:1
+        --shapes 4096x4096,2048x8192,4096x14336,14336x4096 --tiles default,tma:4:8:1:2:2
 """
 
 import argparse
@@ -48,10 +46,10 @@ def main():
     ap.add_argument("csv_file")
     ap.add_argument("--shapes", required=True, help="comma-separated, in bench order")
     ap.add_argument("--tiles", required=True, help="comma-separated, 'default' first")
-    ap.add_argument("--default-launches", type=int, default=6,
-                    help="launches of the default tile (6 up to session 17, 4 since)")
-    ap.add_argument("--tile-launches", type=int, default=7,
-                    help="launches per listed tile (7 in sessions 10-17, 6 before, 5 since)")
+    ap.add_argument("--default-launches", type=int, default=4,
+                    help="launches of the default tile (4 with --no-device-timing)")
+    ap.add_argument("--tile-launches", type=int, default=5,
+                    help="launches per listed tile (5 with --no-device-timing)")
     args = ap.parse_args()
     shapes = args.shapes.split(",")
     tiles = args.tiles.split(",")
@@ -62,7 +60,7 @@ def main():
         sys.exit(f"{len(found)} profiled launches, expected {want} ({len(shapes)} shapes x "
                  f"({args.default_launches} for the default + {len(tiles) - 1} tiles x "
                  f"{args.tile_launches}))")
-    # Warp instructions, where the sweep collected them (e2e.sh's NCU_EXTRA).
+    # Warp instructions, where the sweep collected them.
     inst = "smsp__inst_executed.sum" in found[0]
     print("| shape | tile | median duration µs | grid | block | registers | warps active % | DRAM %"
           + (" | M warp instructions |" if inst else " |"))

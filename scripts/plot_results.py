@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PNG plots of a `ttq experiment` / `ttq eval` results folder (records.json).
 
-    python3 scripts/plot_results.py results/gpu-2026-11-27b/gemma3-methods [more folders...]
+    python3 scripts/plot_results.py results/ppl-experiments-h200/gemma3-270m/methods [more folders...]
 
 Needs matplotlib (`python3 -m pip install matplotlib`). One figure per experiment kind:
 - methods: perplexity against bits, one panel per dataset, one line per method;

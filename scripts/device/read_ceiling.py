@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How fast can anything read N bytes on this GPU? The ceiling for the m = 1 GEMV targets.
 
-The issue-5 GEMV target is a percentage of the copy bandwidth of a 512 MiB copy. A W4 g128
+The one-token GEMV target is a percentage of the copy bandwidth of a 512 MiB copy. A W4 g128
 GEMV on 4096x14336 reads only 33 MB, and a kernel that short pays its ramp-up and tail on
 a larger share of its time. This script times, for buffers from 16 MB to 470 MB:
 - `sum`: `torch.sum` of an f16 buffer into f32 (a read-only reduction, one kernel);
@@ -12,7 +12,7 @@ a larger share of its time. This script times, for buffers from 16 MB to 470 MB:
 Timing as `torch_bench.py`: CUDA events around a batch behind `torch.cuda._sleep` (launches
 hidden), median of repetitions, buffers rotated over more than the L2 cache. Back-to-back
 kernels still leave a gap of about a microsecond each, so short kernels read low; run
-under Nsight Compute with `--ncu` (see `scripts/device/e2e.sh`, part s14a) for the
+under Nsight Compute with `--ncu` (`ncu --profile-from-start off … read_ceiling.py --ncu`) for the
 kernels' own durations: it then launches each kernel `--ncu-reps` times per size between
 `cudaProfilerStart` and `cudaProfilerStop` and writes the launch plan to `--json`.
 """

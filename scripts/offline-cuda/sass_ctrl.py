@@ -10,7 +10,8 @@ variable-latency instruction (a load) sets when its result is written (`WR=SBn`)
 its sources have been read (`RD=SBn`), and the scoreboards an instruction waits for
 (`WAIT=...`). A wait on a scoreboard waits for every instruction outstanding on it, so a
 first use that waits on the scoreboard of a load issued just before it waits that load's
-whole latency, whatever it needs itself (session 12: the rolling half2 GEMV).
+whole latency, whatever it needs itself (why register prefetching in the GEMVs failed:
+docs/kernels.md, "Tried and dropped").
 """
 import argparse
 import os
