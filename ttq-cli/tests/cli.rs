@@ -89,7 +89,7 @@ fn impossible_runtime_combinations_are_clear_errors() {
             "--unfused-ops only applies to the CubeCL kernels",
         ),
         (
-            &["--gemv", "stream"],
+            &["--gemv", "half2"],
             "--gemv only applies to the CubeCL kernels",
         ),
         (&["--dtype", "f16"], "--dtype f16 needs --backend cuda"),
@@ -129,13 +129,14 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
             &["--peers", &not_peers],
             "is this torch_bench.py's --json output?",
         ),
+        // Tiles name their kernel first; a removed kernel is refused with the names.
         (
-            &["--gemv-tiles", "16:8:1:pf"],
-            ":pf is the scalar fused GEMV's prefetch",
+            &["--gemv-tiles", "stream:4:4:2"],
+            "expected one of fused, vector, half2, tma, tma-mma",
         ),
         (
-            &["--gemv-tiles", "8:4:2:fast"],
-            "is not of the form R:P:U[:fused|:f32|:st|:tma|:dmma][:cvt][:pf][:gx][:lo|:co][:cN]",
+            &["--gemv-tiles", "half2:8:4:2:1"],
+            "expected KERNEL:R:P:U with up to three numbers",
         ),
         (&["--shapes", "4096by4096"], "is not of the form d_outxd_in"),
         (&["--reps", "0"], "--reps and --batch must be positive"),
@@ -147,7 +148,7 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
         "bench",
         "kernels",
         "--gemv-tiles",
-        "8:4:2:cvt,16:8:1,4:4:2:st:c2",
+        "fused:8:4:2,half2:16:8:1,tma-mma:16:-:-:1:4",
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if cfg!(not(feature = "cuda")) {

@@ -1,5 +1,5 @@
 //! Burn 0.21's per-device default dtype, which the GPU tests and the CUDA dense path rely
-//! on (docs/kernels.md, run 8, "The cause of the f16 fault"): the first tensor made on a
+//! on (docs/kernels.md, "What `CudaKernels` is"): the first tensor made on a
 //! device fixes the float dtype of every later tensor made on it without a named dtype,
 //! whatever the backend type's float. Checked on the CPU with two backend types that share
 //! the ndarray device (f32 and f64), in a test binary of its own because the setting is

@@ -11,7 +11,7 @@
 //! and the kernel's device time per call is their difference divided by `long - short`.
 //! Everything the two samples share cancels: the filler, the wait for the device, the ramp
 //! of the first kernel after the filler. Subtracting a filler timed on its own instead (the
-//! method up to session 17) left that host-side noise, about ±100 µs a sample, divided by a
+//! method used before) left that host-side noise, about ±100 µs a sample, divided by a
 //! batch of 10 calls in each result: one-token GEMVs came out between 0.5× and 2× their
 //! Nsight Compute durations, and above 100% of the copy bandwidth.
 
@@ -101,9 +101,8 @@ pub const BACKLOG_MARGIN_S: f64 = 100e-6;
 /// backlog shrinks from the end of the filler on and is smallest when the host queues the
 /// last call; a device that waited on the host would finish about one call after that
 /// (plus the wait's own latency), so a backlog of more than two calls and
-/// [`BACKLOG_MARGIN_S`] at that moment means it never waited. This replaces session 18
-/// call 1's test (the host finished queueing before the filler's device time), which also
-/// failed when the filler had ended but a long backlog of calls was still queued.
+/// [`BACKLOG_MARGIN_S`] at that moment means it never waited. (Asking only whether the host finished queueing before the
+/// filler's device time was up marks rows whose device still had a long backlog.)
 pub fn kept_busy(queued_s: f64, total_s: f64, per_call_s: f64) -> bool {
     total_s - queued_s > 2.0 * per_call_s.max(0.0) + BACKLOG_MARGIN_S
 }
@@ -145,7 +144,7 @@ mod tests {
 
     #[test]
     fn kept_busy_needs_a_backlog_when_the_host_is_done() {
-        // Session 18 call 2, 4096x14336 at one token: the host queued 185 calls by 5.9 ms,
+        // A measured H200 case, 4096x14336 at one token: the host queued 185 calls by 5.9 ms,
         // 0.6 ms after the 5.3 ms filler, with about 3 ms of calls still queued.
         assert!(kept_busy(5.9e-3, 5.9e-3 + 3.0e-3, 19.5e-6));
         // A device that waited on the host ends one call and a wake-up after the last launch.

@@ -1,7 +1,7 @@
 //! Fused kernels for the element-wise operations of a decoder layer (RMSNorm, rotate-half
 //! RoPE, the gated MLP activation): one launch each instead of the six to eight Burn ops
 //! they take otherwise (`ttq_core::ops`). At decode time a layer is bound by its launches
-//! (docs/kernels.md, run 6: one tiny launch costs 12-17 µs of host time), so these matter
+//! (one tiny launch costs 12-17 µs of host time), so these matter
 //! more there than the arithmetic they do.
 //!
 //! All arithmetic is f32 whatever the float type `F` of the tensors; the plain-Rust

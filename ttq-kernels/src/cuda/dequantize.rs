@@ -142,7 +142,7 @@ pub fn dequantize_t_kernel<F: Float>(
 /// Why not the word kernel: there every lane of a plane reads a different row, so each
 /// load instruction touches 32 cache lines, and it reloaded the scale and zero point for
 /// every code (17 such loads per word, a few L1 cycles per weight: about 150 µs for a
-/// 4096 × 4096 weight under Burn's prefill matmul, session 8 call 4). Here a lane makes 3
+/// 4096 × 4096 weight under Burn's prefill matmul). Here a lane makes 3
 /// such loads per 32 to 128 weights. Same arithmetic, so the values are identical.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]

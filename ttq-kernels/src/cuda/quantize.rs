@@ -380,7 +380,7 @@ pub fn quantize_pack_groups_kernel<F: Float, N: Size>(
             }
             // The group's range over its `lanes` lanes: a butterfly of XOR shuffles with
             // compile-time strides below `lanes` (CubeCL's `plane_min` / `plane_max` are a
-            // run-time loop over the whole plane, session 8 call 1).
+            // run-time loop over the whole plane).
             #[unroll]
             for i in 0..comptime!(log2_u32(lanes)) {
                 let stride = comptime!(1u32 << i);
@@ -471,9 +471,9 @@ const QUOTIENT_RN_MAX: f32 = 1.0e30; // about 2⁹⁹·⁷
 /// group quantizer takes it only for `s` in `[10⁻³⁰, 10³⁰]`. Checked on the host against
 /// division for 10⁸ random pairs (half of them within a few ulps of a rounding tie) and for
 /// every `v` with `¼ ≤ v / s < 512` for 8 divisors at the edges of their binade: no
-/// difference (session 9; `ttq-kernels/examples/quotient_check.rs`). Three FMA-pipe instructions per element instead of the
+/// difference (`ttq-kernels/examples/quotient_check.rs`). Three FMA-pipe instructions per element instead of the
 /// division's FCHK, MUFU.RCP and FFMA chain, the quantizer's largest single cost (about
-/// 15% of its instructions, session 8 call 6).
+/// 15% of its instructions).
 #[cube]
 fn quotient_rn(v: f32, s: f32, inv: f32) -> f32 {
     let q0 = v * inv;
@@ -501,7 +501,7 @@ const QUANT_GROUP_PLANES: u32 = 8;
 
 /// Columns of a group each lane of [`quantize_pack_groups_kernel`] quantizes (at
 /// most the group): 32 instead of `group / 32` (4 at g128), so the group's reductions,
-/// parameters and word assembly are paid per 32 values (session 8, H200, 4096×14336 g128:
+/// parameters and word assembly are paid per 32 values (H200, 4096×14336 g128:
 /// 4 per lane 137.5 µs and 63.5 instructions per weight, 16 per lane 67.0 µs and 29.7,
 /// 32 per lane 63.0 µs and 27.0).
 const QUANT_PER_LANE: u32 = 32;

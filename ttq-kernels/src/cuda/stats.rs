@@ -206,17 +206,17 @@ const STATS_SPLIT_UNROLL: u32 = 4;
 ///
 /// Why not [`channel_stats_kernel`]: one 2-byte load per lane and token, and a cube per 32
 /// channels over all tokens (128 cubes for 4096 channels): 19-51 µs at 2048 tokens, 18-26%
-/// of the copy bandwidth (session 9, call 1).
+/// of the copy bandwidth.
 ///
 /// The launcher keeps splits short (64 tokens), so that a cube's pass-2 re-read (32 KB in
 /// f16) still sits in L1: with splits of about 205 tokens over 14336 channels the whole
 /// pass-1 footprint outgrew L2 and the re-read went to DRAM (78.7% DRAM throughput for
-/// 1.9 TB/s of input, session 9 call 3).
+/// 1.9 TB/s of input).
 ///
 /// Why two passes: a one-pass version (a running maximum per element, the sum rescaled by
 /// (old / new maximum)² where a step raised it) took 24.8 / 36.7 / 59.5 µs for 4096 / 8192 /
 /// 14336 channels at 2048 tokens against this kernel's 9.8 / 15.8 / 23.3: 75 registers
-/// instead of 48, 1.5× the instructions and 14-21% DRAM throughput (session 11 call 10).
+/// instead of 48, 1.5× the instructions and 14-21% DRAM throughput.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn channel_stats_split_kernel<F: Float, N: Size>(
@@ -322,7 +322,7 @@ pub fn channel_stats_split_kernel<F: Float, N: Size>(
 
 /// Splits each plane of [`channel_stats_combine_kernel`] loads per loop step, before using
 /// any (independent loads in flight: a loop of one dependent load per split took 8-19 µs for
-/// 16-56 splits, session 9 call 3).
+/// 16-56 splits).
 const STATS_COMBINE_UNROLL: u32 = 4;
 
 /// Folds one split into a running `(safe, s)`: `s` is a sum of squares normalized by
@@ -354,10 +354,10 @@ fn fold_split(safe: f32, s: f32, mb: f32, sb: f32) -> (f32, f32) {
 /// `1e-15`, as in [`channel_stats_kernel`] and the reference; `max_abs` is the largest
 /// maximum, exactly.
 ///
-/// Why planes: a thread per channel over all splits (session 9) made 16 cubes of serial
+/// Why planes: a thread per channel over all splits made 16 cubes of serial
 /// loads for 4096 channels and took 8.2-8.5 µs at 2048 tokens (32 splits), as long as the
-/// split kernel itself (session 9 call 4); in planes it takes 4.3 / 4.7 / 5.2 µs for 4096 /
-/// 8192 / 14336 channels (session 11 call 2).
+/// split kernel itself; in planes it takes 4.3 / 4.7 / 5.2 µs for 4096 /
+/// 8192 / 14336 channels.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn channel_stats_combine_kernel(

@@ -141,7 +141,7 @@ fn dense_dequant_matmul_f16() {
 }
 
 /// The f32 dense path (dequantize + Burn's matmul) on narrow outputs, the shapes to which
-/// `matmul_matches_f32` shrank its failures in runs 5 and 6 (rows = 1), and just above the
+/// `matmul_matches_f32` once shrank its failures (rows = 1), and just above the
 /// element-wise cut-off.
 #[test]
 fn dense_f32_narrow_outputs() {
@@ -155,7 +155,7 @@ fn dense_f32_narrow_outputs() {
 }
 
 /// Burn's own f16 matmul against its f32 matmul on the same contiguous operands: the dense
-/// `DequantMatmul` path and every f16 model forward rely on it (see docs/kernels.md).
+/// path and every f16 model forward rely on it.
 #[test]
 fn burn_f16_matmul_agrees_with_f32() {
     for (m, k, n) in [
@@ -173,11 +173,10 @@ fn burn_f16_matmul_agrees_with_f32() {
     }
 }
 
-/// Each step of the f16 `DequantMatmul` path on its own, after the f32 warm-up that made
-/// the whole path fail (`dense_dequant_matmul_f16`'s first case, same seeds): which step
-/// gives the wrong value. In run 8 step 3 (Burn's product over right operands) failed:
-/// the "f16" `x` was f32 (the device's default dtype, see [`t2`]). Passes since the dtype
-/// fixes (session 7, call 1).
+/// Each step of the f16 dense path on its own, after f32 work in the same process
+/// (`dense_dequant_matmul_f16`'s first case, same seeds), so that a failure names the step
+/// that gives the wrong value. Burn's product fails here if the "f16" `x` is made in the
+/// device's default dtype (f32 after the warm-up, see [`t2`]).
 #[test]
 fn dense_dequant_f16_steps_after_f32_work() {
     f32_warm_up();
@@ -228,18 +227,17 @@ fn dense_dequant_f16_steps_after_f32_work() {
     let dense = CudaKernels::default();
     let want = reference::matmul(&x_h, tokens, &to_host(&q), Some(&s_h));
     let y = to_f32_vec(dense.matmul(x, &q, Some(s)).expect("valid shapes"));
-    if let Err(e) = close("step 4 whole DequantMatmul path", &y, &want, 1e-2) {
+    if let Err(e) = close("step 4 the whole dense path", &y, &want, 1e-2) {
         failures.push(e.to_string());
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Burn operations (and our transposed dequantization as a matmul operand) in f32 and then
-/// in f16 in one process, checked against the host. In run 8 (call 3) the f16 checks that
-/// combine Burn-made tensors with our dequantized weight failed: the tests then made their
-/// tensors in the device's default dtype, f32 after the first half, while our weight was
-/// f16 (docs/kernels.md, run 8, "The cause of the f16 fault"). With [`t2`] naming dtypes
-/// every check passes (session 7, call 1). Prints every check.
+/// in f16 in one process, checked against the host. The f16 checks that combine Burn-made
+/// tensors with our dequantized weight fail if the tensors are made in the device's default
+/// dtype (f32 after the first half) while our weight is f16; [`t2`] names every tensor's
+/// dtype. Prints every check.
 #[test]
 fn burn_f16_ops_after_f32_work() {
     let mut failures = Vec::new();

@@ -60,7 +60,7 @@ pub fn positive(seed: u64, n: usize) -> Vec<f32> {
 /// A tensor of `F` made from host values. The dtype is given explicitly: Burn 0.21 makes a
 /// tensor in the device's default float dtype otherwise, which the first tensor made on the
 /// device fixes for the whole process whatever the backend type, so after an f32 test an
-/// "f16" tensor would be f32 (docs/kernels.md, run 8).
+/// "f16" tensor would be f32.
 pub fn t2<F: FloatElement + Element>(v: Vec<f32>, shape: [usize; 2]) -> Tensor<CudaBackend<F>, 2> {
     Tensor::from_data(
         TensorData::new(v, shape).convert::<F>(),
@@ -213,7 +213,7 @@ pub fn host_matmul(x: &[f32], w: &[f32], m: usize, k: usize, n: usize) -> Vec<f3
 
 /// The f32 work that `bad_shapes_are_errors` does, which made the f16 dequantize + Burn
 /// matmul path go wrong later in the same process while the tests made their tensors in the
-/// device's default dtype (docs/kernels.md, run 6 calls 9-12 and run 8).
+/// device's default dtype.
 pub fn f32_warm_up() {
     let k = CudaKernels::default();
     let spec = QuantSpec::asymmetric(4, 32).unwrap();

@@ -77,7 +77,7 @@ proptest! {
 
 /// GEMV token counts around the register-blocking switch (each count is its own compiled
 /// kernel) on a layer with a short last group, 4-bit g128 and 3-bit g64 (words straddling
-/// groups); odd seeds also run the padded variant.
+/// groups); odd seeds also run the fused GEMV.
 #[test]
 fn gemv_token_counts() {
     for spec in [

@@ -7,7 +7,7 @@ use burn::tensor::{backend::Backend, Tensor};
 /// kernels a GPU backend compiles for them, change once per block instead of at every
 /// decode step: with a cache that grew by one position per step, `ttq generate --backend
 /// cuda` compiled new matmul, reduction and element-wise kernels at most steps (about 0.8 s
-/// per token on Gemma 3 270M, run 6 in docs/kernels.md).
+/// per token on Gemma 3 270M).
 pub const KV_BLOCK: usize = 128;
 
 /// The allocated positions of a cache holding `filled`: whole [`KV_BLOCK`]s. Every layer's

@@ -7,7 +7,7 @@ use burn_cubecl::{CubeRuntime, FloatElement};
 use cubecl::prelude::*;
 use ttq_core::{QuantError, QuantizedWeight};
 
-use super::{line_layout_fits, line_operands, store_gemv_rows, GemvCall, LINE_VECTOR, LINE_WORDS};
+use super::{line_launch, line_layout_fits, store_gemv_rows, GemvCall, LINE_VECTOR, LINE_WORDS};
 use crate::cuda::operands::{wrap_float, Cb, WeightDims};
 use crate::cuda::PLANE;
 use crate::gemv_config::LineTile;
@@ -31,49 +31,44 @@ pub(super) fn gemv<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: LineTile,
 ) -> Result<BurnTensor<Cb<R, F>, 2>, QuantError> {
-    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims)? {
-        Ok(prepared) => prepared,
+    let l = match line_launch::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(launch) => launch,
         Err(fallback) => return Ok(fallback),
     };
-    let (rows_per_cube, planes, unroll) = tile.resolve_line(ops.tokens, dims.bits);
     // SAFETY: the caller checked f16 and the layout (4-bit codes, rows of whole lines,
-    // groups of whole lines), the operands are 16-byte aligned (`line_operands`), and every
+    // groups of whole lines), the operands are 16-byte aligned (`line_launch`), and every
     // index in the kernel is guarded or clamped.
     unsafe {
         gemv_h2_kernel::launch_unchecked::<R>(
-            &ops.x.client,
-            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
-            CubeDim {
-                x: PLANE,
-                y: planes,
-                z: 1,
-            },
+            &l.ops.x.client,
+            l.cubes,
+            l.cube_dim,
             LINE_VECTOR,
-            ops.x.clone().into_tensor_arg(),
-            ops.s.into_tensor_arg(),
-            ops.packed.into_tensor_arg(),
-            ops.scales.into_tensor_arg(),
-            ops.zeros.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
+            l.ops.x.clone().into_tensor_arg(),
+            l.ops.s.into_tensor_arg(),
+            l.ops.packed.into_tensor_arg(),
+            l.ops.scales.into_tensor_arg(),
+            l.ops.zeros.into_tensor_arg(),
+            l.y.clone().into_tensor_arg(),
             dims.rows,
             dims.group_shift,
             dims.groups,
             dims.words_per_row / LINE_WORDS,
             H2_MAGIC,
-            ops.tokens_u,
-            rows_per_cube,
-            unroll,
-            planes,
+            l.ops.tokens_u,
+            l.rows_per_cube,
+            l.unroll,
+            l.planes,
         );
     }
-    Ok(wrap_float(y))
+    Ok(wrap_float(l.y))
 }
 
 /// The half2 GEMV for f16 activations and 4-bit codes (the f16 default where the layout
-/// allows it, see `super::GemvVariant::Auto`): [`gemv_vec_kernel`]'s tiling and loads with
+/// allows it, see `GemvPolicy::Auto`): [`gemv_vec_kernel`]'s tiling and loads with
 /// the decode and the dot products in packed f16 pairs (`__half2`, two values per
 /// instruction), about half the instructions per weight of the f32 decode (5.8 per weight
-/// there, session 8 call 1).
+/// there).
 ///
 /// Per packed word (codes `c0 … c7`, code `k` in bits `4k … 4k+3`) and row:
 /// - one mask-and-OR per pair puts codes `j` and `j + 4` (the same nibble of the word's two
@@ -96,9 +91,9 @@ pub(super) fn gemv<R: CubeRuntime, F: FloatElement>(
 /// Each step loads all its lines first, then decodes them, so a lane has no load in flight
 /// while it computes. Two ways to overlap them in registers were measured and dropped:
 /// - a register double buffer (the whole next step loaded before the current one is
-///   decoded): 168 registers instead of 95, slower on every shape (session 8 call 2);
+///   decoded): 168 registers instead of 95, slower on every shape;
 /// - a rolling prefetch (each row's line reloaded for the next step as soon as the row is
-///   done; commit 083f183): correct, 1.1-3.7× slower (session 12). ptxas put every reload
+///   done): correct, 1.1-3.7× slower. ptxas put every reload
 ///   on one scoreboard, so each row's first use waited for all outstanding reloads, the
 ///   previous row's included: a full memory latency per row. Written without branches,
 ///   ptxas moved all reloads to the end of the loop body instead: this kernel's schedule

@@ -209,6 +209,48 @@ pub(super) fn line_operands<R: CubeRuntime, F: FloatElement>(
     Ok(Ok((ops, y)))
 }
 
+/// A line GEMV's launch (vector, half2): prepared operands, the empty output, the tile
+/// resolved for the call and its grid.
+pub(super) struct LineLaunch<R: CubeRuntime> {
+    pub ops: GemvOperands<R>,
+    pub y: CubeTensor<R>,
+    pub rows_per_cube: u32,
+    pub planes: u32,
+    pub unroll: u32,
+    pub cubes: CubeCount,
+    pub cube_dim: CubeDim,
+}
+
+/// [`line_operands`] and the grid of `tile` for them; or the fused GEMV's result where an
+/// operand is not 16-byte aligned.
+#[allow(clippy::type_complexity)]
+pub(super) fn line_launch<R: CubeRuntime, F: FloatElement>(
+    x: BurnTensor<Cb<R, F>, 2>,
+    q: &QuantizedWeight<Cb<R, F>>,
+    input_scale: Option<BurnTensor<Cb<R, F>, 1>>,
+    dims: &WeightDims,
+    tile: LineTile,
+) -> Result<Result<LineLaunch<R>, BurnTensor<Cb<R, F>, 2>>, QuantError> {
+    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims)? {
+        Ok(prepared) => prepared,
+        Err(fallback) => return Ok(Err(fallback)),
+    };
+    let (rows_per_cube, planes, unroll) = tile.resolve_line(ops.tokens, dims.bits);
+    Ok(Ok(LineLaunch {
+        ops,
+        y,
+        rows_per_cube,
+        planes,
+        unroll,
+        cubes: CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
+        cube_dim: CubeDim {
+            x: PLANE,
+            y: planes,
+            z: 1,
+        },
+    }))
+}
+
 /// The tail shared by the split-K GEMV kernels: each thread's `m · R` partial dot products
 /// (`acc[t · R + r]`, token `t`, row `row0 + r`) are summed over the plane's lanes with
 /// `plane_sum`, then over the cube's planes in shared memory, and every output of the cube

@@ -21,7 +21,7 @@ use crate::cuda::PLANE;
 use crate::gemv_config::TmaTile;
 
 /// The TMA half2 GEMV (f16 activations, 4-bit codes, the vector layout with groups of 32 to
-/// `256 · U` columns and a multiple of 4 groups per row; `super::GemvVariant::Tma`):
+/// `256 · U` columns and a multiple of 4 groups per row; `GemvKernel::Tma`):
 /// [`gemv_h2_kernel`]'s decode and products, with the codes, scales, zeros, activations and
 /// input scale brought into shared memory by the Tensor Memory Accelerator instead of
 /// loaded into registers.
@@ -36,18 +36,18 @@ use crate::gemv_config::TmaTile;
 /// (`K = k_split`, which divides `P`): plane `p` takes rows `R · (p mod P / K)` onwards of
 /// the cube's `R · P / K`, and its row's blocks `p div (P / K)`, then every `K`-th one
 /// (split-K). One copy of a block's `x` and `s`, issued by the plane of row group 0 that
-/// takes the block, serves every row group. `K = P` is session 13's kernel (a cube of `R` rows, each plane
+/// takes the block, serves every row group. `K = P` makes a cube of `R` rows, each plane
 /// with its own copies of its blocks' activations: at one token and `R = 8` as many bytes
 /// as of codes, 4 per column each); `K = 1` lets `P` planes of separate rows share every
 /// copy. With more than one row group a slot is re-armed only after `sync_cube`, since
 /// every row group reads its activations.
 ///
 /// Reading `x` and `s` from global memory in the products, as [`gemv_h2_kernel`] does, left
-/// them waiting on those loads (session 13 call 2: 48% of the stall samples), and pairing
+/// them waiting on those loads (48% of the stall samples), and pairing
 /// `x ⊙ s` in a kernel of its own cost a launch per call. The `S` slots keep `S − 1` blocks'
 /// copies in flight while one is decoded, without holding registers (the register double
-/// buffer of [`gemv_h2_kernel`] took 168 registers, session 8) and without one copy
-/// instruction per lane and line (the `cp.async` of [`gemv_stream_kernel`]). One cube-wide
+/// buffer of [`gemv_h2_kernel`] took 168 registers) and without one copy
+/// instruction per lane and line (as a `cp.async` pipeline would issue). One cube-wide
 /// mbarrier per slot expects one arrival per plane (its lane 0, with the bytes it asked
 /// for): all planes run the same number of blocks, so every phase gets all of its arrivals,
 /// and no plane gets more than one phase ahead of another (it re-arms a slot only after
@@ -59,7 +59,7 @@ use crate::gemv_config::TmaTile;
 /// add nothing); their activations are never read (lines past the row are skipped) and
 /// rows past `rows` are not stored.
 ///
-/// With `mma` (`super::GemvTile::tma_mma`) the products run on tensor cores instead
+/// With `mma` (`GemvKernel::TmaMma`) the products run on tensor cores instead
 /// ([`tma_block_mma`]): `R` is 16 or 32, the codes are copied through a
 /// `[words / 32, rows, 32]` view with the 128-byte swizzle, no activations are copied
 /// (each plane reads its block's `x` and `s` from global memory, `xg` and `sg` with
@@ -284,7 +284,7 @@ pub(super) fn tma_block_products<N: Size>(
     let k16 = Vector::<f16, Const<2>>::new(f16::cast_from(0.0625f32));
     let k256 = Vector::<f16, Const<2>>::new(f16::cast_from(0.00390625f32));
     let (w_at, g_at) = (slot.w, slot.g);
-    // A run-time loop over the lane's lines, as in `stream_tile_products` (unrolled, the
+    // A run-time loop over the lane's lines, as in the half2 GEMV (unrolled, the
     // compiler hoists every line's shared-memory loads to the top).
     for u in 0..lines_per_lane {
         let l = u * PLANE + lane;
@@ -548,7 +548,7 @@ pub(super) fn gemv<R: CubeRuntime, F: FloatElement>(
     // the contiguous operands): a block's `32 · U` lines are one box of `16 · U` rows of 128
     // bytes, which the copies swizzle by 128 bytes so that the lanes' 16-byte reads hit
     // distinct banks. (Boxes of 16-byte rows faulted with an illegal address under the
-    // swizzle, session 13 call 4: the swizzle lays out whole 128-byte rows.)
+    // swizzle: the swizzle lays out whole 128-byte rows.)
     let f16_ty =
         cubecl::ir::StorageType::Scalar(cubecl::ir::ElemType::Float(cubecl::ir::FloatKind::F16));
     let rows64 = (dims.cols / 64) as usize;

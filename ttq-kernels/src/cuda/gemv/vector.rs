@@ -7,7 +7,7 @@ use burn_cubecl::{CubeRuntime, FloatElement};
 use cubecl::prelude::*;
 use ttq_core::{QuantError, QuantizedWeight};
 
-use super::{line_operands, store_gemv_rows, LINE_VECTOR, LINE_WORDS};
+use super::{line_launch, store_gemv_rows, LINE_VECTOR, LINE_WORDS};
 use crate::cuda::operands::{wrap_float, Cb, WeightDims};
 use crate::cuda::PLANE;
 use crate::gemv_config::LineTile;
@@ -144,7 +144,7 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // is multiplied by 2^-(bits · (k mod half)) (exact: a power of two;
                         // `1 / 2^e` of constants, which the compiler folds. A `reinterpret`
                         // of the constant exponent bits does not compile: CubeCL 0.10 emits
-                        // `reinterpret_cast<float const&>` of an rvalue, session 7 call 4).
+                        // `reinterpret_cast<float const&>` of an rvalue).
                         #[unroll]
                         for k in 0..cpw {
                             let e = bits * (k % half);
@@ -162,8 +162,8 @@ pub fn gemv_vec_kernel<F: Float, N: Size>(
                         // shifted code. Two instructions per code before the multiply-add
                         // (mask-and-or, subtract) instead of three. `magic` is 2²³'s bits
                         // as a run-time argument: with both constants immediate ptxas emits
-                        // two LOP3 per code (session 8 call 1); with one in a register they
-                        // fuse into one, 5% faster (call 2).
+                        // two LOP3 per code; with one in a register they
+                        // fuse into one, 5% faster.
                         #[unroll]
                         for k in 0..cpw {
                             let src = word >> (16 * (k / half));
@@ -200,43 +200,38 @@ pub(super) fn gemv<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
     tile: LineTile,
 ) -> Result<BurnTensor<Cb<R, F>, 2>, QuantError> {
-    let (ops, y) = match line_operands::<R, F>(x, q, input_scale, dims)? {
-        Ok(prepared) => prepared,
+    let l = match line_launch::<R, F>(x, q, input_scale, dims, tile)? {
+        Ok(launch) => launch,
         Err(fallback) => return Ok(fallback),
     };
-    let (rows_per_cube, planes, unroll) = tile.resolve_line(ops.tokens, dims.bits);
     // SAFETY: the caller checked the layout (rows of whole lines, activations of whole
-    // vectors), the operands are 16-byte aligned (`line_operands`), and every index in the
+    // vectors), the operands are 16-byte aligned (`line_launch`), and every index in the
     // kernel is guarded or clamped.
     unsafe {
         gemv_vec_kernel::launch_unchecked::<R>(
-            &ops.x.client,
-            CubeCount::Static(dims.rows.div_ceil(rows_per_cube), 1, 1),
-            CubeDim {
-                x: PLANE,
-                y: planes,
-                z: 1,
-            },
+            &l.ops.x.client,
+            l.cubes,
+            l.cube_dim,
             LINE_VECTOR,
-            ops.x.clone().into_tensor_arg(),
-            ops.s.into_tensor_arg(),
-            ops.packed.into_tensor_arg(),
-            ops.scales.into_tensor_arg(),
-            ops.zeros.into_tensor_arg(),
-            y.clone().into_tensor_arg(),
+            l.ops.x.clone().into_tensor_arg(),
+            l.ops.s.into_tensor_arg(),
+            l.ops.packed.into_tensor_arg(),
+            l.ops.scales.into_tensor_arg(),
+            l.ops.zeros.into_tensor_arg(),
+            l.y.clone().into_tensor_arg(),
             dims.rows,
             dims.group_shift,
             dims.groups,
             dims.words_per_row / LINE_WORDS,
             F32_MAGIC,
-            ops.tokens_u,
+            l.ops.tokens_u,
             dims.bits,
             LINE_WORDS,
-            rows_per_cube,
-            unroll,
-            planes,
+            l.rows_per_cube,
+            l.unroll,
+            l.planes,
             F::dtype().into(),
         );
     }
-    Ok(wrap_float(y))
+    Ok(wrap_float(l.y))
 }
