@@ -94,6 +94,20 @@ pub fn sample_windows(
         .collect())
 }
 
+/// Checks that the calibration statistics of `model`'s layers (a Gram matrix per linear,
+/// `ModelConfig::calibration_bytes`) fit the available memory, before any is collected.
+pub fn check_calibration_memory<B: Backend>(model: &CausalLm<B>) -> Result<(), EvalError> {
+    let c = model.config();
+    ttq_models::resources::check_memory(
+        &format!(
+            "the calibration statistics of AWQ/GPTQ ({} layers, widths {} and {})",
+            c.layers, c.hidden, c.intermediate
+        ),
+        c.calibration_bytes(),
+    )
+    .map_err(|m| EvalError::Model(ttq_models::ModelError::OutOfMemory(m)))
+}
+
 /// Runs `windows` through the full-precision `model` and returns every block linear's input
 /// statistics by layer name. Any quantization on the model is removed first.
 ///
@@ -105,6 +119,7 @@ pub fn collect_statistics<B: Backend>(
     windows: &[Vec<u32>],
     progress: bool,
 ) -> Result<BTreeMap<String, CalibrationStats<B>>, EvalError> {
+    check_calibration_memory(model)?;
     model.dequantize_all();
     model.observe_calibration();
     let start = Instant::now();

@@ -191,6 +191,22 @@ impl ModelConfig {
         params.and_then(|p| p.checked_mul(4))
     }
 
+    /// Bytes of the calibration statistics AWQ and GPTQ keep (`None` on overflow): per block
+    /// linear a Gram matrix `cols × cols` and a `cols` vector, in f32, for q, k, v, gate and up
+    /// (`hidden` columns), o (`heads · head_dim`) and down (`intermediate`).
+    pub fn calibration_bytes(&self) -> Option<u64> {
+        use crate::resources::{product, sum};
+        let (h, q, i) = (self.hidden, self.q_dim(), self.intermediate);
+        let per_layer = sum(&[
+            product(&[5, h, h + 1]),
+            product(&[q, q + 1]),
+            product(&[i, i + 1]),
+        ]);
+        per_layer
+            .and_then(|p| p.checked_mul(self.layers as u64))
+            .and_then(|p| p.checked_mul(4))
+    }
+
     /// Bytes a forward pass of `tokens` new positions after `start` cached ones allocates
     /// (`None` if the count overflows): the KV cache at its new capacity and its regrown
     /// copy, the activations of a layer, attention scores, probabilities and mask for

@@ -311,10 +311,7 @@ impl<B: Backend> CausalLm<B> {
         crate::resources::check_memory(
             &format!(
                 "the f32 weights of this {:?} model ({} layers, width {}, vocabulary {})",
-                config.family,
-                config.layers,
-                config.hidden,
-                config.vocab
+                config.family, config.layers, config.hidden, config.vocab
             ),
             config.weight_bytes(),
         )

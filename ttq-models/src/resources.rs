@@ -189,4 +189,26 @@ mod tests {
             assert!(e.contains("4 TB of weights needs about 4.0 TiB"), "{e}");
         }
     }
+
+    #[test]
+    fn model_estimates_are_in_the_right_range() {
+        let gemma = crate::presets::config_by_name("gemma3-270m").unwrap();
+        // 268 M parameters, of which the 262,144 x 640 embedding is counted three times
+        // (embedding, LM head, its transpose): about 2.6 GB of f32.
+        let w = gemma.weight_bytes().unwrap();
+        assert!((2_300_000_000..3_000_000_000).contains(&w), "{w}");
+        // A 17,401-token prompt with blocked attention and one logit row fits in < 2 GB;
+        // all 17,401 logit rows (evaluation) are 36 GB.
+        let prompt = gemma.forward_bytes(0, 17_401, 256, 1).unwrap();
+        assert!(prompt < 2 << 30, "{prompt}");
+        let all = gemma.forward_bytes(0, 17_401, 256, 17_401).unwrap();
+        assert!(all > 36_000_000_000, "{all}");
+        let qwen = crate::presets::config_by_name("qwen3-8b").unwrap();
+        let calib = qwen.calibration_bytes().unwrap();
+        assert!(calib > 30_000_000_000, "{calib}");
+        let mut absurd = gemma.clone();
+        absurd.layers = usize::MAX;
+        assert_eq!(absurd.weight_bytes(), None);
+        assert_eq!(absurd.calibration_bytes(), None);
+    }
 }

@@ -196,12 +196,15 @@ fn run_plan<B: CliBackend>(
     use_kernels(&mut loaded.model, &args.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
     let context = loaded.model.config().max_positions;
-    if calibrated && args.calib_len > context {
-        return Err(format!(
-            "--calib-len {} exceeds the model's context of {context}",
-            args.calib_len
-        )
-        .into());
+    if calibrated {
+        if args.calib_len > context {
+            return Err(format!(
+                "--calib-len {} exceeds the model's context of {context}",
+                args.calib_len
+            )
+            .into());
+        }
+        ttq_eval::calibration::check_calibration_memory(&loaded.model)?;
     }
     let add_bos = args.bos.resolve(&loaded);
     let texts = datasets
