@@ -29,10 +29,15 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Inputs of a command that reads the model at `model` (a directory or a file).
+    /// Inputs of a command that reads the model at `model` (a directory, or a GGUF file with
+    /// perhaps a `tokenizer.json` beside it).
     pub fn with_model(model: &Path) -> Self {
+        let mut files = vec![("--model".into(), model.to_path_buf())];
+        if model.is_file() {
+            files.push(("--model".into(), model.with_file_name("tokenizer.json")));
+        }
         Self {
-            files: vec![("--model".into(), model.to_path_buf())],
+            files,
             model: resolved(model),
         }
     }
@@ -181,6 +186,15 @@ mod tests {
             );
         }
         assert!(check_output("--json", &d.join("report.json"), &inputs).is_ok());
+        // A GGUF model file and the tokenizer beside it are inputs too.
+        let gguf = d.join("m.gguf");
+        std::fs::write(&gguf, "GGUF").unwrap();
+        std::fs::write(d.join("tokenizer.json"), "{}").unwrap();
+        let inputs = Inputs::with_model(&gguf);
+        for out in [gguf.clone(), d.join("tokenizer.json")] {
+            let e = check_output("--json", &out, &inputs).unwrap_err();
+            assert!(e.contains("is the input of --model"), "{e}");
+        }
         assert_eq!(std::fs::read_to_string(&data).unwrap(), "{}");
         std::fs::remove_dir_all(&d).ok();
     }
