@@ -21,6 +21,15 @@ pub enum QuantError {
         /// What was given.
         got: String,
     },
+    /// Weights (or weights times a column scale) that are NaN, infinite, or so large that a
+    /// group's range overflows f32: no finite scale can represent them.
+    #[error("cannot quantize {context}: {message}")]
+    NonFinite {
+        /// What was being quantized.
+        context: String,
+        /// What is wrong (NaN, infinite, or range overflow) and where.
+        message: String,
+    },
     /// A method was asked for something it cannot do (e.g. a calibration-based method without
     /// calibration data).
     #[error("{method}: {message}")]

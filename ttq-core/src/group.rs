@@ -14,6 +14,9 @@
 //! - Symmetric: `s = max|w| / (2^(bits-1) - 1)`, `z = 2^(bits-1)`.
 //! - All-zero groups get `s = 1`, `z` as above, and codes that dequantize to exactly 0.
 //! - Rounding is to nearest, ties to even.
+//! - Weights that are NaN or infinite, or so large that a group's range (or `max|w|`)
+//!   overflows f32, have no finite scale: quantizing them is a [`QuantError::NonFinite`],
+//!   never a panic or a silent garbage code.
 //!
 //! Codes are packed `⌊32 / bits⌋` to a `u32` word, low bits first: 8 per word at 4 bits,
 //! 16 at 2, 4 at 8, and 10, 6, 5, 4 at 3, 5, 6, 7 bits (the top bits of such words are
@@ -105,7 +108,7 @@ pub fn quantize<B: Backend>(
 ) -> Result<QuantizedWeight<B>, QuantError> {
     let [rows, cols] = w.dims();
     check_col_scale("quantize", cols, col_scale.as_ref())?;
-    let codes = quantize_codes(w, col_scale, spec);
+    let codes = quantize_codes(w, col_scale, spec)?;
     Ok(QuantizedWeight {
         packed: pack(codes.codes, spec.bits()),
         scales: codes.scales,
@@ -126,11 +129,15 @@ pub struct GroupCodes<B: Backend> {
 }
 
 /// Group-wise quantization without packing (see the module docs for the rules).
+///
+/// # Errors
+/// [`QuantError::NonFinite`] when a weight (times its column scale) is NaN or infinite, or a
+/// group's range overflows f32.
 pub fn quantize_codes<B: Backend>(
     w: Tensor<B, 2>,
     col_scale: Option<Tensor<B, 1>>,
     spec: &QuantSpec,
-) -> GroupCodes<B> {
+) -> Result<GroupCodes<B>, QuantError> {
     let [rows, cols] = w.dims();
     let g = spec.group_len(cols);
     let groups = spec.groups_per_row(cols);
@@ -158,16 +165,44 @@ pub fn quantize_codes<B: Backend>(
             (scale, zero)
         }
     };
+    // NaN survives `clamp`, and a float-to-int cast of NaN panics in Burn: check first.
+    check_finite(&padded, &scale, [rows, cols])?;
     let codes = (padded.div(scale.clone()).round() + zero.clone()).clamp(0.0, max_code);
     let codes = codes
         .reshape([rows, groups * g])
         .slice([0..rows, 0..cols])
         .int();
-    GroupCodes {
+    Ok(GroupCodes {
         codes,
         scales: scale.reshape([rows, groups]),
         zeros: zero.reshape([rows, groups]),
-    }
+    })
+}
+
+/// The error for a weight without a finite quantization: NaN or infinite values (after the
+/// column scale), or a group range beyond f32.
+fn check_finite<B: Backend>(
+    scaled: &Tensor<B, 3>,
+    scale: &Tensor<B, 3>,
+    shape: [usize; 2],
+) -> Result<(), QuantError> {
+    // Counted as integers: backends store booleans differently (u8 on CUDA).
+    let count = |t: Tensor<B, 3, burn::tensor::Bool>| t.int().sum().into_scalar().elem::<i64>();
+    let message = if count(scaled.clone().is_finite().bool_not()) > 0 {
+        if count(scaled.clone().is_nan()) > 0 {
+            "it holds NaN values"
+        } else {
+            "it holds infinite values"
+        }
+    } else if count(scale.clone().is_finite().bool_not()) > 0 {
+        "a group's range exceeds f32's largest value (about 3.4e38)"
+    } else {
+        return Ok(());
+    };
+    Err(QuantError::NonFinite {
+        context: format!("a [{}, {}] weight", shape[0], shape[1]),
+        message: message.into(),
+    })
 }
 
 /// Replaces zero (all-zero group) scales by one, so that codes are `z` and dequantize to 0.

@@ -67,7 +67,12 @@ impl QuantSpec {
     /// Parses a group size as written on a command line: a number, or `row`.
     pub fn parse_group(text: &str) -> Result<GroupSize, QuantError> {
         match text.trim() {
-            "row" | "0" | "-1" => Ok(GroupSize::Row),
+            "row" => Ok(GroupSize::Row),
+            // A number that means "no groups" in other tools; here it must be said in words.
+            "0" | "-1" => Err(QuantError::InvalidSpec(format!(
+                "group size `{text}` is not allowed: write `row` for one group per row, or a \
+                 power of two >= 8"
+            ))),
             t => t.parse::<usize>().map(GroupSize::Size).map_err(|_| {
                 QuantError::InvalidSpec(format!(
                     "group size must be a number or `row`, got `{text}`"
@@ -159,5 +164,9 @@ mod tests {
         assert_eq!(QuantSpec::parse_group("row").unwrap(), GroupSize::Row);
         assert_eq!(QuantSpec::parse_group("64").unwrap(), GroupSize::Size(64));
         assert!(QuantSpec::parse_group("abc").is_err());
+        for zero in ["0", "-1"] {
+            let err = QuantSpec::parse_group(zero).unwrap_err().to_string();
+            assert!(err.contains("write `row`"), "{err}");
+        }
     }
 }

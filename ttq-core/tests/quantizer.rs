@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use ttq_core::{
     group::{dequantize, pack, quantize, quantize_codes, unpack},
     tensor_io::to_i64_vec,
-    GroupSize, QuantScheme, QuantSpec,
+    GroupSize, QuantError, QuantScheme, QuantSpec,
 };
 
 fn spec_strategy() -> impl Strategy<Value = QuantSpec> {
@@ -84,7 +84,7 @@ fn codes_stay_in_range_and_zero_groups_dequantize_to_zero() {
     let spec = QuantSpec::asymmetric(3, 8).unwrap();
     let mut w = vec![0f32; 16];
     w[8..].copy_from_slice(&[5.0, -1.0, 0.5, 2.0, -3.0, 0.0, 1.0, 4.0]);
-    let codes = quantize_codes(tensor2(w.clone(), [1, 16]), None, &spec);
+    let codes = quantize_codes(tensor2(w.clone(), [1, 16]), None, &spec).unwrap();
     let codes_v = to_i64_vec(codes.codes);
     assert!(codes_v.iter().all(|&c| (0..=7).contains(&c)));
     let q = quantize(tensor2(w, [1, 16]), None, &spec).unwrap();
@@ -117,4 +117,39 @@ fn column_scale_of_wrong_length_is_an_error() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("column scale"), "{err}");
+}
+
+#[test]
+fn non_finite_and_overflowing_weights_are_errors_not_panics() {
+    for scheme in [QuantScheme::Asymmetric, QuantScheme::Symmetric] {
+        let spec = QuantSpec::new(4, GroupSize::Size(8), scheme).unwrap();
+        for (bad, what) in [
+            (f32::NAN, "NaN"),
+            (f32::INFINITY, "infinite"),
+            (f32::NEG_INFINITY, "infinite"),
+        ] {
+            let mut w = vec![0.5f32; 16];
+            w[11] = bad;
+            let err = quantize(tensor2(w, [2, 8]), None, &spec).unwrap_err();
+            assert!(
+                matches!(&err, QuantError::NonFinite { .. }) && err.to_string().contains(what),
+                "{scheme:?} {bad}: {err}"
+            );
+        }
+    }
+    // A group spanning -f32::MAX..f32::MAX has a range beyond f32 (asymmetric); one huge
+    // value alone still quantizes.
+    let spec = QuantSpec::asymmetric(4, 8).unwrap();
+    let mut w = vec![0.0f32; 8];
+    w[0] = f32::MAX;
+    w[1] = -f32::MAX;
+    let err = quantize(tensor2(w.clone(), [1, 8]), None, &spec).unwrap_err();
+    assert!(err.to_string().contains("exceeds f32"), "{err}");
+    w[1] = 0.0;
+    let q = quantize(tensor2(w, [1, 8]), None, &spec).unwrap();
+    assert!(vec2(dequantize(&q)).iter().all(|v| v.is_finite()));
+    // A finite weight times an overflowing column scale is caught too.
+    let d = Tensor::<B, 1>::from_data(TensorData::new(vec![1e30f32; 8], [8]), &Default::default());
+    let w = tensor2(vec![1e10f32; 8], [1, 8]);
+    assert!(quantize(w, Some(d), &spec).is_err());
 }

@@ -31,10 +31,37 @@ impl Default for CalibrationSampling {
     }
 }
 
+/// Most calibration tokens one set may hold: 2^24 (128 times the paper's largest, 2^17).
+/// Each is a forward pass's worth of work; a billion would run for days and then exhaust
+/// memory, so a request beyond this is refused before anything runs.
+pub const MAX_CALIBRATION_TOKENS: usize = 1 << 24;
+
 impl CalibrationSampling {
-    /// Total calibration tokens.
+    /// Total calibration tokens (saturating).
     pub fn tokens(&self) -> usize {
-        self.samples * self.len
+        self.samples.saturating_mul(self.len)
+    }
+
+    /// Checks the counts without any text or model: at least one window of at least 2
+    /// tokens, and at most [`MAX_CALIBRATION_TOKENS`] in all.
+    pub fn validate(&self) -> Result<(), EvalError> {
+        if self.samples == 0 || self.len < 2 {
+            return Err(EvalError::Invalid(format!(
+                "calibration needs at least one window of at least 2 tokens (got {} x {})",
+                self.samples, self.len
+            )));
+        }
+        if self
+            .samples
+            .checked_mul(self.len)
+            .is_none_or(|n| n > MAX_CALIBRATION_TOKENS)
+        {
+            return Err(EvalError::Invalid(format!(
+                "calibration of {} windows x {} tokens exceeds the limit of {} tokens",
+                self.samples, self.len, MAX_CALIBRATION_TOKENS
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -46,12 +73,7 @@ pub fn sample_windows(
     sampling: &CalibrationSampling,
     bos: Option<u32>,
 ) -> Result<Vec<Vec<u32>>, EvalError> {
-    if sampling.samples == 0 || sampling.len < 2 {
-        return Err(EvalError::Invalid(format!(
-            "calibration needs at least one window of at least 2 tokens (got {} x {})",
-            sampling.samples, sampling.len
-        )));
-    }
+    sampling.validate()?;
     if tokens.len() < sampling.len {
         return Err(EvalError::Invalid(format!(
             "calibration windows of {} tokens do not fit in a text of {} tokens",
@@ -72,6 +94,20 @@ pub fn sample_windows(
         .collect())
 }
 
+/// Checks that the calibration statistics of `model`'s layers (a Gram matrix per linear,
+/// `ModelConfig::calibration_bytes`) fit the available memory, before any is collected.
+pub fn check_calibration_memory<B: Backend>(model: &CausalLm<B>) -> Result<(), EvalError> {
+    let c = model.config();
+    ttq_models::resources::check_memory(
+        &format!(
+            "the calibration statistics of AWQ/GPTQ ({} layers, widths {} and {})",
+            c.layers, c.hidden, c.intermediate
+        ),
+        c.calibration_bytes(),
+    )
+    .map_err(|m| EvalError::Model(ttq_models::ModelError::OutOfMemory(m)))
+}
+
 /// Runs `windows` through the full-precision `model` and returns every block linear's input
 /// statistics by layer name. Any quantization on the model is removed first.
 ///
@@ -83,6 +119,7 @@ pub fn collect_statistics<B: Backend>(
     windows: &[Vec<u32>],
     progress: bool,
 ) -> Result<BTreeMap<String, CalibrationStats<B>>, EvalError> {
+    check_calibration_memory(model)?;
     model.dequantize_all();
     model.observe_calibration();
     let start = Instant::now();
@@ -143,6 +180,27 @@ mod tests {
         };
         assert!(sample_windows(&tokens, &s, None).is_err());
         assert!(sample_windows(&tokens, &CalibrationSampling { len: 10, ..s }, None).is_ok());
+    }
+
+    #[test]
+    fn huge_or_overflowing_calibration_sets_are_refused_before_sampling() {
+        let tokens: Vec<u32> = (0..1000).collect();
+        for (samples, len) in [(1_000_000_000, 512), (usize::MAX, 2), (1 << 20, 1 << 20)] {
+            let s = CalibrationSampling {
+                samples,
+                len,
+                seed: 0,
+            };
+            let e = sample_windows(&tokens, &s, None).unwrap_err().to_string();
+            assert!(e.contains("exceeds the limit"), "{e}");
+        }
+        assert!(CalibrationSampling {
+            samples: 256,
+            len: 65_536,
+            seed: 0
+        }
+        .validate()
+        .is_ok());
     }
 
     #[test]

@@ -71,6 +71,25 @@ impl Dataset {
         }
     }
 
+    /// The file this text is read from (`data_dir` holds the standard ones).
+    pub fn file(&self, data_dir: &Path) -> PathBuf {
+        match self {
+            Self::WikiText2 => data_dir.join("wiki.test.raw"),
+            Self::Ptb => data_dir.join("ptb.test.txt"),
+            Self::C4 => data_dir.join("c4-train.00000-sample-1000.jsonl"),
+            Self::TextFile(p) | Self::Jsonl(p) => p.clone(),
+        }
+    }
+
+    /// Checks, without reading it, that the text's file is a regular file: a missing file,
+    /// a directory or a device (`/dev/urandom`) is an error before any model is loaded.
+    pub fn check_file(&self, data_dir: &Path) -> Result<(), EvalError> {
+        let path = self.file(data_dir);
+        ttq_models::resources::regular_file_len(&path)
+            .map(|_| ())
+            .map_err(|source| EvalError::Io { path, source })
+    }
+
     /// The joined text. `data_dir` holds the standard files (`../shared/data`).
     pub fn load(&self, data_dir: &Path) -> Result<String, EvalError> {
         match self {
@@ -86,8 +105,10 @@ impl Dataset {
     }
 }
 
+/// Reads a text: regular files only (not `/dev/urandom` or a pipe), at most their size, and
+/// only when that fits the available memory.
 fn read(path: &Path) -> Result<String, EvalError> {
-    std::fs::read_to_string(path).map_err(|source| EvalError::Io {
+    ttq_models::resources::read_regular_to_string(path).map_err(|source| EvalError::Io {
         path: path.to_path_buf(),
         source,
     })

@@ -101,6 +101,32 @@ impl MethodSpec {
             ..Self::default()
         };
         let mut positional = 0;
+        let dynamic = matches!(kind, MethodKind::Ttq | MethodKind::TtqLr);
+        // Every field must mean something for the kind: `awq:w4:act` is an error, not AWQ
+        // with `act` silently dropped.
+        let only = |field: &str, ok: bool, which: &str| -> Result<(), EvalError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(bad(format!("field `{field}` only applies to {which}")))
+            }
+        };
+        let int = |field: &str, digits: &str, what: &str| -> Result<u64, EvalError> {
+            digits.parse::<u64>().map_err(|_| {
+                bad(format!(
+                    "`{field}`: {what} must be a whole number >= 0, got `{digits}`"
+                ))
+            })
+        };
+        let bits = |field: &str, digits: &str| -> Result<u32, EvalError> {
+            let b = int(field, digits, "bits")?;
+            u32::try_from(b).map_err(|_| bad(format!("`{field}`: bits must be in 2..=8")))
+        };
+        if kind == MethodKind::Fp {
+            if let Some(f) = parts.next() {
+                return Err(bad(format!("`fp` takes no fields, got `{f}`")));
+            }
+        }
         for field in parts {
             let num = |s: &str| -> Result<f64, EvalError> {
                 s.parse::<f64>()
@@ -108,9 +134,12 @@ impl MethodSpec {
             };
             if field.parse::<f64>().is_ok() {
                 match positional {
-                    0 => m.bits = num(field)? as u32,
+                    0 => m.bits = bits(field, field)?,
                     1 => m.group = parse_group(field).map_err(&bad)?,
-                    2 => m.alpha = num(field)? as f32,
+                    2 => {
+                        only(field, dynamic, "ttq and ttqlr (alpha)")?;
+                        m.alpha = num(field)? as f32;
+                    }
                     _ => return Err(bad("too many positional fields".into())),
                 }
                 positional += 1;
@@ -118,14 +147,34 @@ impl MethodSpec {
             }
             match field {
                 "sym" => m.symmetric = true,
-                "act" => m.act_order = true,
-                "noclip" => m.clip = false,
-                "wsvd" => m.weighted_svd = true,
-                f if f.starts_with('w') => m.bits = num(&f[1..])? as u32,
+                "act" => {
+                    only(field, kind == MethodKind::Gptq, "gptq (act-order)")?;
+                    m.act_order = true;
+                }
+                "noclip" => {
+                    only(field, kind == MethodKind::Awq, "awq (clipping search)")?;
+                    m.clip = false;
+                }
+                "wsvd" => {
+                    only(field, kind == MethodKind::TtqLr, "ttqlr (weighted SVD)")?;
+                    m.weighted_svd = true;
+                }
+                f if f.starts_with('w') => m.bits = bits(f, &f[1..])?,
                 f if f.starts_with('g') => m.group = parse_group(&f[1..]).map_err(&bad)?,
-                f if f.starts_with('a') => m.alpha = num(&f[1..])? as f32,
-                f if f.starts_with('l') => m.lambda = num(&f[1..])? as f32,
-                f if f.starts_with('r') => m.rank = num(&f[1..])? as usize,
+                f if f.starts_with('a') => {
+                    only(f, dynamic, "ttq and ttqlr (alpha)")?;
+                    m.alpha = num(&f[1..])? as f32;
+                }
+                f if f.starts_with('l') => {
+                    only(f, dynamic, "ttq and ttqlr (lambda)")?;
+                    m.lambda = num(&f[1..])? as f32;
+                }
+                f if f.starts_with('r') => {
+                    only(f, kind == MethodKind::TtqLr, "ttqlr (rank)")?;
+                    let r = int(f, &f[1..], "the rank")?;
+                    m.rank =
+                        usize::try_from(r).map_err(|_| bad(format!("`{f}`: rank too large")))?;
+                }
                 f => return Err(bad(format!("unknown field `{f}`"))),
             }
         }
@@ -135,12 +184,20 @@ impl MethodSpec {
         Ok(m)
     }
 
-    /// Parses a comma-separated list.
+    /// Parses a comma-separated list; an empty list is an error (a run of nothing).
     pub fn parse_list(text: &str) -> Result<Vec<Self>, EvalError> {
-        text.split(',')
+        let list = text
+            .split(',')
             .filter(|s| !s.trim().is_empty())
             .map(Self::parse)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        if list.is_empty() {
+            return Err(EvalError::Invalid(format!(
+                "the method list `{text}` is empty: give at least one of fp, rtn, awq, gptq, \
+                 ttq, ttqlr"
+            )));
+        }
+        Ok(list)
     }
 
     /// Whether the method needs calibration statistics.
@@ -294,6 +351,17 @@ mod tests {
             "ttq:a-1",
             "gptq:w4:zzz",
             "rtn:4:128:0.5:1",
+            "ttqlr:w4:r-5",
+            "ttqlr:w4:r1.5",
+            "awq:w4:act",
+            "gptq:w4:noclip",
+            "rtn:w4:a0.5",
+            "rtn:w4:r8",
+            "ttq:w4:wsvd",
+            "rtn:w4.5",
+            "rtn:w-4",
+            "rtn:g0",
+            "fp:w4",
         ] {
             let err = MethodSpec::parse(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");

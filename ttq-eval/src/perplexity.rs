@@ -98,8 +98,16 @@ pub fn perplexity<B: Backend>(
 ) -> Result<PerplexityReport, EvalError> {
     if windows.is_empty() {
         return Err(EvalError::Invalid(
-            "no complete window: the text is shorter than seqlen".into(),
+            "no window to evaluate: the text is shorter than seqlen (or 0 windows were asked for)"
+                .into(),
         ));
+    }
+    if let Some(w) = windows.iter().find(|w| w.len() != windows[0].len()) {
+        return Err(EvalError::Invalid(format!(
+            "windows differ in length ({} and {})",
+            windows[0].len(),
+            w.len()
+        )));
     }
     let seqlen = windows[0].len();
     if seqlen < 2 {
@@ -138,7 +146,18 @@ pub fn perplexity<B: Backend>(
         };
         let [_, rows, vocab] = logits.dims();
         let scored = logits.slice([0..1, first_target - 1..rows, 0..vocab]);
-        nll += nll_sum(scored, &w[first_target..]);
+        let window_nll = nll_sum(scored, &w[first_target..]);
+        if !window_nll.is_finite() {
+            // A NaN or infinite loss is not a perplexity: report it, never print "ppl NaN".
+            return Err(EvalError::Invalid(format!(
+                "window {} of {} gave a non-finite loss ({window_nll}): the model produced \
+                 NaN or infinite logits (weights, quantization or an overflow), so there is no \
+                 perplexity to report",
+                i + 1,
+                windows.len()
+            )));
+        }
+        nll += window_nll;
         count += seqlen - first_target;
         if options.progress {
             let secs = start.elapsed().as_secs_f64();

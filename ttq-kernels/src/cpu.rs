@@ -65,7 +65,7 @@ impl<B: Backend> QuantKernels<B> for CpuReference {
         check_col_scale("quantize", cols, col_scale.as_ref())?;
         let device = w.device();
         let d = col_scale.map(to_f32_vec);
-        let host = reference::quantize(&to_f32_vec(w), rows, cols, d.as_deref(), spec);
+        let host = reference::try_quantize(&to_f32_vec(w), rows, cols, d.as_deref(), spec)?;
         Ok(from_host(host, &device))
     }
 

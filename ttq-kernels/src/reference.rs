@@ -4,7 +4,7 @@
 //! same f32 operation order for quantization (so codes match the tensor-op path exactly) and
 //! with f64 accumulation for sums over tokens and channels.
 
-use ttq_core::{PackLayout, QuantScheme, QuantSpec, TtqScaleConfig};
+use ttq_core::{PackLayout, QuantError, QuantScheme, QuantSpec, TtqScaleConfig};
 
 /// Per-channel statistics of `x` (`[tokens, d]`): `(max_abs, mean_sq_normalized)` as in
 /// `ttq_core::ChannelStats`, accumulated in f64.
@@ -61,7 +61,70 @@ pub struct HostQuantized {
     pub shape: [usize; 2],
 }
 
+/// [`quantize`] for untrusted input: checks the shapes and that every `w · col_scale` is
+/// finite and every group's scale too, and returns a [`QuantError`] naming the problem
+/// (with the first offending row and column) instead of garbage codes or a panic.
+pub fn try_quantize(
+    w: &[f32],
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+) -> Result<HostQuantized, QuantError> {
+    let expected = rows.checked_mul(cols);
+    if expected != Some(w.len()) || cols == 0 {
+        return Err(QuantError::shape(
+            "quantize",
+            format!("a non-empty [{rows}, {cols}] weight"),
+            format!("{} values", w.len()),
+        ));
+    }
+    if let Some(d) = col_scale {
+        if d.len() != cols {
+            return Err(QuantError::shape(
+                "quantize",
+                format!("a column scale of length {cols}"),
+                format!("length {}", d.len()),
+            ));
+        }
+    }
+    let non_finite = |message: String| QuantError::NonFinite {
+        context: format!("a [{rows}, {cols}] weight"),
+        message,
+    };
+    let g = spec.group_len(cols);
+    let max_code = spec.max_code() as f32;
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let scaled: Vec<f32> = match col_scale {
+            Some(d) => row.iter().zip(d).map(|(w, d)| w * d).collect(),
+            None => row.to_vec(),
+        };
+        if let Some(c) = scaled.iter().position(|v| !v.is_finite()) {
+            let what = if scaled[c].is_nan() {
+                "NaN"
+            } else {
+                "infinite"
+            };
+            return Err(non_finite(format!(
+                "it holds {what} values (first at row {r}, column {c})"
+            )));
+        }
+        for (gi, group) in scaled.chunks(g).enumerate() {
+            if !group_params(group, spec, max_code).0.is_finite() {
+                return Err(non_finite(format!(
+                    "a group's range exceeds f32's largest value (about 3.4e38) (row {r}, \
+                     columns from {})",
+                    gi * g
+                )));
+            }
+        }
+    }
+    Ok(quantize(w, rows, cols, col_scale, spec))
+}
+
 /// Quantizes `w · diag(col_scale)` (`w` is `[rows, cols]`) group-wise and packs the codes.
+/// Inputs are trusted: `w` must be `[rows, cols]` and finite (see [`try_quantize`], which
+/// checks both).
 pub fn quantize(
     w: &[f32],
     rows: usize,

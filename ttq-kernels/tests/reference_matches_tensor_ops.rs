@@ -132,3 +132,43 @@ fn reference_errors_on_bad_shapes() {
         .quantize(t2(vec![1.0; 32], [2, 16]), Some(t1(vec![1.0; 4])), &spec)
         .is_err());
 }
+
+/// NaN, infinite and overflowing weights are a `QuantError` from both paths (never a panic
+/// or garbage codes), and both name the same problem.
+#[test]
+fn non_finite_weights_are_errors_on_both_paths() {
+    let spec = QuantSpec::asymmetric(4, 8).unwrap();
+    let cases: [(Vec<f32>, &str); 4] = [
+        (
+            [vec![0.5; 5], vec![f32::NAN], vec![0.5; 10]].concat(),
+            "NaN",
+        ),
+        (
+            [vec![0.5; 9], vec![f32::INFINITY], vec![0.5; 6]].concat(),
+            "infinite",
+        ),
+        (
+            [vec![f32::NEG_INFINITY], vec![0.5; 15]].concat(),
+            "infinite",
+        ),
+        (
+            [vec![f32::MAX, -f32::MAX], vec![0.0; 14]].concat(),
+            "exceeds f32",
+        ),
+    ];
+    for (w, what) in cases {
+        let host = reference::try_quantize(&w, 2, 8, None, &spec).unwrap_err();
+        assert!(host.to_string().contains(what), "{what}: {host}");
+        let cpu = CpuReference
+            .quantize(t2(w.clone(), [2, 8]), None, &spec)
+            .unwrap_err();
+        assert!(cpu.to_string().contains(what), "{what}: {cpu}");
+        let ops = TensorOpsKernels
+            .quantize(t2(w, [2, 8]), None, &spec)
+            .unwrap_err();
+        assert!(ops.to_string().contains(what), "{what}: {ops}");
+    }
+    // Wrong lengths are errors too, not assertion failures.
+    assert!(reference::try_quantize(&[1.0; 7], 2, 4, None, &spec).is_err());
+    assert!(reference::try_quantize(&[1.0; 8], 2, 4, Some(&[1.0; 3]), &spec).is_err());
+}

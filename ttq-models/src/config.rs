@@ -122,7 +122,115 @@ pub struct ModelConfig {
     pub eos_tokens: Vec<u32>,
 }
 
+/// Largest number of layers ttq accepts (the largest open models have about 130).
+pub const MAX_LAYERS: usize = 1024;
+/// Largest hidden, intermediate or attention width.
+pub const MAX_WIDTH: usize = 1 << 20;
+/// Largest number of (query or key/value) heads.
+pub const MAX_HEADS: usize = 1 << 12;
+/// Largest head dimension.
+pub const MAX_HEAD_DIM: usize = 1 << 12;
+/// Largest vocabulary.
+pub const MAX_VOCAB: usize = 1 << 24;
+/// Largest context length.
+pub const MAX_POSITIONS: usize = 1 << 28;
+
+/// Checks `(name, value, limit)` triples before anything of those sizes is allocated: a
+/// config that says `num_hidden_layers: 1000000000` is an error, not an allocation. Names
+/// are the keys as written in the file.
+pub fn check_limits(dims: &[(&str, usize, usize)]) -> Result<(), String> {
+    for &(name, value, limit) in dims {
+        if value > limit {
+            return Err(format!(
+                "{name} = {value} exceeds the largest supported value ({limit})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl ModelConfig {
+    /// The size limits of [`check_limits`] under this struct's field names.
+    pub fn check_limits(&self) -> Result<(), String> {
+        check_limits(&[
+            ("layers", self.layers, MAX_LAYERS),
+            ("hidden", self.hidden, MAX_WIDTH),
+            ("intermediate", self.intermediate, MAX_WIDTH),
+            ("heads", self.heads, MAX_HEADS),
+            ("kv_heads", self.kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_HEAD_DIM),
+            ("vocab", self.vocab, MAX_VOCAB),
+            ("max_positions", self.max_positions, MAX_POSITIONS),
+        ])
+    }
+
+    /// Bytes of the model's f32 weights in memory, the LM head's transposed copy included
+    /// (`None` if the count overflows).
+    pub fn weight_bytes(&self) -> Option<u64> {
+        use crate::resources::{product, sum};
+        let (h, q, kv, i) = (self.hidden, self.q_dim(), self.kv_dim(), self.intermediate);
+        let mlp_mats = if self.mlp == MlpKind::Relu { 2 } else { 3 };
+        let per_layer = sum(&[
+            product(&[2, q, h]),
+            product(&[2, kv, h]),
+            product(&[mlp_mats, i, h]),
+            product(&[8, h]),
+            product(&[2, self.head_dim]),
+            product(&[2, q + kv + i]),
+        ]);
+        let learned = match self.positions {
+            Positions::Learned { offset } => product(&[self.max_positions + offset, h]),
+            Positions::Rope => Some(0),
+        };
+        let params = sum(&[
+            per_layer.and_then(|p| p.checked_mul(self.layers as u64)),
+            // Embedding, LM head (a second copy when untied) and its transpose.
+            product(&[3, self.vocab, h]),
+            learned,
+        ]);
+        params.and_then(|p| p.checked_mul(4))
+    }
+
+    /// Bytes of the calibration statistics AWQ and GPTQ keep (`None` on overflow): per block
+    /// linear a Gram matrix `cols × cols` and a `cols` vector, in f32, for q, k, v, gate and up
+    /// (`hidden` columns), o (`heads · head_dim`) and down (`intermediate`).
+    pub fn calibration_bytes(&self) -> Option<u64> {
+        use crate::resources::{product, sum};
+        let (h, q, i) = (self.hidden, self.q_dim(), self.intermediate);
+        let per_layer = sum(&[
+            product(&[5, h, h + 1]),
+            product(&[q, q + 1]),
+            product(&[i, i + 1]),
+        ]);
+        per_layer
+            .and_then(|p| p.checked_mul(self.layers as u64))
+            .and_then(|p| p.checked_mul(4))
+    }
+
+    /// Bytes a forward pass of `tokens` new positions after `start` cached ones allocates
+    /// (`None` if the count overflows): the KV cache at its new capacity and its regrown
+    /// copy, the activations of a layer, attention scores, probabilities and mask for
+    /// `query_rows` query rows at a time, and `logit_rows` rows of logits (twice: a
+    /// log-softmax follows in evaluation).
+    pub fn forward_bytes(
+        &self,
+        start: usize,
+        tokens: usize,
+        query_rows: usize,
+        logit_rows: usize,
+    ) -> Option<u64> {
+        use crate::resources::{product, sum};
+        let capacity = start
+            .checked_add(tokens)?
+            .checked_add(crate::nn::kv_cache::KV_BLOCK)?;
+        let (h, q, kv, i) = (self.hidden, self.q_dim(), self.kv_dim(), self.intermediate);
+        let cache = product(&[self.layers + 2, 2, kv, capacity]);
+        let activations = product(&[tokens, 6 * h + 3 * q + 4 * kv + 4 * i]);
+        let attention = product(&[3, self.heads, query_rows.min(tokens), capacity]);
+        let logits = product(&[2, logit_rows, self.vocab]);
+        sum(&[cache, activations, attention, logits]).and_then(|n| n.checked_mul(4))
+    }
+
     /// Width of all query heads together.
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
@@ -133,8 +241,9 @@ impl ModelConfig {
         self.kv_heads * self.head_dim
     }
 
-    /// Checks the invariants the transformer relies on.
+    /// Checks the invariants the transformer relies on, and the size limits.
     pub fn validate(&self) -> Result<(), String> {
+        self.check_limits()?;
         let positive = [
             ("hidden", self.hidden),
             ("layers", self.layers),

@@ -92,6 +92,22 @@ pub enum ModelError {
         /// What went wrong.
         source: QuantError,
     },
+    /// A weight that is NaN or infinite: it would make every output NaN (and cannot be
+    /// quantized), so the model is refused at load.
+    #[error("{path}: tensor `{tensor}` holds a non-finite value ({value} at flat index {index}); the weights are corrupt")]
+    NonFiniteWeight {
+        /// The weights file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The first bad value.
+        value: f32,
+        /// Its flat (row-major) index.
+        index: usize,
+    },
+    /// Something would need more memory than the machine has.
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A bad request at run time (empty prompt, token id out of range, …).
     #[error("{0}")]
     Invalid(String),

@@ -170,23 +170,40 @@ impl GenerationStats {
 
 /// The logits of a `[1, 1, vocab]` tensor as a host vector.
 fn logits_row<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<Vec<f32>> {
+    let half = is_half(&logits);
     let row: Vec<f32> = logits
         .into_data()
         .convert::<f32>()
         .into_vec()
         .map_err(|e| ModelError::Invalid(format!("reading logits: {e:?}")))?;
     if let Some(bad) = row.iter().find(|v| !v.is_finite()) {
-        return Err(non_finite_logits(&format!("a logit is {bad}")));
+        return Err(non_finite_logits(&format!("a logit is {bad}"), half));
     }
     Ok(row)
 }
 
+/// Whether `t` is computed in a 16-bit float type.
+fn is_half<B: Backend, const D: usize>(t: &burn::tensor::Tensor<B, D>) -> bool {
+    matches!(
+        t.dtype(),
+        burn::tensor::DType::F16 | burn::tensor::DType::BF16
+    )
+}
+
 /// The error for NaN or infinite logits: sampling from them would be a silent wrong answer.
-fn non_finite_logits(what: &str) -> ModelError {
-    ModelError::Invalid(format!(
-        "the model produced non-finite logits ({what}); with --dtype f16 this is usually an \
-         overflow of f16's range (Gemma 3's activations exceed it): use --dtype f32"
-    ))
+/// In f16 the likely cause is an overflow of its range; in f32 it is the weights or inputs.
+fn non_finite_logits(what: &str, half: bool) -> ModelError {
+    ModelError::Invalid(if half {
+        format!(
+            "the model produced non-finite logits ({what}); in f16 this is usually an \
+             overflow of f16's range (Gemma 3's activations exceed it): use --dtype f32"
+        )
+    } else {
+        format!(
+            "the model produced non-finite logits ({what}) in f32: the weights or the \
+             quantization produce overflowing activations"
+        )
+    })
 }
 
 /// A non-empty prompt whose tokens plus `new_tokens` fit the model's context.
@@ -195,7 +212,8 @@ fn check_request(config: &crate::ModelConfig, prompt_len: usize, new_tokens: usi
         return Err(ModelError::Invalid("the prompt is empty".into()));
     }
     let limit = config.max_positions;
-    if prompt_len + new_tokens > limit {
+    // Checked: a wrapped sum (`--max-new-tokens 18446744073709551615`) must not pass.
+    if prompt_len.checked_add(new_tokens).is_none_or(|n| n > limit) {
         return Err(ModelError::Invalid(format!(
             "prompt ({prompt_len} tokens) + {new_tokens} new tokens exceeds the model's context of {limit}"
         )));
@@ -300,6 +318,7 @@ pub fn greedy_timed<B: Backend>(
 /// a backend's max may skip NaNs, so they are looked for separately).
 fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
     let vocab = logits.dims()[2];
+    let half = is_half(&logits);
     // Read as an integer: backends store booleans differently (u8 on CUDA), and a bool
     // readback with the wrong storage type is an error.
     let nans = logits
@@ -312,7 +331,7 @@ fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
         .into_vec::<i64>()
         .map_err(|e| ModelError::Invalid(format!("reading the NaN check: {e:?}")))?;
     if nans.first().copied().unwrap_or(0) > 0 {
-        return Err(non_finite_logits("some are NaN"));
+        return Err(non_finite_logits("some are NaN", half));
     }
     let (max, id) = logits.max_dim_with_indices(2);
     let id = id
@@ -326,11 +345,13 @@ fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
         .into_vec::<f32>()
         .map_err(|e| ModelError::Invalid(format!("reading the largest logit: {e:?}")))?;
     match (id.first(), max.first()) {
-        (_, Some(m)) if !m.is_finite() => Err(non_finite_logits(&format!("the largest is {m}"))),
+        (_, Some(m)) if !m.is_finite() => {
+            Err(non_finite_logits(&format!("the largest is {m}"), half))
+        }
         (Some(&v), Some(_)) => u32::try_from(v)
             .ok()
             .filter(|&v| (v as usize) < vocab)
-            .ok_or_else(|| non_finite_logits(&format!("the argmax was {v}"))),
+            .ok_or_else(|| non_finite_logits(&format!("the argmax was {v}"), half)),
         _ => Err(ModelError::Invalid("empty logits".into())),
     }
 }
@@ -355,7 +376,12 @@ mod tests {
             let e = argmax_id(logits(vec![0.5, bad, -1.0]))
                 .unwrap_err()
                 .to_string();
-            assert!(e.contains("non-finite logits") && e.contains("f32"), "{e}");
+            // f32 logits: no hint about f16.
+            assert!(
+                e.contains("non-finite logits") && e.contains(") in f32"),
+                "{e}"
+            );
+            assert!(!e.contains("f16"), "{e}");
             let e = logits_row(logits(vec![bad, 0.0])).unwrap_err().to_string();
             assert!(e.contains("non-finite logits"), "{e}");
         }
@@ -363,6 +389,19 @@ mod tests {
             logits_row(logits(vec![1.0, -2.0])).unwrap(),
             vec![1.0, -2.0]
         );
+    }
+
+    #[test]
+    fn requests_past_the_context_are_errors_even_when_the_sum_overflows() {
+        let config = crate::presets::config_by_name("gemma3-270m").unwrap();
+        let limit = config.max_positions;
+        assert!(check_request(&config, 10, limit - 10).is_ok());
+        for (prompt, new) in [(10, limit - 9), (10, usize::MAX), (usize::MAX, 1), (0, 1)] {
+            assert!(
+                check_request(&config, prompt, new).is_err(),
+                "{prompt} + {new}"
+            );
+        }
     }
 
     #[test]

@@ -110,6 +110,25 @@ pub fn gguf_config(file: &GgufFile) -> Result<(ModelConfig, GgufQuirks)> {
         .into_iter()
         .collect();
     let tie = file.tensor("output.weight").is_none();
+    let intermediate = u("feed_forward_length")?;
+    // Before `layers` sizes any allocation (a corrupt block_count of 4e9 is an error).
+    {
+        use crate::config::*;
+        check_limits(&[
+            (&key("block_count"), layers, MAX_LAYERS),
+            (&key("embedding_length"), hidden, MAX_WIDTH),
+            (&key("feed_forward_length"), intermediate, MAX_WIDTH),
+            (&key("attention.head_count"), heads, MAX_HEADS),
+            (&key("attention.head_count_kv"), kv_heads, MAX_HEADS),
+            (&key("attention.key_length"), head_dim, MAX_HEAD_DIM),
+            ("token_embd.weight rows", vocab, MAX_VOCAB),
+            (&key("context_length"), max_positions, MAX_POSITIONS),
+        ])
+        .map_err(|message| ModelError::Config {
+            path: file.path().to_path_buf(),
+            message,
+        })?;
+    }
     let base = ModelConfig {
         family,
         hidden,
@@ -117,7 +136,7 @@ pub fn gguf_config(file: &GgufFile) -> Result<(ModelConfig, GgufQuirks)> {
         heads,
         kv_heads,
         head_dim,
-        intermediate: u("feed_forward_length")?,
+        intermediate,
         vocab,
         max_positions,
         norm: NormKind::RmsNorm,

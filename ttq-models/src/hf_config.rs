@@ -1,6 +1,9 @@
 //! Hugging Face `config.json` → [`ModelConfig`], one typed struct per family.
 
-use crate::config::{Family, LayerAttention, MlpKind, ModelConfig, NormKind, Positions};
+use crate::config::{
+    check_limits, Family, LayerAttention, MlpKind, ModelConfig, NormKind, Positions, MAX_HEADS,
+    MAX_HEAD_DIM, MAX_LAYERS, MAX_POSITIONS, MAX_VOCAB, MAX_WIDTH,
+};
 use crate::error::{ModelError, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -141,7 +144,7 @@ fn gemma_local_theta() -> f64 {
 
 /// Parses `config.json` of a Hugging Face model directory.
 pub fn parse_config(path: &Path) -> Result<ModelConfig> {
-    let text = std::fs::read(path).map_err(|source| ModelError::Io {
+    let text = crate::resources::read_regular(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })?;
@@ -207,6 +210,18 @@ fn no_rope_scaling(v: &Option<Value>) -> std::result::Result<(), String> {
 }
 
 fn opt(c: OptConfig) -> std::result::Result<ModelConfig, String> {
+    check_limits(&[
+        ("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS),
+        ("hidden_size", c.hidden_size, MAX_WIDTH),
+        ("ffn_dim", c.ffn_dim, MAX_WIDTH),
+        ("num_attention_heads", c.num_attention_heads, MAX_HEADS),
+        ("vocab_size", c.vocab_size, MAX_VOCAB),
+        (
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            MAX_POSITIONS,
+        ),
+    ])?;
     if !c.do_layer_norm_before {
         return Err("OPT with do_layer_norm_before = false (OPT-350m) is not supported".into());
     }
@@ -256,6 +271,24 @@ fn opt(c: OptConfig) -> std::result::Result<ModelConfig, String> {
 }
 
 fn llama_like(family: Family, c: LlamaLikeConfig) -> std::result::Result<ModelConfig, String> {
+    check_limits(&[
+        ("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS),
+        ("hidden_size", c.hidden_size, MAX_WIDTH),
+        ("intermediate_size", c.intermediate_size, MAX_WIDTH),
+        ("num_attention_heads", c.num_attention_heads, MAX_HEADS),
+        (
+            "num_key_value_heads",
+            c.num_key_value_heads.unwrap_or(0),
+            MAX_HEADS,
+        ),
+        ("head_dim", c.head_dim.unwrap_or(0), MAX_HEAD_DIM),
+        ("vocab_size", c.vocab_size, MAX_VOCAB),
+        (
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            MAX_POSITIONS,
+        ),
+    ])?;
     no_rope_scaling(&c.rope_scaling)?;
     if c.hidden_act != "silu" {
         return Err(format!("activation `{}` is not supported", c.hidden_act));
@@ -304,6 +337,20 @@ fn llama_like(family: Family, c: LlamaLikeConfig) -> std::result::Result<ModelCo
 }
 
 fn gemma3(c: Gemma3Config) -> std::result::Result<ModelConfig, String> {
+    check_limits(&[
+        ("num_hidden_layers", c.num_hidden_layers, MAX_LAYERS),
+        ("hidden_size", c.hidden_size, MAX_WIDTH),
+        ("intermediate_size", c.intermediate_size, MAX_WIDTH),
+        ("num_attention_heads", c.num_attention_heads, MAX_HEADS),
+        ("num_key_value_heads", c.num_key_value_heads, MAX_HEADS),
+        ("head_dim", c.head_dim, MAX_HEAD_DIM),
+        ("vocab_size", c.vocab_size, MAX_VOCAB),
+        (
+            "max_position_embeddings",
+            c.max_position_embeddings,
+            MAX_POSITIONS,
+        ),
+    ])?;
     no_rope_scaling(&c.rope_scaling)?;
     if c.hidden_activation != "gelu_pytorch_tanh" {
         return Err(format!(

@@ -15,6 +15,7 @@ pub mod model;
 pub mod naming;
 pub mod nn;
 pub mod presets;
+pub mod resources;
 pub mod source;
 pub mod tokenizer;
 

@@ -30,11 +30,11 @@ pub struct LoadedModel<B: Backend> {
 /// - a `.gguf` file (tokenizer: `tokenizer.json` beside it, else built from the GGUF metadata).
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
     if path.is_dir() {
-        if path.join("config.json").is_file() {
+        if path.join("config.json").exists() {
             return load_hf_dir(path, device);
         }
         let gguf = path.join("model.gguf");
-        if gguf.is_file() {
+        if gguf.exists() {
             return load_gguf(&gguf, device);
         }
         return Err(ModelError::Io {
@@ -75,6 +75,7 @@ pub fn load_hf_weights<B: Backend>(dir: &Path, device: &B::Device) -> Result<Cau
 fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
     let config = parse_config(&dir.join("config.json"))?;
     let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), config.bos_token)?;
+    check_tokenizer_fits(&tokenizer, config.vocab)?;
     Ok(LoadedModel {
         model: load_hf_weights(dir, device)?,
         tokenizer,
@@ -95,6 +96,7 @@ fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<
         })?;
         TextTokenizer::from_tokenizer(t, path.to_path_buf(), config.bos_token)
     };
+    check_tokenizer_fits(&tokenizer, config.vocab)?;
     let source = GgufSource::new(file);
     let options = LoadOptions {
         format: Format::Gguf,
@@ -107,6 +109,23 @@ fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<
         tokenizer,
         weights: path.to_path_buf(),
     })
+}
+
+/// Refuses a tokenizer whose vocabulary is less than half or more than twice the model's:
+/// it belongs to another model (checkpoints pad their vocabulary a little beyond the
+/// tokenizer's, never by a factor of two). Checked before the weights are read.
+pub fn check_tokenizer_fits(tokenizer: &TextTokenizer, model_vocab: usize) -> Result<()> {
+    let n = tokenizer.vocab_size();
+    if n.saturating_mul(2) < model_vocab || n > model_vocab.saturating_mul(2) {
+        return Err(ModelError::Tokenizer {
+            path: tokenizer.origin().to_path_buf(),
+            message: format!(
+                "has {n} tokens but the model's vocabulary has {model_vocab}: it belongs to \
+                 another model (allowed: between half and twice the model's vocabulary)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Whether the tokenizer of `loaded` should see a `<bos>` at the start of every window by

@@ -9,7 +9,7 @@ use crate::config::{Family, LayerAttention, ModelConfig, Positions};
 use crate::error::{ModelError, Result};
 use crate::naming::{tensor_name, Format, Role};
 use crate::nn::{
-    attention::{attention_mask, Attention},
+    attention::{attention_mask, use_blocked_attention, Attention, AttentionMask, QUERY_BLOCK},
     kv_cache::{capacity_for, KvCache},
     mlp::Mlp,
     norm::Norm,
@@ -64,6 +64,21 @@ pub struct CausalLm<B: Backend> {
     /// The kernels of the norms, RoPE and gated activations ([`Self::set_kernels`]; Burn
     /// ops until then).
     ops: Arc<dyn QuantKernels<B>>,
+    /// When attention runs in blocks of query rows ([`Self::set_attention_blocking`]).
+    blocking: AttentionBlocking,
+}
+
+/// When a forward pass computes attention in blocks of query rows instead of one
+/// `tokens × capacity` score matrix per head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttentionBlocking {
+    /// Blocks of [`QUERY_BLOCK`] rows when the whole score matrix would be large
+    /// (`nn::attention::use_blocked_attention`); the default.
+    Auto,
+    /// Always, in blocks of this many query rows (for tests of the blocked path).
+    Always(usize),
+    /// Never (one score matrix however long the prompt).
+    Never,
 }
 
 /// Where [`Loader`] takes weights from.
@@ -116,10 +131,22 @@ impl<B: Backend> Loader<'_, B> {
         }
     }
 
-    /// A tensor of the checkpoint (only called for [`Weights::File`]).
+    /// A tensor of the checkpoint (only called for [`Weights::File`]), refused if any value
+    /// is NaN or infinite: such a weight makes every output NaN and cannot be quantized.
     fn get(&self, name: &str) -> Result<HostTensor> {
         match self.weights {
-            Weights::File(source) => source.get(name),
+            Weights::File(source) => {
+                let t = source.get(name)?;
+                if let Some(index) = t.data.iter().position(|v| !v.is_finite()) {
+                    return Err(ModelError::NonFiniteWeight {
+                        path: self.path(),
+                        tensor: name.to_string(),
+                        value: t.data[index],
+                        index,
+                    });
+                }
+                Ok(t)
+            }
             Weights::Random => Err(ModelError::MissingTensor {
                 path: self.path(),
                 tensor: name.to_string(),
@@ -280,6 +307,15 @@ impl<B: Backend> CausalLm<B> {
             path: weights.path(),
             message,
         })?;
+        // Before the first allocation: the f32 weights must fit the machine's memory.
+        crate::resources::check_memory(
+            &format!(
+                "the f32 weights of this {:?} model ({} layers, width {}, vocabulary {})",
+                config.family, config.layers, config.hidden, config.vocab
+            ),
+            config.weight_bytes(),
+        )
+        .map_err(ModelError::OutOfMemory)?;
         let c = &config;
         let ld = Loader::<B> {
             weights,
@@ -404,7 +440,14 @@ impl<B: Backend> CausalLm<B> {
             rope_global,
             rope_local,
             ops: Arc::new(TensorOpsKernels),
+            blocking: AttentionBlocking::Auto,
         })
+    }
+
+    /// Chooses when attention runs in blocks of query rows (default
+    /// [`AttentionBlocking::Auto`]). Results are the same either way, up to float rounding.
+    pub fn set_attention_blocking(&mut self, blocking: AttentionBlocking) {
+        self.blocking = blocking;
     }
 
     /// The configuration.
@@ -445,6 +488,35 @@ impl<B: Backend> CausalLm<B> {
             )));
         }
         let start = cache.len();
+        let limit = self.config.max_positions;
+        if start.checked_add(t).is_none_or(|end| end > limit) {
+            return Err(ModelError::Invalid(format!(
+                "{start} cached + {t} new positions exceed the model's context of {limit}"
+            )));
+        }
+        let capacity = capacity_for(start + t);
+        let blocked = match self.blocking {
+            AttentionBlocking::Auto => {
+                use_blocked_attention(self.config.heads, t, capacity).then_some(QUERY_BLOCK)
+            }
+            AttentionBlocking::Always(rows) => Some(rows.max(1)),
+            AttentionBlocking::Never => None,
+        };
+        let logit_rows = match logits {
+            Logits::All => t,
+            Logits::Last => 1,
+        };
+        let needed = self
+            .config
+            .forward_bytes(start, t, blocked.unwrap_or(t), logit_rows);
+        // Reading /proc/meminfo costs microseconds: only for passes that could matter.
+        if needed.is_none_or(|n| n > 256 << 20) {
+            crate::resources::check_memory(
+                &format!("a forward pass of {t} tokens after {start} cached"),
+                needed,
+            )
+            .map_err(ModelError::OutOfMemory)?;
+        }
         let device = self.device();
         let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
         let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &device);
@@ -477,8 +549,7 @@ impl<B: Backend> CausalLm<B> {
             .as_ref()
             .map(|r| r.tables::<B>(start, t, &device));
         // One mask per attention span, shared by its layers: every layer's cache has the
-        // same capacity after this step.
-        let capacity = capacity_for(start + t);
+        // same capacity after this step. Blocked attention builds its mask rows per block.
         let mut masks: Vec<(LayerAttention, Option<Tensor<B, 4>>)> = Vec::new();
         for (i, block) in self.blocks.iter_mut().enumerate() {
             let span = block.attn.span;
@@ -486,18 +557,25 @@ impl<B: Backend> CausalLm<B> {
                 LayerAttention::Global => rope_g.as_ref(),
                 LayerAttention::Local { .. } => rope_l.as_ref(),
             };
-            let mask = match masks.iter().position(|(s, _)| *s == span) {
-                Some(j) => j,
+            let mask = match blocked {
+                Some(rows) => AttentionMask::Blocked { rows },
                 None => {
-                    masks.push((span, attention_mask::<B>(span, start, t, capacity, &device)));
-                    masks.len() - 1
+                    let j = match masks.iter().position(|(s, _)| *s == span) {
+                        Some(j) => j,
+                        None => {
+                            let m = attention_mask::<B>(span, start, t, capacity, &device);
+                            masks.push((span, m));
+                            masks.len() - 1
+                        }
+                    };
+                    AttentionMask::Whole(masks[j].1.as_ref())
                 }
             };
             let ops = self.ops.as_ref();
             let a = block.attn.forward(
                 block.attn_norm.forward(h.clone(), ops)?,
                 rope,
-                masks[mask].1.as_ref(),
+                mask,
                 cache.layer(i),
                 ops,
             )?;

@@ -40,9 +40,9 @@ impl SafetensorsSource {
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index_path = dir.join("model.safetensors.index.json");
-        let shard_names: Vec<String> = if single.is_file() {
-            vec!["model.safetensors".into()]
-        } else if index_path.is_file() {
+        let shard_names: Vec<PathBuf> = if single.exists() {
+            vec![single.clone()]
+        } else if index_path.exists() {
             let text = read(&index_path)?;
             let json: serde_json::Value =
                 serde_json::from_slice(&text).map_err(|e| ModelError::Config {
@@ -56,10 +56,23 @@ impl SafetensorsSource {
                     path: index_path.clone(),
                     message: "no `weight_map` object".into(),
                 })?;
-            let mut names: Vec<String> = map
+            let mut names = map
                 .values()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect();
+                .map(|v| {
+                    let name = v.as_str().ok_or_else(|| ModelError::Config {
+                        path: index_path.clone(),
+                        message: format!("`weight_map` value {v} is not a file name"),
+                    })?;
+                    // Shards must be files of this directory: an index is not allowed to
+                    // make ttq open `../../etc/passwd`.
+                    crate::resources::confined_join(dir, name).map_err(|message| {
+                        ModelError::Config {
+                            path: index_path.clone(),
+                            message: format!("shard {message}"),
+                        }
+                    })
+                })
+                .collect::<Result<Vec<PathBuf>>>()?;
             names.sort();
             names.dedup();
             names
@@ -72,11 +85,18 @@ impl SafetensorsSource {
                 ),
             });
         };
+        let files = shard_names
+            .into_iter()
+            .map(|path| read(&path).map(|bytes| (path, bytes)))
+            .collect::<Result<Vec<_>>>()?;
+        Self::from_files(dir, files)
+    }
+
+    /// The weights in `files` (path, bytes) already in memory; `dir` names them in errors.
+    pub fn from_files(dir: &Path, shards: Vec<(PathBuf, Vec<u8>)>) -> Result<Self> {
         let mut files = Vec::new();
         let mut index = BTreeMap::new();
-        for name in shard_names {
-            let path = dir.join(&name);
-            let bytes = read(&path)?;
+        for (path, bytes) in shards {
             let st = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::Safetensors {
                 path: path.clone(),
                 message: e.to_string(),
@@ -100,7 +120,7 @@ impl SafetensorsSource {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| ModelError::Io {
+    crate::resources::read_regular(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
         source,
     })

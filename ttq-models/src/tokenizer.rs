@@ -31,7 +31,11 @@ impl TextTokenizer {
                         .into(),
             });
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer {
+        let bytes = crate::resources::read_regular(path).map_err(|e| ModelError::Tokenizer {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let inner = Tokenizer::from_bytes(&bytes).map_err(|e| ModelError::Tokenizer {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
@@ -45,6 +49,11 @@ impl TextTokenizer {
     /// Wraps a tokenizer built elsewhere (e.g. from GGUF metadata).
     pub fn from_tokenizer(inner: Tokenizer, origin: PathBuf, bos: Option<u32>) -> Self {
         Self { inner, origin, bos }
+    }
+
+    /// Number of tokens in the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
     }
 
     /// The BOS token id, if the model has one.

@@ -11,6 +11,7 @@
 //! that model.
 
 use super::common::{use_kernels, CliBackend, CliError, RuntimeArgs};
+use super::output::{check_output, write_atomic, Inputs};
 use clap::Args;
 use serde_json::json;
 use std::path::PathBuf;
@@ -78,16 +79,36 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
             "--runs and --prompt-tokens must be positive and --new-tokens at least 2".into(),
         );
     }
-    let methods = MethodSpec::parse_list(&args.methods)?;
-    if methods.is_empty() {
-        return Err("--methods is empty".into());
+    let limit = ttq_models::config::MAX_POSITIONS;
+    if args
+        .prompt_tokens
+        .checked_add(args.new_tokens)
+        .is_none_or(|n| n > limit)
+    {
+        return Err(format!(
+            "--prompt-tokens {} + --new-tokens {} exceeds any model's context (at most {limit})",
+            args.prompt_tokens, args.new_tokens
+        )
+        .into());
     }
+    let methods = MethodSpec::parse_list(&args.methods).map_err(|e| format!("--methods: {e}"))?;
     if let Some(m) = methods.iter().find(|m| m.needs_calibration()) {
         return Err(format!(
             "method `{}` needs calibration data; bench decode takes data-free methods",
             m.label()
         )
         .into());
+    }
+    if let Some(path) = &args.json {
+        let inputs = match &args.model {
+            Some(m) => Inputs::with_model(m),
+            None => Inputs::default(),
+        };
+        let inputs = match &args.random_weights {
+            Some(r) => inputs.file("--random-weights", std::path::Path::new(r)),
+            None => inputs,
+        };
+        check_output("--json", path, &inputs)?;
     }
     let t0 = Instant::now();
     let (mut model, source) = match (&args.model, &args.random_weights) {
@@ -183,8 +204,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
             "quantizable_parameters": params,
             "results": rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_atomic(path, serde_json::to_string_pretty(&doc)?.as_bytes())?;
     }
     Ok(())
 }

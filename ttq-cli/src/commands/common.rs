@@ -249,6 +249,14 @@ impl ModelArgs {
         })
     }
 
+    /// Checks the method options (bits, group, alpha, lambda) without a model, so that a
+    /// bad value fails before a long model load.
+    pub fn validate(&self) -> Result<(), CliError> {
+        self.method::<burn::backend::NdArray<f32>>()
+            .map(|_| ())
+            .map_err(|e| format!("bad method options: {e}").into())
+    }
+
     /// A one-line description for reports.
     pub fn describe(&self) -> String {
         match self.method {
@@ -286,7 +294,10 @@ pub fn parse_sweep_entry(base: &ModelArgs, entry: &str) -> Result<ModelArgs, Cli
     if let Some(a) = parts.get(3) {
         args.alpha = a.parse().map_err(|_| bad("alpha"))?;
     }
-    if parts.len() > 4 || (args.method != MethodChoice::Ttq && parts.len() > 3) {
+    if parts.len() > 4
+        || (args.method != MethodChoice::Ttq && parts.len() > 3)
+        || (args.method == MethodChoice::Fp && parts.len() > 1)
+    {
         return Err(bad("number of fields").into());
     }
     args.method::<burn::backend::NdArray<f32>>()?; // validates the spec

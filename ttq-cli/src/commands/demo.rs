@@ -72,6 +72,30 @@ pub fn run(args: &DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.outliers > args.cols {
         return Err(format!("--outliers {} exceeds --cols {}", args.outliers, args.cols).into());
     }
+    if !(args.outlier_gain.is_finite() && args.outlier_gain > 0.0) {
+        return Err(format!(
+            "--outlier-gain {} must be a finite number > 0",
+            args.outlier_gain
+        )
+        .into());
+    }
+    // The layer, its quantized copies and the activations, before allocating any of them.
+    {
+        use ttq_models::resources::{check_memory, product, sum};
+        let needed = sum(&[
+            product(&[12, args.rows, args.cols]),
+            product(&[6, args.tokens, args.cols]),
+            product(&[4, args.tokens, args.rows]),
+        ])
+        .and_then(|n| n.checked_mul(4));
+        check_memory(
+            &format!(
+                "a {}x{} layer with {} tokens (--rows, --cols, --tokens)",
+                args.rows, args.cols, args.tokens
+            ),
+            needed,
+        )?;
+    }
     let group = QuantSpec::parse_group(&args.group)?;
     let scales = args
         .alpha

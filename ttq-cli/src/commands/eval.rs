@@ -4,6 +4,7 @@
 //! early keeps what it measured.
 
 use super::common::{check_seqlen, use_kernels, BosChoice, CliBackend, CliError, RuntimeArgs};
+use super::output::{prepare_results_dir, write_atomic, Inputs};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -45,6 +46,10 @@ pub struct GridArgs {
     /// Output folder for records.json and table.md.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the records.json and table.md of an earlier run in --out (without it, a
+    /// folder that already holds records.json is an error).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `ttq eval`.
@@ -152,14 +157,54 @@ fn run_plan<B: CliBackend>(
     prefix: Option<usize>,
     device: B::Device,
 ) -> Result<(), CliError> {
-    let t0 = Instant::now();
-    let mut loaded = ttq_models::load_model::<B>(&args.model, &device)?;
-    use_kernels(&mut loaded.model, &args.runtime)?;
-    check_seqlen(&loaded, args.seqlen)?;
+    // Everything that needs no model is checked before loading it.
+    if methods.is_empty() {
+        return Err("no methods to run".into());
+    }
+    if args.seqlen < 2 {
+        return Err(format!("--seqlen {} must be at least 2", args.seqlen).into());
+    }
+    if args.windows == 0 {
+        return Err("--windows 0 evaluates nothing: give at least 1".into());
+    }
     if let Some(p) = prefix {
         if p == 0 || p >= args.seqlen {
             return Err(format!("prefix {p} must be in 1..{}", args.seqlen).into());
         }
+    }
+    let calibrated = !calibrate_on.is_empty() && methods.iter().any(MethodSpec::needs_calibration);
+    let sampling = CalibrationSampling {
+        samples: args.calib_samples,
+        len: args.calib_len,
+        seed: args.seed,
+    };
+    if calibrated {
+        sampling
+            .validate()
+            .map_err(|e| format!("--calib-samples / --calib-len: {e}"))?;
+    }
+    let mut inputs = Inputs::with_model(&args.model);
+    for d in &datasets {
+        d.check_file(&args.data_dir)?;
+        inputs = inputs.file("--datasets", &d.file(&args.data_dir));
+    }
+    if let Some(out) = &args.out {
+        prepare_results_dir(out, args.force, &inputs)?;
+    }
+    let t0 = Instant::now();
+    let mut loaded = ttq_models::load_model::<B>(&args.model, &device)?;
+    use_kernels(&mut loaded.model, &args.runtime)?;
+    check_seqlen(&loaded, args.seqlen)?;
+    let context = loaded.model.config().max_positions;
+    if calibrated {
+        if args.calib_len > context {
+            return Err(format!(
+                "--calib-len {} exceeds the model's context of {context}",
+                args.calib_len
+            )
+            .into());
+        }
+        ttq_eval::calibration::check_calibration_memory(&loaded.model)?;
     }
     let add_bos = args.bos.resolve(&loaded);
     let texts = datasets
@@ -193,11 +238,7 @@ fn run_plan<B: CliBackend>(
     let cfg = GridConfig {
         methods,
         calibrate_on,
-        sampling: CalibrationSampling {
-            samples: args.calib_samples,
-            len: args.calib_len,
-            seed: args.seed,
-        },
+        sampling,
         prefix,
         bos: if add_bos {
             loaded.tokenizer.bos()
@@ -206,10 +247,6 @@ fn run_plan<B: CliBackend>(
         },
         progress: true,
     };
-    if let Some(out) = &args.out {
-        std::fs::create_dir_all(out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    }
     let header = Header {
         experiment: name.to_string(),
         model: args.model.display().to_string(),
@@ -236,6 +273,7 @@ fn run_plan<B: CliBackend>(
         seen.push(r.clone());
         if let Some(out) = &args.out {
             if let Err(e) = write_outputs(out, &header, &seen) {
+                eprintln!("error: {e}");
                 write_error.get_or_insert(e);
             }
         }
@@ -265,8 +303,7 @@ struct Header {
 fn write_outputs(out: &Path, header: &Header, records: &[Record]) -> Result<(), String> {
     let json = serde_json::json!({ "run": header, "records": records });
     let text = serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?;
-    let path = out.join("records.json");
-    std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_atomic(&out.join("records.json"), text.as_bytes())?;
     let table = format!(
         "{} on `{}` ({} backend), {} windows x {} tokens, calibration {}x{} seed {}\n\n`{}`\n\n{}",
         header.experiment,
@@ -280,6 +317,5 @@ fn write_outputs(out: &Path, header: &Header, records: &[Record]) -> Result<(), 
         header.command,
         markdown_table(records)
     );
-    let path = out.join("table.md");
-    std::fs::write(&path, table).map_err(|e| format!("{}: {e}", path.display()))
+    write_atomic(&out.join("table.md"), table.as_bytes())
 }

@@ -40,6 +40,25 @@ pub fn run<B: CliBackend>(
     args: &GenerateArgs,
     device: B::Device,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Option checks that need no model come before the (slow) load.
+    args.model.validate()?;
+    let sampling = SamplingConfig {
+        temperature: args.temperature,
+        top_k: args.top_k,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    sampling
+        .validate()
+        .map_err(|e| format!("bad sampling options (--temperature, --top-p): {e}"))?;
+    if args.max_new_tokens > ttq_models::config::MAX_POSITIONS {
+        return Err(format!(
+            "--max-new-tokens {} exceeds any model's context (at most {})",
+            args.max_new_tokens,
+            ttq_models::config::MAX_POSITIONS
+        )
+        .into());
+    }
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
     use_kernels(&mut loaded.model, &args.model.runtime)?;
@@ -58,12 +77,7 @@ pub fn run<B: CliBackend>(
     stop.extend(loaded.tokenizer.token_id("<end_of_turn>"));
     let options = GenerateOptions {
         max_new_tokens: args.max_new_tokens,
-        sampling: SamplingConfig {
-            temperature: args.temperature,
-            top_k: args.top_k,
-            top_p: args.top_p,
-            seed: args.seed,
-        },
+        sampling,
         stop_tokens: stop,
         add_bos: args.bos.resolve(&loaded),
     };

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod device_timing;
 pub mod eval;
 pub mod generate;
+pub mod output;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod peers;
 pub mod ppl;

@@ -3,6 +3,7 @@
 use super::common::{
     apply_method, check_seqlen, parse_sweep_entry, use_kernels, BosChoice, CliBackend, ModelArgs,
 };
+use super::output::{check_output, write_atomic, Inputs};
 use clap::Args;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,11 +52,51 @@ pub fn run<B: CliBackend>(
     args: &PplArgs,
     device: B::Device,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    // Everything that can be checked without the model, before loading it.
+    args.model.validate()?;
+    if args.seqlen < 2 {
+        return Err(format!("--seqlen {} must be at least 2", args.seqlen).into());
+    }
+    if args.windows == Some(0) {
+        return Err(
+            "--windows 0 evaluates nothing: give at least 1 (or leave it out for all)".into(),
+        );
+    }
+    for (option, value) in [("--prefix", args.prefix), ("--score-from", args.score_from)] {
+        if let Some(p) = value {
+            if p == 0 || p >= args.seqlen {
+                return Err(format!("{option} {p} must be in 1..{}", args.seqlen).into());
+            }
+        }
+    }
+    let runs = match &args.sweep {
+        Some(list) => {
+            let runs = list
+                .split(',')
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| parse_sweep_entry(&args.model, e))
+                .collect::<Result<Vec<_>, _>>()?;
+            if runs.is_empty() {
+                return Err(
+                    "--sweep is empty: give fp, rtn:BITS[:GROUP] or ttq:BITS[:GROUP[:ALPHA]]"
+                        .into(),
+                );
+            }
+            runs
+        }
+        None => vec![args.model.clone()],
+    };
+    let dataset = Dataset::parse(&args.dataset);
+    dataset.check_file(&args.data_dir)?;
+    if let Some(path) = &args.json {
+        let inputs =
+            Inputs::with_model(&args.model.model).file("--dataset", &dataset.file(&args.data_dir));
+        check_output("--json", path, &inputs)?;
+    }
     let t0 = Instant::now();
     let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
     let kernels = use_kernels(&mut loaded.model, &args.model.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
-    let dataset = Dataset::parse(&args.dataset);
     let text = dataset.load(&args.data_dir)?;
     let add_bos = args.bos.resolve(&loaded);
     let tokens = loaded.tokenizer.encode(&text, add_bos)?;
@@ -75,13 +116,6 @@ pub fn run<B: CliBackend>(
         t0.elapsed().as_secs_f64(),
         args.model.describe()
     );
-    let runs = match &args.sweep {
-        Some(list) => list
-            .split(',')
-            .map(|e| parse_sweep_entry(&args.model, e))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => vec![args.model.clone()],
-    };
     let mut results = Vec::new();
     for run in &runs {
         loaded.model.dequantize_all();
@@ -117,7 +151,7 @@ pub fn run<B: CliBackend>(
             "report": report,
         }));
         if let Some(path) = &args.json {
-            std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+            write_atomic(path, serde_json::to_string_pretty(&results)?.as_bytes())?;
         }
     }
     Ok(())

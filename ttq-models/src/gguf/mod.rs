@@ -54,7 +54,7 @@ impl fmt::Debug for GgufFile {
 impl GgufFile {
     /// Read the whole file into memory and parse it.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let bytes = std::fs::read(path).map_err(|source| GgufError::Io {
+        let bytes = crate::resources::read_regular(path).map_err(|source| GgufError::Io {
             file: path.to_path_buf(),
             source,
         })?;

@@ -32,22 +32,57 @@ pub struct Attention<B: Backend> {
     pub span: LayerAttention,
 }
 
+/// Query rows per block when attention runs in blocks (see [`AttentionMask::Blocked`]).
+pub const QUERY_BLOCK: usize = 256;
+
+/// Attention whose whole score matrix (`heads × tokens × capacity` values) would exceed this
+/// many elements runs in blocks of [`QUERY_BLOCK`] query rows: 2^24 values (64 MiB of f32)
+/// per layer, reached by prompts above 2,048 tokens on a 4-head model. Shorter prompts and
+/// decode steps keep the single-matrix path (the one the CUDA kernels are tuned for).
+pub const BLOCKED_ABOVE: usize = 1 << 24;
+
+/// Whether a forward of `tokens` new positions over a cache of `capacity` positions, with
+/// `heads` query heads, runs its attention in blocks of query rows.
+pub fn use_blocked_attention(heads: usize, tokens: usize, capacity: usize) -> bool {
+    tokens > QUERY_BLOCK
+        && heads
+            .checked_mul(tokens)
+            .and_then(|v| v.checked_mul(capacity))
+            .is_none_or(|v| v > BLOCKED_ABOVE)
+}
+
+/// The mask of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub enum AttentionMask<'a, B: Backend> {
+    /// One mask for all query rows ([`attention_mask`]; `None` when every position is
+    /// visible).
+    Whole(Option<&'a Tensor<B, 4>>),
+    /// Queries in blocks of `rows` rows, each block with its own mask rows built from the
+    /// layer's span: memory O(rows · capacity) instead of O(tokens · capacity), the same
+    /// values row by row.
+    Blocked {
+        /// Query rows per block.
+        rows: usize,
+    },
+}
+
 impl<B: Backend> Attention<B> {
     /// Attends from the `tokens` new positions (starting at absolute position `start`) to
     /// every cached position and themselves. `mask` is [`attention_mask`] for this layer's
     /// span, `start`, `tokens` and the cache's capacity after this step (the same for every
-    /// layer of a span, so the caller builds it once per forward). The q/k norms and RoPE
-    /// run as `ops`' fused kernels, on the projections' own `[batch, tokens, heads,
-    /// head_dim]` layout (contiguous: no copy before them).
+    /// layer of a span, so the caller builds it once per forward), or
+    /// [`AttentionMask::Blocked`] for long prompts. The q/k norms and RoPE run as `ops`'
+    /// fused kernels, on the projections' own `[batch, tokens, heads, head_dim]` layout
+    /// (contiguous: no copy before them).
     ///
     /// # Shapes
     /// - `x`: `[batch, tokens, hidden]`; returns `[batch, tokens, hidden]`
-    /// - `mask`: `[1, 1, tokens, capacity]`
+    /// - a whole mask: `[1, 1, tokens, capacity]`
     pub fn forward(
         &mut self,
         x: Tensor<B, 3>,
         rope: Option<&RopeTables<B>>,
-        mask: Option<&Tensor<B, 4>>,
+        mask: AttentionMask<'_, B>,
         cache: &mut LayerCache<B>,
         ops: &dyn QuantKernels<B>,
     ) -> Result<Tensor<B, 3>> {
@@ -74,41 +109,106 @@ impl<B: Backend> Attention<B> {
         // query heads of a key/value head are consecutive, so `[b, h, t, hd]` regroups as
         // `[b, kvh, n · t, hd]` and multiplies that head's keys directly.
         let n = h / kvh;
-        let q = q.reshape([b, kvh, n * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)); // [b, kvh, n·t, capacity]
-        let mask = match mask {
-            Some(mask) => {
-                if mask.dims() != [1, 1, t, capacity] {
-                    return Err(ModelError::Invalid(format!(
-                        "attention mask {:?} does not fit {t} tokens and a cache of {capacity}",
-                        mask.dims()
-                    )));
-                }
-                Some(mask.clone().reshape([t, capacity]))
+        let kt = k.swap_dims(2, 3);
+        let out = match mask {
+            AttentionMask::Whole(mask) => {
+                let q = q.reshape([b, kvh, n * t, hd]);
+                let mask = match mask {
+                    Some(mask) => {
+                        if mask.dims() != [1, 1, t, capacity] {
+                            return Err(ModelError::Invalid(format!(
+                                "attention mask {:?} does not fit {t} tokens and a cache of {capacity}",
+                                mask.dims()
+                            )));
+                        }
+                        Some(mask.clone().reshape([t, capacity]))
+                    }
+                    None if capacity == filled => None,
+                    None => {
+                        return Err(ModelError::Invalid(format!(
+                            "no attention mask for a cache of {capacity} positions with {filled} filled"
+                        )))
+                    }
+                };
+                self.attend(q, kt, v, mask, ops)? // [b, kvh, n·t, hd]
             }
-            None if capacity == filled => None,
-            None => {
-                return Err(ModelError::Invalid(format!(
-                    "no attention mask for a cache of {capacity} positions with {filled} filled"
-                )))
+            AttentionMask::Blocked { rows } => {
+                let rows = rows.max(1);
+                let start = filled - t;
+                let q = q.reshape([b, kvh, n, t, hd]);
+                let device = q.device();
+                let mut outs = Vec::with_capacity(t.div_ceil(rows));
+                for i0 in (0..t).step_by(rows) {
+                    let i1 = (i0 + rows).min(t);
+                    let tb = i1 - i0;
+                    let qb = q
+                        .clone()
+                        .slice([0..b, 0..kvh, 0..n, i0..i1, 0..hd])
+                        .reshape([b, kvh, n * tb, hd]);
+                    let mask = mask_rows::<B>(self.span, start + i0, tb, filled, capacity, &device);
+                    let ob = self.attend(qb, kt.clone(), v.clone(), Some(mask), ops)?;
+                    outs.push(ob.reshape([b, kvh, n, tb, hd]));
+                }
+                Tensor::cat(outs, 3).reshape([b, kvh, n * t, hd])
             }
         };
-        // Score rows are (batch, kv head, query head of the group, token), token fastest:
-        // row `r` takes mask row `r % t`.
-        let probs = ops
-            .masked_softmax(
-                scores.reshape([b * kvh * n * t, capacity]),
-                self.scale,
-                mask,
-            )?
-            .reshape([b, kvh, n * t, capacity]);
-        let out = probs
-            .matmul(v) // [b, kvh, n·t, hd]
+        let out = out
             .reshape([b, h, t, hd])
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);
         Ok(self.o.forward(out)?)
     }
+
+    /// `softmax(scale · q kᵀ + mask) v` for query rows `(batch, kv head, query head of the
+    /// group, token)`, token fastest; score row `r` takes mask row `r % mask_rows`.
+    ///
+    /// # Shapes
+    /// - `q`: `[b, kvh, rows, hd]`; `kt`: `[b, kvh, hd, capacity]`; `v`: `[b, kvh, capacity,
+    ///   hd]`; returns `[b, kvh, rows, hd]`
+    fn attend(
+        &self,
+        q: Tensor<B, 4>,
+        kt: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        mask: Option<Tensor<B, 2>>,
+        ops: &dyn QuantKernels<B>,
+    ) -> Result<Tensor<B, 4>> {
+        let [b, kvh, rows, _] = q.dims();
+        let capacity = kt.dims()[3];
+        let scores = q.matmul(kt); // [b, kvh, rows, capacity]
+        let probs = ops
+            .masked_softmax(scores.reshape([b * kvh * rows, capacity]), self.scale, mask)?
+            .reshape([b, kvh, rows, capacity]);
+        Ok(probs.matmul(v))
+    }
+}
+
+/// Mask rows `[tokens, capacity]` for queries at positions `start..start + tokens` of a
+/// cache with `filled` positions filled: 0 where visible, -inf elsewhere.
+fn mask_rows<B: Backend>(
+    span: LayerAttention,
+    start: usize,
+    tokens: usize,
+    filled: usize,
+    capacity: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let mut m = vec![0f32; tokens * capacity];
+    for i in 0..tokens {
+        let qpos = start + i;
+        for j in 0..capacity {
+            let visible = j <= qpos
+                && j < filled
+                && match span {
+                    LayerAttention::Global => true,
+                    LayerAttention::Local { window } => qpos - j < window,
+                };
+            if !visible {
+                m[i * capacity + j] = f32::NEG_INFINITY;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [tokens, capacity]), device)
 }
 
 /// Additive mask `[1, 1, tokens, capacity]`: 0 where visible, -inf elsewhere (in the
