@@ -303,8 +303,9 @@ pub fn greedy_timed<B: Backend>(
     }
     let stats = GenerationStats {
         prompt_tokens: prompt_ids.len(),
-        // The first token comes from the prefill; decode timed the other steps.
-        generated_tokens: generated.len().saturating_sub(1),
+        // All of them, as `generate` counts: the first comes from the prefill, and
+        // `decode_tokens_per_second` leaves it out of the decode rate.
+        generated_tokens: generated.len(),
         prefill_seconds,
         decode_seconds: t1.elapsed().as_secs_f64(),
         stopped: false,
