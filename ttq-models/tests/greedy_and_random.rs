@@ -39,7 +39,10 @@ fn greedy_tokens_are_argmaxes_of_full_forwards() {
         // Three decode steps ran after the prefill: the rate counts those, not four.
         let rate = stats.decode_tokens_per_second();
         let expected = 3.0 / stats.decode_seconds.max(1e-9);
-        assert!((rate - expected).abs() <= 1e-9 * expected, "{name}: {rate} vs {expected}");
+        assert!(
+            (rate - expected).abs() <= 1e-9 * expected,
+            "{name}: {rate} vs {expected}"
+        );
         let mut seq = prompt.to_vec();
         for (step, &id) in ids.iter().enumerate() {
             let mut cache = model.new_cache();
