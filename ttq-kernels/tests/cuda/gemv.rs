@@ -141,19 +141,28 @@ fn vector_gemv_layouts_and_tiles() {
         asym(8, 32),
         spec(4, GroupSize::Row, QuantScheme::Asymmetric),
     ];
-    let case = |spec: QuantSpec, tiles: &'static [&'static str]| Case {
+    let case = |spec: QuantSpec, tokens: &'static [usize], tiles: &'static [&'static str]| Case {
         rows: 37,
         cols: 19 * 4 * 32 / spec.bits() as usize,
         spec,
-        tokens: &[1, 5, 16],
+        tokens,
         tiles,
     };
+    // Explicit tiles at one token count only: each (tile, tokens, dtype) is compiled.
     let f32_cases: Vec<Case> = layouts
         .iter()
-        .map(|&s| case(s, &["vector", "vector:3:2:1", "vector:4:1:2"]))
+        .flat_map(|&s| {
+            [
+                case(s, &[1, 16], &["vector"]),
+                case(s, &[5], &["vector", "vector:3:2:1", "vector:4:1:2"]),
+            ]
+        })
         .collect();
     check_table::<f32>(&f32_cases, 31, 1e-4);
-    let f16_cases: Vec<Case> = layouts.iter().map(|&s| case(s, &["vector"])).collect();
+    let f16_cases: Vec<Case> = layouts
+        .iter()
+        .map(|&s| case(s, &[1, 5, 16], &["vector"]))
+        .collect();
     check_table::<f16>(&f16_cases, 41, 1e-2);
 }
 
@@ -256,15 +265,16 @@ fn tma_gemv_layouts_and_tiles() {
 /// products, so it must match to 2e-3 of the largest output, tighter than half2's 1e-2.
 #[test]
 fn tma_mma_gemv_layouts_and_tiles() {
+    // The default tile at every token count; the others at 3 tokens (a partial block of
+    // B columns) and 10 (two blocks, the second ragged): each (tile, tokens) is compiled.
     const TILES: &[&str] = &[
-        "tma-mma",
         "tma-mma:16:2:2:-:1",
         "tma-mma:32:2:1:-:2",
         "tma-mma:16:4:1:3:2",
         "tma-mma:32:3:1:2:1",
         "tma-mma:16:2:1:2:2",
     ];
-    let cases: Vec<Case> = [
+    let weights = [
         (37, 1536, asym(4, 128)),
         (
             300,
@@ -273,15 +283,28 @@ fn tma_mma_gemv_layouts_and_tiles() {
         ),
         (300, 5120, asym(4, 256)),
         (5, 4096, asym(4, 256)),
-    ]
-    .map(|(rows, cols, spec)| Case {
-        rows,
-        cols,
-        spec,
-        tokens: &[1, 3, 8, 10],
-        tiles: TILES,
-    })
-    .into();
+    ];
+    let cases: Vec<Case> = weights
+        .into_iter()
+        .flat_map(|(rows, cols, spec)| {
+            [
+                Case {
+                    rows,
+                    cols,
+                    spec,
+                    tokens: &[1, 3, 8, 10],
+                    tiles: &["tma-mma"],
+                },
+                Case {
+                    rows,
+                    cols,
+                    spec,
+                    tokens: &[3, 10],
+                    tiles: TILES,
+                },
+            ]
+        })
+        .collect();
     check_table::<f16>(&cases, 81, 2e-3);
 }
 
