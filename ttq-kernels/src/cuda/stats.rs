@@ -63,12 +63,15 @@ pub(super) fn channel_stats<R: CubeRuntime, F: FloatElement>(
     }
 }
 
+/// `(D, D⁻¹)`, each `[channels]`.
+type ScalePair<R, F> = (BurnTensor<Cb<R, F>, 1>, BurnTensor<Cb<R, F>, 1>);
+
 /// `(D, D⁻¹)` from `stats` with [`ttq_scale_kernel`], or `None` where the channel count
 /// does not fit its indexing (the caller then uses Burn's ops).
 pub(super) fn ttq_scales<R: CubeRuntime, F: FloatElement>(
     stats: &ChannelStats<Cb<R, F>>,
     config: &TtqScaleConfig,
-) -> Option<(BurnTensor<Cb<R, F>, 1>, BurnTensor<Cb<R, F>, 1>)> {
+) -> Option<ScalePair<R, F>> {
     let [channels] = stats.max_abs.dims();
     let channels_u = u32::try_from(channels).ok()?;
     let max_abs = float_prim(stats.max_abs.clone(), DType::F32);
