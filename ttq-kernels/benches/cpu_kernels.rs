@@ -55,7 +55,11 @@ fn bench(c: &mut Criterion) {
     });
 
     c.bench_function("cpu/quantize w4g128 1024x1024", |b| {
-        b.iter(|| CpuKernels.quantize(black_box(wt.clone()), None, &spec).unwrap())
+        b.iter(|| {
+            CpuKernels
+                .quantize(black_box(wt.clone()), None, &spec)
+                .unwrap()
+        })
     });
     let qc = CpuKernels.quantize(wt.clone(), None, &spec).unwrap();
     c.bench_function("cpu/matmul m16 w4g128 1024x1024", |b| {
