@@ -205,8 +205,11 @@ pub fn use_kernels<B: CliBackend>(
             model.set_kernels(kernels)?;
             Ok(name)
         }
-        KernelChoice::Cpu if runtime.unfused_ops || runtime.gemv != GemvChoice::Auto => {
-            Err("--unfused-ops and --gemv only apply to the CubeCL kernels (--backend cuda)".into())
+        _ if runtime.unfused_ops => {
+            Err("--unfused-ops only applies to the CubeCL kernels (--backend cuda)".into())
+        }
+        _ if runtime.gemv != GemvChoice::Auto => {
+            Err("--gemv only applies to the CubeCL kernels (--backend cuda)".into())
         }
         KernelChoice::Cpu => {
             let kernels =
@@ -214,12 +217,6 @@ pub fn use_kernels<B: CliBackend>(
             let name = kernels.name();
             model.set_kernels(kernels)?;
             Ok(name)
-        }
-        _ if runtime.unfused_ops => {
-            Err("--unfused-ops only applies to the CubeCL kernels (--backend cuda)".into())
-        }
-        _ if runtime.gemv != GemvChoice::Auto => {
-            Err("--gemv only applies to the CubeCL kernels (--backend cuda)".into())
         }
         _ => Ok("tensor-ops"),
     }
