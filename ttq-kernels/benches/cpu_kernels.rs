@@ -1,12 +1,13 @@
-//! Criterion benchmarks of the CPU paths: the plain-Rust reference and the Burn tensor-op
-//! path on burn-ndarray, for one 1024×1024 layer.
+//! Criterion benchmarks of the CPU paths: the plain-Rust reference, the Burn tensor-op path
+//! on burn-ndarray and the fast CPU kernels (`CpuKernels`), for one 1024×1024 layer, plus
+//! the fast GEMV on Gemma 3 270M's MLP shapes.
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use ttq_core::{QuantKernels, QuantSpec, TensorOpsKernels};
-use ttq_kernels::{reference, CpuReference};
+use ttq_kernels::{reference, CpuKernels, CpuReference};
 
 type B = NdArray<f32>;
 
@@ -52,6 +53,36 @@ fn bench(c: &mut Criterion) {
     c.bench_function("reference/matmul m16 w4g128 1024x1024", |b| {
         b.iter(|| reference::matmul(black_box(&x), tokens, &host, None))
     });
+
+    c.bench_function("cpu/quantize w4g128 1024x1024", |b| {
+        b.iter(|| {
+            CpuKernels
+                .quantize(black_box(wt.clone()), None, &spec)
+                .unwrap()
+        })
+    });
+    let qc = CpuKernels.quantize(wt.clone(), None, &spec).unwrap();
+    c.bench_function("cpu/matmul m16 w4g128 1024x1024", |b| {
+        b.iter(|| CpuKernels.matmul(black_box(xt.clone()), &qc, None).unwrap())
+    });
+    let x1: Tensor<B, 2> = xt.clone().slice([0..1, 0..cols]);
+    c.bench_function("cpu/gemv m1 w4g128 1024x1024", |b| {
+        b.iter(|| CpuKernels.matmul(black_box(x1.clone()), &qc, None).unwrap())
+    });
+
+    // Gemma 3 270M's largest decode GEMVs (gate/up 2048x640, down 640x2048), W4 and W3.
+    for (rows, cols) in [(2048, 640), (640, 2048)] {
+        let w: Tensor<B, 2> =
+            Tensor::from_data(TensorData::new(data(rows * cols, 3), [rows, cols]), &dev);
+        let x: Tensor<B, 2> = Tensor::from_data(TensorData::new(data(cols, 4), [1, cols]), &dev);
+        for bits in [4, 3] {
+            let spec = QuantSpec::asymmetric(bits, 128).unwrap();
+            let q = CpuKernels.quantize(w.clone(), None, &spec).unwrap();
+            c.bench_function(&format!("cpu/gemv m1 w{bits}g128 {rows}x{cols}"), |b| {
+                b.iter(|| CpuKernels.matmul(black_box(x.clone()), &q, None).unwrap())
+            });
+        }
+    }
 }
 
 criterion_group!(benches, bench);

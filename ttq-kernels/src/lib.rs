@@ -8,15 +8,19 @@
 //!   where it matters). They define what every faster kernel must compute.
 //! - [`CpuReference`]: those functions behind the trait, for any Burn backend (data makes a
 //!   round trip through host memory).
+//! - [`CpuKernels`] ([`cpu_fast`]): fast kernels for burn-ndarray (f32) that work on the
+//!   packed codes in host memory, multithreaded with rayon; what the CPU backend runs.
 //! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
 //! - `CudaKernels` (feature `cuda`): CubeCL kernels for NVIDIA GPUs; [`gemv_config`] holds
 //!   the choice of GEMV kernel and tiles, which every build can parse.
 
 pub mod cpu;
+pub mod cpu_fast;
 pub mod gemv_config;
 pub mod reference;
 
 pub use cpu::CpuReference;
+pub use cpu_fast::CpuKernels;
 pub use ttq_core::{QuantKernels, TensorOpsKernels};
 
 #[cfg(feature = "cuda")]

@@ -71,12 +71,31 @@ pub fn try_quantize(
     col_scale: Option<&[f32]>,
     spec: &QuantSpec,
 ) -> Result<HostQuantized, QuantError> {
+    check_quantize_shapes(w.len(), rows, cols, col_scale)?;
+    for (r, row) in w.chunks_exact(cols).enumerate() {
+        let scaled: Vec<f32> = match col_scale {
+            Some(d) => row.iter().zip(d).map(|(w, d)| w * d).collect(),
+            None => row.to_vec(),
+        };
+        check_scaled_row(&scaled, r, rows, spec)?;
+    }
+    Ok(quantize(w, rows, cols, col_scale, spec))
+}
+
+/// The shape checks of [`try_quantize`]: `len` values make a non-empty `[rows, cols]`
+/// weight and the column scale (if any) has `cols` entries.
+pub fn check_quantize_shapes(
+    len: usize,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+) -> Result<(), QuantError> {
     let expected = rows.checked_mul(cols);
-    if expected != Some(w.len()) || cols == 0 {
+    if expected != Some(len) || cols == 0 {
         return Err(QuantError::shape(
             "quantize",
             format!("a non-empty [{rows}, {cols}] weight"),
-            format!("{} values", w.len()),
+            format!("{len} values"),
         ));
     }
     if let Some(d) = col_scale {
@@ -88,38 +107,44 @@ pub fn try_quantize(
             ));
         }
     }
+    Ok(())
+}
+
+/// The value checks of [`try_quantize`] for row `r` (of `rows`) of `w · col_scale`: every
+/// value finite (else the first NaN or infinite one is named), then every group's scale.
+pub fn check_scaled_row(
+    scaled: &[f32],
+    r: usize,
+    rows: usize,
+    spec: &QuantSpec,
+) -> Result<(), QuantError> {
+    let cols = scaled.len();
     let non_finite = |message: String| QuantError::NonFinite {
         context: format!("a [{rows}, {cols}] weight"),
         message,
     };
+    if let Some(c) = scaled.iter().position(|v| !v.is_finite()) {
+        let what = if scaled[c].is_nan() {
+            "NaN"
+        } else {
+            "infinite"
+        };
+        return Err(non_finite(format!(
+            "it holds {what} values (first at row {r}, column {c})"
+        )));
+    }
     let g = spec.group_len(cols);
     let max_code = spec.max_code() as f32;
-    for (r, row) in w.chunks_exact(cols).enumerate() {
-        let scaled: Vec<f32> = match col_scale {
-            Some(d) => row.iter().zip(d).map(|(w, d)| w * d).collect(),
-            None => row.to_vec(),
-        };
-        if let Some(c) = scaled.iter().position(|v| !v.is_finite()) {
-            let what = if scaled[c].is_nan() {
-                "NaN"
-            } else {
-                "infinite"
-            };
+    for (gi, group) in scaled.chunks(g).enumerate() {
+        if !group_params(group, spec, max_code).0.is_finite() {
             return Err(non_finite(format!(
-                "it holds {what} values (first at row {r}, column {c})"
+                "a group's range exceeds f32's largest value (about 3.4e38) (row {r}, \
+                 columns from {})",
+                gi * g
             )));
         }
-        for (gi, group) in scaled.chunks(g).enumerate() {
-            if !group_params(group, spec, max_code).0.is_finite() {
-                return Err(non_finite(format!(
-                    "a group's range exceeds f32's largest value (about 3.4e38) (row {r}, \
-                     columns from {})",
-                    gi * g
-                )));
-            }
-        }
     }
-    Ok(quantize(w, rows, cols, col_scale, spec))
+    Ok(())
 }
 
 /// Quantizes `w · diag(col_scale)` (`w` is `[rows, cols]`) group-wise and packs the codes.
@@ -164,8 +189,10 @@ pub fn quantize(
     out
 }
 
-/// Scale and zero point of one group (the tensor-op path's rules, same f32 operations).
-fn group_params(group: &[f32], spec: &QuantSpec, max_code: f32) -> (f32, f32) {
+/// Scale and zero point of one group (the tensor-op path's rules, same f32 operations);
+/// `max_code` is `spec.max_code()` as f32. Shared with the fast CPU quantizer so that both
+/// give bit-identical results.
+pub fn group_params(group: &[f32], spec: &QuantSpec, max_code: f32) -> (f32, f32) {
     let nonzero = |s: f32| if s == 0.0 { 1.0 } else { s };
     match spec.scheme() {
         QuantScheme::Asymmetric => {

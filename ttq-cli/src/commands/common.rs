@@ -44,12 +44,15 @@ pub enum DTypeChoice {
 /// weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KernelChoice {
-    /// `cubecl` on CUDA, `tensor-ops` on the CPU.
+    /// `cubecl` on CUDA, `cpu` on the CPU.
     Auto,
     /// Burn tensor operations (any backend; dequantizes the whole weight per matmul).
     TensorOps,
     /// ttq's CubeCL kernels (CUDA): fused quantize-pack, int GEMV, tensor-core GEMM.
     Cubecl,
+    /// ttq's CPU kernels (burn-ndarray): matmuls on the packed codes and one-pass
+    /// quantization, multithreaded.
+    Cpu,
 }
 
 /// Which GEMV serves decode-sized matmuls (at most 16 tokens) on the CubeCL kernels: the
@@ -119,6 +122,7 @@ impl RuntimeArgs {
             match (self.resolved_kernels(), self.unfused_ops) {
                 (KernelChoice::Cubecl, false) => "cubecl",
                 (KernelChoice::Cubecl, true) => "cubecl-unfused-ops",
+                (KernelChoice::Cpu, _) => "cpu",
                 _ => "tensor-ops",
             }
         ) + &match self.gemv {
@@ -131,7 +135,7 @@ impl RuntimeArgs {
     pub fn resolved_kernels(&self) -> KernelChoice {
         match (self.kernels, self.backend) {
             (KernelChoice::Auto, BackendChoice::Cuda) => KernelChoice::Cubecl,
-            (KernelChoice::Auto, BackendChoice::Cpu) => KernelChoice::TensorOps,
+            (KernelChoice::Auto, BackendChoice::Cpu) => KernelChoice::Cpu,
             (k, _) => k,
         }
     }
@@ -142,11 +146,20 @@ pub trait CliBackend: Backend {
     /// ttq's CubeCL kernels for this backend, if it has them; `fused_ops` as
     /// `CudaKernels::fused_decoder_ops`, `gemv` the GEMV for f16 4-bit weights.
     fn cubecl_kernels(fused_ops: bool, gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>>;
+
+    /// ttq's CPU kernels for this backend, if it has them.
+    fn cpu_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+        None
+    }
 }
 
 impl CliBackend for burn::backend::NdArray<f32> {
     fn cubecl_kernels(_fused_ops: bool, _gemv: GemvChoice) -> Option<Arc<dyn QuantKernels<Self>>> {
         None
+    }
+
+    fn cpu_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
+        Some(Arc::new(ttq_kernels::CpuKernels))
     }
 }
 
@@ -197,6 +210,13 @@ pub fn use_kernels<B: CliBackend>(
         }
         _ if runtime.gemv != GemvChoice::Auto => {
             Err("--gemv only applies to the CubeCL kernels (--backend cuda)".into())
+        }
+        KernelChoice::Cpu => {
+            let kernels =
+                B::cpu_kernels().ok_or("--kernels cpu needs --backend cpu (burn-ndarray, f32)")?;
+            let name = kernels.name();
+            model.set_kernels(kernels)?;
+            Ok(name)
         }
         _ => Ok("tensor-ops"),
     }
