@@ -3,58 +3,19 @@
 //! reference tests' tolerance, for every bit width, group size, scheme and token count.
 
 mod common;
-use burn::backend::NdArray;
-use burn::tensor::{Tensor, TensorData};
+#[path = "common/host.rs"]
+mod host;
 use common::random;
+use host::{close, spec_strategy, t1, t2, B};
 use proptest::prelude::*;
 use ttq_core::{
     tensor_io::{to_f32_vec, words_from_ints},
-    GroupSize, QuantKernels, QuantScheme, QuantSpec, TensorOpsKernels,
+    QuantKernels, QuantSpec, TensorOpsKernels,
 };
 use ttq_kernels::{
     cpu_fast::{self, QuantRef, WeightRef, Words, MAX_GEMV_TOKENS},
     reference, CpuKernels, CpuReference,
 };
-
-type B = NdArray<f32>;
-
-fn t2(v: Vec<f32>, shape: [usize; 2]) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(v, shape), &Default::default())
-}
-
-fn t1(v: Vec<f32>) -> Tensor<B, 1> {
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n]), &Default::default())
-}
-
-fn spec_strategy() -> impl Strategy<Value = QuantSpec> {
-    (
-        2u32..=8,
-        prop_oneof![
-            Just(GroupSize::Size(8)),
-            Just(GroupSize::Size(32)),
-            Just(GroupSize::Size(128)),
-            Just(GroupSize::Row)
-        ],
-        prop_oneof![Just(QuantScheme::Asymmetric), Just(QuantScheme::Symmetric)],
-    )
-        .prop_map(|(b, g, s)| QuantSpec::new(b, g, s).unwrap())
-}
-
-fn close(a: &[f32], b: &[f32], rel: f32) -> Result<(), TestCaseError> {
-    prop_assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        prop_assert!(
-            (x - y).abs() <= rel * scale,
-            "element {}: {} vs {}",
-            i,
-            x,
-            y
-        );
-    }
-    Ok(())
-}
 
 fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0f32; w.len()];
