@@ -30,6 +30,7 @@
 //! shift tensors. The GEMV reads the low 32 bits of each `i64`; storing `I32` words would
 //! halve what it streams per token once the tensor-op unpacker accepts them.
 
+use crate::cpu::from_host;
 use crate::reference::{self, HostQuantized};
 use burn::backend::ndarray::{NdArray, NdArrayTensor};
 use burn::tensor::Tensor;
@@ -37,7 +38,7 @@ use rayon::prelude::*;
 use ttq_core::{
     group::check_col_scale,
     kernels::check_matmul_shapes,
-    tensor_io::{exact_f32_tensor, f32_tensor, to_f32_vec, words_from_ints, words_tensor},
+    tensor_io::{f32_tensor, to_f32_vec, words_from_ints},
     ChannelStats, PackLayout, QuantError, QuantKernels, QuantSpec, QuantizedWeight,
 };
 
@@ -646,23 +647,6 @@ pub fn with_quant<R>(
     Ok(f(&view))
 }
 
-/// A quantized weight on the CPU backend from host data.
-pub fn to_tensors(
-    q: HostQuantized,
-    device: &burn::backend::ndarray::NdArrayDevice,
-) -> QuantizedWeight<B> {
-    let [rows, cols] = q.shape;
-    let layout = PackLayout::new(q.spec.bits(), cols);
-    let groups = q.spec.groups_per_row(cols);
-    QuantizedWeight {
-        packed: words_tensor(&q.packed, [rows, layout.words_per_row], device),
-        scales: exact_f32_tensor(q.scales, [rows, groups], device),
-        zeros: exact_f32_tensor(q.zeros, [rows, groups], device),
-        spec: q.spec,
-        shape: q.shape,
-    }
-}
-
 impl QuantKernels<B> for CpuKernels {
     fn name(&self) -> &'static str {
         "cpu"
@@ -690,7 +674,7 @@ impl QuantKernels<B> for CpuKernels {
         let device = w.device();
         let d = col_scale.map(to_f32_vec);
         let host = with_weight(&w, |w| quantize(w, rows, cols, d.as_deref(), spec))?;
-        Ok(to_tensors(host, &device))
+        Ok(from_host::<B>(host, &device))
     }
 
     fn dequantize(&self, q: &QuantizedWeight<B>) -> Tensor<B, 2> {
