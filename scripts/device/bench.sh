@@ -16,6 +16,7 @@
 set -uo pipefail
 # Works from scripts/device/ and from a copy in .device-kbin/.
 here=$(cd "$(dirname "$0")" && pwd)
+[ -f "$here/cuda_libs.sh" ] && . "$here/cuda_libs.sh"
 case "$here" in */.device-kbin) cd "$here/.." ;; *) cd "$here/../.." ;; esac
 BIN=${BIN:-.device-kbin}
 OUT=${OUT:-device-out}

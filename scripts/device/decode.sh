@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Decode end to end on the GPU machine (docs/kernels.md, "Decode end to end"): batch 1, a
-# 512-token prompt, 32 new tokens, median of 3 runs, random weights of the Qwen3-8B shape in
+# Decode end to end on the GPU machine (docs/decode.md): batch 1, a 512-token prompt,
+# NEW (default 128) new tokens, median of 3 runs, random weights of the Qwen3-8B shape in
 # f16 (no checkpoint needed):
 #   1. `ttq bench decode`: fp16 (Burn's matmul) against TTQ W4 g128 α = 0.25 (our kernels,
 #      fused decoder ops); GEMV=tma (or another --gemv value) prefers that GEMV;
 #   2. with UNFUSED=1, the same with the decoder ops as Burn ops (`--unfused-ops`);
-#   3. PyTorch's fp16 eager decode of the same architecture (torch_decode.py, transformers).
-# About 3 minutes on an H200. $BIN/ttq (BIN defaults to .device-kbin) is built with
+#   3. the PyTorch peer: the same architecture with a static KV cache and its decode step
+#      captured as a CUDA graph, fp16 (cuBLAS) and int4 g128 (torch_decode_graph.py); with
+#      PEER=eager, transformers' eager fp16 decode instead (torch_decode.py); PEER=none
+#      skips it.
+# About 4 minutes on an H100. $BIN/ttq (BIN defaults to .device-kbin) is built with
 # --features cuda; results go to $OUT (./device-out when unset).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cuda_libs.sh"
 cd "$here/../.."
 BIN=${BIN:-.device-kbin}
 OUT=${OUT:-device-out}
@@ -20,7 +24,7 @@ if [ ! -x "$BIN/ttq" ]; then
 fi
 nvidia-smi -L | tee "$OUT/gpu.txt"
 common=(bench decode --random-weights qwen3-8b --backend cuda --dtype f16
-  --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens 32 --runs 3)
+  --methods fp,ttq:w4:g128:a0.25 --prompt-tokens 512 --new-tokens "${NEW:-128}" --runs 3)
 [ -n "${GEMV:-}" ] && common+=(--gemv "$GEMV")
 rc=0
 echo "== ttq bench decode"
@@ -32,8 +36,17 @@ if [ "${UNFUSED:-0}" = 1 ]; then
     | tee "$OUT/decode_unfused.md"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 fi
-echo "== torch decode"
-PYTHONUNBUFFERED=1 python3 scripts/device/torch_decode.py --preset qwen3-8b --prompt-tokens 512 \
-  --new-tokens 32 --runs 3 --json "$OUT/torch_decode.json" 2>&1 | tee "$OUT/torch_decode.md"
+if [ "${PEER:-graph}" = none ]; then
+  :
+elif [ "${PEER:-graph}" = eager ]; then
+  echo "== torch eager decode"
+  PYTHONUNBUFFERED=1 python3 scripts/device/torch_decode.py --preset qwen3-8b --prompt-tokens 512 \
+    --new-tokens "${NEW:-128}" --runs 3 --json "$OUT/torch_decode.json" 2>&1 | tee "$OUT/torch_decode.md"
+else
+  echo "== torch decode, CUDA graph"
+  PYTHONUNBUFFERED=1 python3 scripts/device/torch_decode_graph.py --preset qwen3-8b \
+    --prompt-tokens 512 --new-tokens "${NEW:-128}" --runs 3 --json "$OUT/torch_decode_graph.json" \
+    2>&1 | tee "$OUT/torch_decode_graph.md"
+fi
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 exit $rc

@@ -13,6 +13,7 @@
 # run does not stop the others.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cuda_libs.sh"
 cd "$here/../.."
 BIN=${BIN:-.device-kbin}
 DATA=${DATA:-.device-data}

@@ -11,6 +11,7 @@
 # arguments go to the binary (name filters, --nocapture). The log goes to $OUT/tests.log (./device-out when OUT is unset).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/cuda_libs.sh"
 cd "$here/../.."
 BIN=${BIN:-.device-kbin}
 OUT=${OUT:-device-out}

@@ -39,6 +39,9 @@ pub enum QuantError {
         /// What went wrong.
         message: String,
     },
+    /// A device library or driver call failed (e.g. cuBLAS on the GPU).
+    #[error("device operation failed: {0}")]
+    Device(String),
 }
 
 impl QuantError {

@@ -65,6 +65,25 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
         input_scale: Option<Tensor<B, 1>>,
     ) -> Result<Tensor<B, 2>, QuantError>;
 
+    /// `x · w_t` for a full-precision weight stored transposed (`w_t` `[cols, rows]`): the
+    /// layers that are not quantized and the LM head. Burn's matmul by default; a backend
+    /// with a faster dense product (cuBLAS on the GPU) overrides it.
+    ///
+    /// # Shapes
+    /// - `x`: `[tokens, cols]`; `w_t`: `[cols, rows]`; returns `[tokens, rows]`
+    fn dense_matmul(&self, x: Tensor<B, 2>, w_t: Tensor<B, 2>) -> Result<Tensor<B, 2>, QuantError> {
+        let [_, cols] = x.dims();
+        let [k, _] = w_t.dims();
+        if cols != k {
+            return Err(QuantError::shape(
+                "dense matmul",
+                format!("a weight of {cols} input features"),
+                format!("{k}"),
+            ));
+        }
+        Ok(x.matmul(w_t))
+    }
+
     /// RMSNorm of each row, statistics in f32 ([`ops::rms_norm`]).
     ///
     /// # Shapes

@@ -217,7 +217,7 @@ impl<B: Backend> QuantLinear<B> {
         }
         let kernels = self.kernels.clone();
         let y = match &mut self.active {
-            None => x.matmul(self.weight_t.clone()),
+            None => kernels.dense_matmul(x, self.weight_t.clone())?,
             Some(active) => match &active.prepared {
                 Prepared::Fixed(q) => q.forward(x, kernels.as_ref())?,
                 Prepared::Dynamic(dynamic) => {

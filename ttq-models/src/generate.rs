@@ -4,7 +4,7 @@
 use crate::error::{ModelError, Result};
 use crate::model::{CausalLm, Logits};
 use crate::tokenizer::TextTokenizer;
-use burn::tensor::backend::Backend;
+use burn::tensor::{backend::Backend, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::time::Instant;
 
@@ -315,41 +315,29 @@ pub fn greedy_timed<B: Backend>(
 }
 
 /// The id of the largest logit of a `[1, 1, vocab]` tensor, found on the device; an error
-/// if any logit is NaN or the largest is infinite (two more scalar reads than the id alone;
-/// a backend's max may skip NaNs, so they are looked for separately).
+/// if any logit is NaN or the largest is infinite. The NaN count, whether the largest is
+/// infinite and the id come back in one read of three integers (each read is a host
+/// synchronisation, paid once per generated token; a backend's max may skip NaNs, so they
+/// are counted separately).
 fn argmax_id<B: Backend>(logits: burn::tensor::Tensor<B, 3>) -> Result<u32> {
     let vocab = logits.dims()[2];
     let half = is_half(&logits);
-    // Read as an integer: backends store booleans differently (u8 on CUDA), and a bool
+    let nans = logits.clone().is_nan().int().sum(); // [1]
+    let (max, id) = logits.max_dim_with_indices(2); // [1, 1, 1] each
+    let infinite = max.is_inf().int().reshape([1]);
+    // Read as integers: backends store booleans differently (u8 on CUDA), and a bool
     // readback with the wrong storage type is an error.
-    let nans = logits
-        .clone()
-        .is_nan()
-        .int()
-        .sum()
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .map_err(|e| ModelError::Invalid(format!("reading the NaN check: {e:?}")))?;
-    if nans.first().copied().unwrap_or(0) > 0 {
-        return Err(non_finite_logits("some are NaN", half));
-    }
-    let (max, id) = logits.max_dim_with_indices(2);
-    let id = id
+    let read = Tensor::cat(vec![nans, infinite, id.reshape([1])], 0)
         .into_data()
         .convert::<i64>()
         .into_vec::<i64>()
         .map_err(|e| ModelError::Invalid(format!("reading the argmax: {e:?}")))?;
-    let max = max
-        .into_data()
-        .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| ModelError::Invalid(format!("reading the largest logit: {e:?}")))?;
-    match (id.first(), max.first()) {
-        (_, Some(m)) if !m.is_finite() => {
-            Err(non_finite_logits(&format!("the largest is {m}"), half))
+    match read[..] {
+        [nans, _, _] if nans > 0 => Err(non_finite_logits("some are NaN", half)),
+        [_, infinite, _] if infinite != 0 => {
+            Err(non_finite_logits("the largest is infinite", half))
         }
-        (Some(&v), Some(_)) => u32::try_from(v)
+        [_, _, v] => u32::try_from(v)
             .ok()
             .filter(|&v| (v as usize) < vocab)
             .ok_or_else(|| non_finite_logits(&format!("the argmax was {v}"), half)),

@@ -600,7 +600,9 @@ impl<B: Backend> CausalLm<B> {
         };
         let h = self.final_norm.forward(h, self.ops.as_ref())?;
         let [_, rows, hidden] = h.dims();
-        let out = h.reshape([rows, hidden]).matmul(self.lm_head_t.clone());
+        let out = self
+            .ops
+            .dense_matmul(h.reshape([rows, hidden]), self.lm_head_t.clone())?;
         Ok(out.unsqueeze_dim(0))
     }
 

@@ -91,6 +91,10 @@ pub fn bench(root: &Path, args: &[String]) -> Result<(), String> {
             kbin.join("torch_bench.py"),
         ),
         (root.join("scripts/device/bench.sh"), kbin.join("bench.sh")),
+        (
+            root.join("scripts/device/cuda_libs.sh"),
+            kbin.join("cuda_libs.sh"),
+        ),
     ] {
         std::fs::copy(&from, &to)
             .map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))?;

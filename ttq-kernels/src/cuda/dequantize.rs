@@ -1,6 +1,6 @@
 //! Dequantization, and the dense path of `matmul` for more than `gemv_max_tokens` tokens:
 //! the weight dequantized straight into a contiguous `[cols, rows]` operand (input scale
-//! folded into its columns), then Burn's dense matmul.
+//! folded into its columns), then cuBLAS's dense product ([`super::cublas`]).
 //!
 //! | kernel | serves |
 //! | --- | --- |
@@ -13,16 +13,18 @@ use burn_cubecl::{tensor::CubeTensor, CubeRuntime, FloatElement};
 use cubecl::prelude::*;
 use ttq_core::{QuantError, QuantizedWeight};
 
+use super::cublas;
 use super::gemv::{line_layout_fits, LINE_VECTOR, LINE_WORDS};
 use super::operands::{aligned_16, empty, float_prim, weight_prims, wrap_float, Cb, WeightDims};
 use super::{MAX_GRID_Y, PLANE};
 
-/// Below this many output rows the dense path multiplies element-wise (see
-/// [`dense_matmul`]).
+/// Below this many output columns Burn's matmul is replaced by an element-wise product
+/// (see [`burn_matmul`]).
 const DENSE_MIN_ROWS: usize = 8;
 
 /// `(x ⊙ s) · dequant(Q)ᵀ` for any number of tokens: the weight dequantized, transposed,
-/// with the input scale `s` folded into its columns, then Burn's matmul.
+/// with the input scale `s` folded into its columns, then cuBLAS (Burn's matmul where
+/// cuBLAS is not available).
 ///
 /// The weight takes `x`'s own dtype, not `F`'s: Burn 0.21 makes tensors in the device's
 /// default float dtype, which the first tensor made on the device fixes whatever the
@@ -36,16 +38,30 @@ pub(super) fn dense_matmul<R: CubeRuntime, F: FloatElement>(
     dims: &WeightDims,
 ) -> Result<BurnTensor<Cb<R, F>, 2>, QuantError> {
     let dtype = x.dtype();
-    let wt = wrap_float::<R, F, 2>(dequantize_t_prim::<R, F>(q, dims, input_scale, dtype));
-    if (dims.rows as usize) < DENSE_MIN_ROWS {
+    let wt = dequantize_t_prim::<R, F>(q, dims, input_scale, dtype);
+    let [tokens, cols] = x.dims();
+    let x = float_prim::<R, F, 2>(x, dtype);
+    if let Some(y) = cublas::matmul(&x, &wt, tokens, cols, dims.rows as usize)? {
+        return Ok(wrap_float(y));
+    }
+    Ok(burn_matmul(wrap_float(x), wrap_float(wt)))
+}
+
+/// Burn's `x · wt` (`[m, k]` x `[k, n]`), the fallback where cuBLAS cannot serve a product.
+pub(super) fn burn_matmul<R: CubeRuntime, F: FloatElement>(
+    x: BurnTensor<Cb<R, F>, 2>,
+    wt: BurnTensor<Cb<R, F>, 2>,
+) -> BurnTensor<Cb<R, F>, 2> {
+    let [tokens, _] = x.dims();
+    let [_, n] = wt.dims();
+    if n < DENSE_MIN_ROWS {
         // Burn's matmul gave wrong, varying results for a `[cols, 1]` right-hand side in
         // the property tests (f16 and f32), so very narrow outputs are summed element-wise
         // instead (`m · cols · rows` products, a few per weight).
-        let [tokens, _] = x.dims();
         let prod = x.unsqueeze_dim::<3>(2) * wt.unsqueeze_dim::<3>(0); // [m, cols, rows]
-        return Ok(prod.sum_dim(1).reshape([tokens, dims.rows as usize]));
+        return prod.sum_dim(1).reshape([tokens, n]);
     }
-    Ok(x.matmul(wt))
+    x.matmul(wt)
 }
 
 /// Dense `(code - z) · s` of a packed weight: one thread per output element, 256 columns

@@ -10,7 +10,8 @@
 //! | --- | --- |
 //! | `channel_stats`, `ttq_scales` | [`stats`] |
 //! | `quantize` | [`quantize`] |
-//! | `dequantize`; `matmul` above `gemv_max_tokens` tokens (dequantize + Burn's matmul) | [`dequantize`] |
+//! | `dequantize`; `matmul` above `gemv_max_tokens` tokens (dequantize + cuBLAS) | [`dequantize`] |
+//! | `dense_matmul` (full-precision layers, the LM head) | [`cublas`] |
 //! | `matmul` up to `gemv_max_tokens` tokens | [`gemv`]: fused, vector, half2 and TMA GEMVs, picked by [`GemvPolicy`] |
 //! | `rms_norm`, `rope`, `masked_softmax`, `gated` | [`decoder_ops`] |
 //!
@@ -37,6 +38,7 @@
 //! Degenerate shapes (a zero dimension) go through [`TensorOpsKernels`], which handles them
 //! without launching anything of ours.
 
+pub mod cublas;
 pub mod decoder_ops;
 pub mod dequantize;
 pub mod gemv;
@@ -52,7 +54,7 @@ use ttq_core::{
 };
 
 use crate::gemv_config::{GemvPolicy, LineTile, TmaTile};
-use operands::{u32_of, wrap_float, Cb, WeightDims};
+use operands::{float_prim, u32_of, wrap_float, Cb, WeightDims};
 
 /// Burn's CUDA backend without fusion: the backend these kernels run on.
 pub type CudaBackend<F = f32> = CubeBackend<cubecl::cuda::CudaRuntime, F, i32, u8>;
@@ -219,6 +221,31 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
             );
         }
         dequantize::dense_matmul(x, q, input_scale, &dims)
+    }
+
+    fn dense_matmul(
+        &self,
+        x: Tensor<Cb<R, F>, 2>,
+        w_t: Tensor<Cb<R, F>, 2>,
+    ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        let [tokens, cols] = x.dims();
+        let [k, rows] = w_t.dims();
+        if cols != k {
+            return Err(QuantError::shape(
+                "dense matmul",
+                format!("a weight of {cols} input features"),
+                format!("{k}"),
+            ));
+        }
+        let dtype = x.dtype();
+        if w_t.dtype() == dtype {
+            let xp = float_prim::<R, F, 2>(x.clone(), dtype);
+            let wp = float_prim::<R, F, 2>(w_t.clone(), dtype);
+            if let Some(y) = cublas::matmul(&xp, &wp, tokens, cols, rows)? {
+                return Ok(wrap_float(y));
+            }
+        }
+        Ok(dequantize::burn_matmul(x, w_t))
     }
 
     fn rms_norm(

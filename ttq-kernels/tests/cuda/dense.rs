@@ -1,4 +1,5 @@
-//! The dense path (more than 16 tokens): the transposed dequantizer and Burn's matmul on it.
+//! The dense path (more than 16 tokens): the transposed dequantizer and the dense product
+//! (cuBLAS) on it, and `dense_matmul` for full-precision weights.
 
 use super::matmul::check_matmul;
 use super::*;
@@ -335,5 +336,66 @@ fn op_checks<F: FloatElement + Element>(when: &str, failures: &mut Vec<String>) 
         to_f32_vec(prod1.sum_dim(1).reshape([m, 1])),
         host_matmul(&x_h, &wt1_h, m, k, 1),
         1e-2,
+    );
+}
+
+/// `dense_matmul` (cuBLAS on this machine, Burn's matmul where cuBLAS cannot load) against
+/// a plain-Rust product, in f32 and f16, on ragged shapes, one token, one output row, and a
+/// product large enough for cuBLAS's tensor-core kernels; inputs are made in the process's
+/// other dtype first, so the path must honour each tensor's own dtype.
+#[test]
+fn dense_matmul_matches_host_product() {
+    f32_warm_up();
+    let kernels = CudaKernels::default();
+    let shapes = [
+        (1, 576, 1),
+        (1, 640, 37),
+        (17, 1, 576),
+        (65, 63, 33),
+        (130, 129, 1000),
+        (512, 1024, 384),
+    ];
+    for (i, (m, k, n)) in shapes.into_iter().enumerate() {
+        let x = random(60 + i as u64, m * k, 13);
+        let w_t = random(70 + i as u64, k * n, 0);
+        let want = host_matmul(&x, &w_t, m, k, n);
+        let y32 = kernels
+            .dense_matmul(t2::<f32>(x.clone(), [m, k]), t2::<f32>(w_t.clone(), [k, n]))
+            .expect("valid shapes");
+        assert_eq!(y32.dims(), [m, n]);
+        close(
+            &format!("f32 dense {m}x{k}x{n}"),
+            &to_f32_vec(y32),
+            &want,
+            1e-4,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let y16 = kernels
+            .dense_matmul(t2::<f16>(x, [m, k]), t2::<f16>(w_t, [k, n]))
+            .expect("valid shapes");
+        close(
+            &format!("f16 dense {m}x{k}x{n}"),
+            &to_f32_vec(y16),
+            &want,
+            1e-2,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let bad = kernels.dense_matmul(
+        t2::<f32>(vec![0.0; 6], [2, 3]),
+        t2::<f32>(vec![0.0; 8], [4, 2]),
+    );
+    assert!(bad.is_err(), "a [2, 3] x [4, 2] product must be refused");
+}
+
+/// On the GPU machine cuBLAS must load (the device scripts put its directory on the library
+/// path): without it every dense product silently takes Burn's slower matmul.
+#[test]
+fn cublas_is_available() {
+    let x = t2::<f32>(vec![1.0; 4], [2, 2]);
+    let prim = x.into_primitive().tensor();
+    assert!(
+        ttq_kernels::cuda::cublas::available(&prim),
+        "cuBLAS could not be loaded (is libcublas on LD_LIBRARY_PATH?)"
     );
 }
