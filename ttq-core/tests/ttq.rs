@@ -213,6 +213,23 @@ fn mismatched_shapes_are_errors() {
     let err = QuantKernels::<B>::matmul(&TensorOpsKernels, tensor2(vec![0.0; 8], [1, 8]), &q, None)
         .unwrap_err();
     assert!(matches!(err, QuantError::ShapeMismatch { .. }), "{err}");
+    let err = QuantKernels::<B>::dense_matmul(
+        &TensorOpsKernels,
+        tensor2(vec![0.0; 6], [2, 3]),
+        tensor2(vec![0.0; 8], [4, 2]),
+    )
+    .unwrap_err();
+    assert!(matches!(err, QuantError::ShapeMismatch { .. }), "{err}");
+}
+
+/// The dense product of the trait's default (full-precision layers, the LM head): `x · w_t`.
+#[test]
+fn dense_matmul_is_the_plain_product() {
+    let x = tensor2(vec![1.0, 2.0, 3.0, -1.0, 0.5, 2.0], [2, 3]);
+    let w_t = tensor2(vec![1.0, 0.0, 0.0, 1.0, 2.0, -1.0], [3, 2]);
+    let y = QuantKernels::<B>::dense_matmul(&TensorOpsKernels, x, w_t).unwrap();
+    // [1 2 3] · [[1 0] [0 1] [2 -1]] = [7, -1]; [-1 0.5 2] · ... = [3, -1.5]
+    assert_eq!(vec2(y), vec![7.0, -1.0, 3.0, -1.5]);
 }
 
 #[test]
