@@ -223,7 +223,10 @@ mod tests {
         // probability 1/4, far above 2.5%, so the 95% interval is exactly [2, 4] around √8.
         let r = one(&[4f64.ln(), 2f64.ln()], &[0.0, 0.0], 1);
         assert!((r.ratio - 8f64.sqrt()).abs() < 1e-12, "{r:?}");
-        assert!((r.low - 2.0).abs() < 1e-12 && (r.high - 4.0).abs() < 1e-12, "{r:?}");
+        assert!(
+            (r.low - 2.0).abs() < 1e-12 && (r.high - 4.0).abs() < 1e-12,
+            "{r:?}"
+        );
         assert_eq!(r.verdict(), Verdict::Loss);
         // ln 2 and 0: the interval [1, 2] touches 1, so no claim either way.
         let r = one(&[2f64.ln(), 0.0], &[0.0, 0.0], 1);
