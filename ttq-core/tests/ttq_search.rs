@@ -44,7 +44,7 @@ fn codes(q: &QuantizedLinear<B>) -> (Vec<i64>, Vec<f32>, Vec<f32>) {
 #[test]
 fn bad_grids_are_errors() {
     let s = spec(4, 16);
-    let too_many = vec![0.1; TtqSearch::MAX_GRID + 1];
+    let too_many = [0.1; TtqSearch::MAX_GRID + 1];
     for (alphas, rows) in [
         (&[][..], 8),
         (&[0.0, -0.1][..], 8),
