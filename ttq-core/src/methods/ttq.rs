@@ -89,10 +89,7 @@ impl<B: Backend> QuantMethod<B> for Ttq {
         _calibration: Option<&crate::CalibrationStats<B>>,
         _kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
-        Ok(Prepared::Dynamic(DynamicWeight {
-            weight: weight.clone(),
-            low_rank: None,
-        }))
+        Ok(Prepared::whole_weight(weight))
     }
 
     fn realize(

@@ -208,6 +208,18 @@ impl TtqSearch {
         Ok(self.alphas[best])
     }
 
+    /// Quantizes `weight` for activations `x` (`[tokens, cols]`): statistics through the
+    /// kernels, then [`Self::quantize_with_stats`].
+    pub fn quantize_for<B: Backend>(
+        &self,
+        weight: &Tensor<B, 2>,
+        x: &Tensor<B, 2>,
+        kernels: &dyn QuantKernels<B>,
+    ) -> Result<QuantizedLinear<B>, QuantError> {
+        check_features(weight, x)?;
+        self.quantize_with_stats(weight, &kernels.channel_stats(x.clone()), kernels)
+    }
+
     /// Quantizes `weight` for activation statistics `stats` with the α of least estimated
     /// error, chosen on the device.
     pub fn quantize_with_stats<B: Backend>(
@@ -255,10 +267,7 @@ impl<B: Backend> QuantMethod<B> for TtqSearch {
         _calibration: Option<&crate::CalibrationStats<B>>,
         _kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
-        Ok(Prepared::Dynamic(DynamicWeight {
-            weight: weight.clone(),
-            low_rank: None,
-        }))
+        Ok(Prepared::whole_weight(weight))
     }
 
     fn realize(
@@ -267,9 +276,7 @@ impl<B: Backend> QuantMethod<B> for TtqSearch {
         x: &Tensor<B, 2>,
         kernels: &dyn QuantKernels<B>,
     ) -> Result<QuantizedLinear<B>, QuantError> {
-        check_features(&prepared.weight, x)?;
-        let stats = kernels.channel_stats(x.clone());
-        let mut q = self.quantize_with_stats(&prepared.weight, &stats, kernels)?;
+        let mut q = self.quantize_for(&prepared.weight, x, kernels)?;
         q.low_rank = prepared.low_rank.clone();
         Ok(q)
     }
