@@ -27,6 +27,9 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// One of the named experiments of docs/results.md: methods, groups, domain, sensitivity.
     Experiment(commands::eval::ExperimentArgs),
+    /// Every method of records.json files against a baseline method: perplexity ratios with
+    /// paired bootstrap intervals over windows.
+    Compare(commands::compare::CompareArgs),
     /// Benchmarks: `ttq bench kernels` (CUDA kernels against dense f16) and `ttq bench
     /// decode` (prefill and decode speed of a model, fp against quantized).
     #[command(subcommand)]
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Experiment(args) => with_backend!(args.grid.runtime, |B, device| {
             commands::eval::run_experiment::<B>(&args, device)
         }),
+        Command::Compare(args) => commands::compare::run(&args),
         Command::Bench(BenchCommand::Kernels(args)) | Command::BenchKernels(args) => {
             commands::bench_kernels::run(&args)
         }

@@ -28,7 +28,7 @@ fn bench_decode_times_every_method_on_random_weights() {
         "--random-weights",
         &fixture_config(),
         "--methods",
-        "fp,rtn:w4:g16,ttq:w4:g16:a0.25",
+        "fp,rtn:w4:g16,ttq:w4:g16:a0.25,ttqs:w4:g16",
         "--prompt-tokens",
         "8",
         "--new-tokens",
@@ -50,7 +50,15 @@ fn bench_decode_times_every_method_on_random_weights() {
         .iter()
         .map(|r| r["method"].as_str().unwrap())
         .collect();
-    assert_eq!(methods, ["fp", "rtn:w4:g16", "ttq:w4:g16:a0.25:l1e-4"]);
+    assert_eq!(
+        methods,
+        [
+            "fp",
+            "rtn:w4:g16",
+            "ttq:w4:g16:a0.25:l1e-4",
+            "ttqs:w4:g16:amax0.5:n6:rows128:l1e-4"
+        ]
+    );
     for r in results {
         assert!(r["prefill_tok_s"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["decode_tok_s"].as_f64().unwrap() > 0.0, "{r}");
@@ -153,5 +161,89 @@ fn bench_kernels_rejects_bad_arguments_before_touching_a_gpu() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     if cfg!(not(feature = "cuda")) {
         assert!(stderr.contains("--features cuda"), "{stderr}");
+    }
+}
+
+/// A records.json as `ttq eval` writes it, with two windows of 10 tokens per record.
+fn records_file(tag: &str, records: &[(&str, Option<&str>, [f64; 2])]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("ttq-compare-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let recs: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(method, calib, nll)| {
+            let kind = method.split(':').next().unwrap();
+            serde_json::json!({
+                "method": method, "calibration": calib, "dataset": "WikiText-2",
+                "mode": if kind == "ttq" { "window" } else { "static" },
+                "score_from": 0, "perplexity": ((nll[0] + nll[1]) / 20.0).exp(),
+                "mean_nll": (nll[0] + nll[1]) / 20.0, "scored_tokens": 20, "windows": 2,
+                "seqlen": 11, "quantize_seconds": 0.0, "eval_seconds": 0.0,
+                "low_rank_bytes": 0, "window_nll": nll, "window_tokens": 10,
+                "spec": { "kind": kind, "bits": 4, "group": 128 },
+            })
+        })
+        .collect();
+    let path = dir.join("records.json");
+    let doc = serde_json::json!({ "run": { "model": "m" }, "records": recs });
+    std::fs::write(&path, doc.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn compare_prints_ratios_with_intervals_and_refuses_bad_input() {
+    let file = records_file(
+        "ok",
+        &[
+            (
+                "awq:w4:g128",
+                Some("C4 (train-00000 sample) 64x2048 seed 0"),
+                [25.0, 25.0],
+            ),
+            ("ttq:w4:g128:a0.25:l1e-4", None, [24.0, 24.0]),
+        ],
+    );
+    let path = file.to_str().unwrap();
+    let out = ttq(&["compare", path, "--baseline", "awq", "--resamples", "100"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // 0.1 nats per token less on both windows: ratio e^-0.1 = 0.905 in every resample.
+    assert!(
+        stdout.contains("0.905 [0.905, 0.905]") && stdout.contains("| win |"),
+        "{stdout}"
+    );
+    for (args, message) in [
+        (
+            vec!["compare", path, "--baseline", "bogus"],
+            "not a quantization method",
+        ),
+        (
+            vec!["compare", path, "--baseline", "gptq"],
+            "no record has a gptq baseline",
+        ),
+        (vec!["compare", "/nonexistent/records.json"], "cannot read"),
+        (vec!["compare", path, "--json", path], "--json"),
+    ] {
+        let out = ttq(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(message),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Records from before per-window NLLs were kept.
+    let old = records_file("old", &[("rtn:w4:g128", None, [1.0, 1.0])]);
+    let text = std::fs::read_to_string(&old)
+        .unwrap()
+        .replace("\"window_nll\":[1.0,1.0],", "");
+    std::fs::write(&old, text).unwrap();
+    let out = ttq(&["compare", path, old.to_str().unwrap(), "--baseline", "rtn"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("per-window NLLs"), "{stderr}");
+    for f in [&file, &old] {
+        std::fs::remove_dir_all(f.parent().unwrap()).ok();
     }
 }

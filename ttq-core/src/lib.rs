@@ -13,7 +13,8 @@
 //! - [`QuantKernels`]: the hot paths (statistics, quantize+pack, int-weight matmul), with a
 //!   pure tensor-op default [`TensorOpsKernels`].
 //! - [`QuantMethod`]: one trait for weight quantization methods ([`methods::Rtn`],
-//!   [`methods::Ttq`]); static and calibration-based methods fit it too.
+//!   [`methods::Ttq`], [`methods::TtqSearch`] with α chosen per prompt and layer); static and
+//!   calibration-based methods fit it too.
 //! - [`CalibrationStats`]: what calibration-based methods keep of a layer's calibration
 //!   inputs (the Gram matrix `XᵀX` and `Σ|x|`).
 //! - [`QuantLinear`]: a linear layer that keeps full-precision weights and runs a method.

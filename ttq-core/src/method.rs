@@ -99,6 +99,17 @@ pub enum Prepared<B: Backend> {
     Dynamic(DynamicWeight<B>),
 }
 
+impl<B: Backend> Prepared<B> {
+    /// The dynamic state of a test-time method that quantizes the whole weight at every
+    /// calibration (TTQ, TTQ-search).
+    pub fn whole_weight(weight: &Tensor<B, 2>) -> Self {
+        Prepared::Dynamic(DynamicWeight {
+            weight: weight.clone(),
+            low_rank: None,
+        })
+    }
+}
+
 /// A weight quantization method (RTN, TTQ, AWQ, GPTQ, TTQ + low-rank, …).
 pub trait QuantMethod<B: Backend>: std::fmt::Debug + Send + Sync {
     /// A name for tables and logs, including the method's parameters.

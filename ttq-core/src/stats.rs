@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub const MIN_MAX_ABS: f32 = 1e-15;
 /// `ln D` is clamped to ±this, so `D` and `1/D` stay finite in f32 (e^80 ≈ 5.5e34).
 pub const MAX_LOG_SCALE: f32 = 80.0;
+/// `ln(s + λ)` is clamped to ±this: finite (so `α · ln(s + λ)` is never `0 · ∞`), and far
+/// outside anything `MAX_LOG_SCALE` lets through for α ≥ 1e-28.
+pub const MAX_LOG_ENERGY: f32 = 1e30;
 
 /// Per-input-channel statistics of a layer input `X` (tokens × channels).
 ///
@@ -111,20 +114,31 @@ impl TtqScaleConfig {
         Ok(())
     }
 
-    /// `D_i = (s_i + λ)^α`, computed as `exp(α · (2 ln m_i + ln(n_i + λ / m_i²)))` with
-    /// `m = max_abs` and `n = mean_sq_normalized`, and `ln D` clamped to ±80.
-    /// Always finite and positive; exactly 1 when α = 0.
-    pub fn scale<B: Backend>(&self, stats: &ChannelStats<B>) -> Tensor<B, 1> {
+    /// `ln(s_i + λ)` per channel, computed as `2 ln m_i + ln(n_i + λ / m_i²)` with
+    /// `m = max_abs` and `n = mean_sq_normalized`, and clamped to ±[`MAX_LOG_ENERGY`] so that
+    /// it is finite even for an all-zero channel with λ = 0 (whose energy is 0).
+    ///
+    /// Both TTQ's scale (`ln D = α · ln(s + λ)`) and the test-time α search
+    /// ([`crate::methods::TtqSearch`], which weights the weight error of channel `i` by
+    /// `s_i + λ`) start from it.
+    pub fn log_energy<B: Backend>(&self, stats: &ChannelStats<B>) -> Tensor<B, 1> {
         let m = stats.max_abs.clone().clamp_min(MIN_MAX_ABS);
         let m_sq = m.clone().square();
         let log_s = m.log().mul_scalar(2.0)
             + (stats.mean_sq_normalized.clone() + m_sq.recip().mul_scalar(self.lambda)).log();
         // ln(0) = -inf only when λ = 0 and the channel is all zero; the clamp makes it finite.
-        let log_d = log_s
+        log_s.clamp(-MAX_LOG_ENERGY, MAX_LOG_ENERGY)
+    }
+
+    /// `D_i = (s_i + λ)^α`, computed as `exp(α · ln(s_i + λ))` ([`Self::log_energy`]) with
+    /// `ln D` clamped to ±80. Always finite and positive; exactly 1 when α = 0.
+    pub fn scale<B: Backend>(&self, stats: &ChannelStats<B>) -> Tensor<B, 1> {
+        let log_d = self
+            .log_energy(stats)
             .mul_scalar(self.alpha)
             .clamp(-MAX_LOG_SCALE, MAX_LOG_SCALE);
         if self.alpha == 0.0 {
-            // 0 · (-inf) is NaN; with α = 0 the scale is exactly one.
+            // With α = 0 the scale is exactly one, whatever the statistics.
             return log_d.ones_like();
         }
         log_d.exp()

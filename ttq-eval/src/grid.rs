@@ -11,7 +11,7 @@ use crate::{
     perplexity, windows, CalibrationMode, Dataset, EvalError, PerplexityOptions,
 };
 use burn::tensor::backend::Backend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -81,7 +81,7 @@ pub struct GridConfig {
 }
 
 /// One perplexity measurement.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// Canonical method label.
     pub method: String,
@@ -111,6 +111,12 @@ pub struct Record {
     pub eval_seconds: f64,
     /// Extra f32 bytes of static low-rank factors.
     pub low_rank_bytes: usize,
+    /// Summed NLL of each window (empty in records written before they were kept).
+    #[serde(default)]
+    pub window_nll: Vec<f64>,
+    /// Tokens scored per window.
+    #[serde(default)]
+    pub window_tokens: usize,
 }
 
 /// Runs every method of `cfg` on every text, calling `on_record` after each measurement.
@@ -181,6 +187,8 @@ pub fn run_grid<B: Backend>(
                     quantize_seconds,
                     eval_seconds: r.seconds,
                     low_rank_bytes,
+                    window_nll: r.window_nll,
+                    window_tokens: r.window_tokens,
                 };
                 on_record(&record);
                 out.push(record);

@@ -1,9 +1,11 @@
 //! Methods by name, as written on command lines and in experiment definitions.
 //!
 //! Syntax: `KIND[:FIELD]...` with `KIND` one of `fp`, `rtn`, `awq`, `gptq`, `ttq`, `ttqlr`,
-//! and fields
+//! `ttqs`, and fields
 //! - `w4` bits, `g128` / `grow` group size, `sym` symmetric,
 //! - `a0.25` TTQ's α, `l1e-4` TTQ's λ, `r16` low-rank rank, `wsvd` activation-weighted SVD,
+//! - `amax0.5` and `n6`: the α grid of TTQ with test-time search (`ttqs`), `n` values evenly
+//!   spaced from 0 to `amax` (`n1`: `amax` alone); `rows128`: rows its error is estimated on,
 //! - `act` GPTQ act-order, `noclip` AWQ without the clipping search.
 //!
 //! Bare numbers are read positionally as bits, group and α (`ttq:4:128:0.25`), the older
@@ -11,15 +13,15 @@
 
 use crate::EvalError;
 use burn::tensor::backend::Backend;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use ttq_core::{
-    methods::{Awq, AwqConfig, Gptq, GptqConfig, Rtn, Ttq, TtqLowRank},
+    methods::{Awq, AwqConfig, Gptq, GptqConfig, Rtn, Ttq, TtqLowRank, TtqSearch},
     GroupSize, QuantMethod, QuantScheme, QuantSpec, TtqScaleConfig,
 };
 
 /// The family of a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MethodKind {
     /// Full precision.
@@ -34,10 +36,13 @@ pub enum MethodKind {
     Ttq,
     /// TTQ on the residual of a static low-rank part.
     TtqLr,
+    /// TTQ with α searched per prompt and layer.
+    TtqS,
 }
 
 /// A fully specified method.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct MethodSpec {
     /// Which method.
     pub kind: MethodKind,
@@ -59,6 +64,12 @@ pub struct MethodSpec {
     pub act_order: bool,
     /// AWQ's clipping search.
     pub clip: bool,
+    /// Largest α of the TTQ-search grid.
+    pub alpha_max: f32,
+    /// Values in the TTQ-search grid (evenly spaced from 0 to `alpha_max`).
+    pub grid_points: usize,
+    /// Rows TTQ-search estimates each layer's error on.
+    pub sample_rows: usize,
 }
 
 impl Default for MethodSpec {
@@ -74,6 +85,9 @@ impl Default for MethodSpec {
             weighted_svd: false,
             act_order: false,
             clip: true,
+            alpha_max: 0.5,
+            grid_points: TtqSearch::DEFAULT_ALPHAS.len(),
+            sample_rows: TtqSearch::DEFAULT_SAMPLE_ROWS,
         }
     }
 }
@@ -90,9 +104,10 @@ impl MethodSpec {
             "gptq" => MethodKind::Gptq,
             "ttq" => MethodKind::Ttq,
             "ttqlr" => MethodKind::TtqLr,
+            "ttqs" => MethodKind::TtqS,
             other => {
                 return Err(bad(format!(
-                    "unknown method `{other}` (fp, rtn, awq, gptq, ttq, ttqlr)"
+                    "unknown method `{other}` (fp, rtn, awq, gptq, ttq, ttqlr, ttqs)"
                 )))
             }
         };
@@ -101,7 +116,9 @@ impl MethodSpec {
             ..Self::default()
         };
         let mut positional = 0;
-        let dynamic = matches!(kind, MethodKind::Ttq | MethodKind::TtqLr);
+        let dynamic = matches!(kind, MethodKind::Ttq | MethodKind::TtqLr | MethodKind::TtqS);
+        let has_alpha = matches!(kind, MethodKind::Ttq | MethodKind::TtqLr);
+        let search = kind == MethodKind::TtqS;
         // Every field must mean something for the kind: `awq:w4:act` is an error, not AWQ
         // with `act` silently dropped.
         let only = |field: &str, ok: bool, which: &str| -> Result<(), EvalError> {
@@ -137,7 +154,7 @@ impl MethodSpec {
                     0 => m.bits = bits(field, field)?,
                     1 => m.group = parse_group(field).map_err(&bad)?,
                     2 => {
-                        only(field, dynamic, "ttq and ttqlr (alpha)")?;
+                        only(field, has_alpha, "ttq and ttqlr (alpha)")?;
                         m.alpha = num(field)? as f32;
                     }
                     _ => return Err(bad("too many positional fields".into())),
@@ -159,14 +176,30 @@ impl MethodSpec {
                     only(field, kind == MethodKind::TtqLr, "ttqlr (weighted SVD)")?;
                     m.weighted_svd = true;
                 }
+                f if f.starts_with("amax") => {
+                    only(f, search, "ttqs (largest alpha of the grid)")?;
+                    m.alpha_max = num(&f[4..])? as f32;
+                }
+                f if f.starts_with("rows") => {
+                    only(f, search, "ttqs (sample rows)")?;
+                    let r = int(f, &f[4..], "the sample rows")?;
+                    m.sample_rows = usize::try_from(r)
+                        .map_err(|_| bad(format!("`{f}`: too many sample rows")))?;
+                }
+                f if f.starts_with('n') => {
+                    only(f, search, "ttqs (grid points)")?;
+                    let n = int(f, &f[1..], "the grid points")?;
+                    m.grid_points = usize::try_from(n)
+                        .map_err(|_| bad(format!("`{f}`: too many grid points")))?;
+                }
                 f if f.starts_with('w') => m.bits = bits(f, &f[1..])?,
                 f if f.starts_with('g') => m.group = parse_group(&f[1..]).map_err(&bad)?,
                 f if f.starts_with('a') => {
-                    only(f, dynamic, "ttq and ttqlr (alpha)")?;
+                    only(f, has_alpha, "ttq and ttqlr (alpha; ttqs takes amax)")?;
                     m.alpha = num(&f[1..])? as f32;
                 }
                 f if f.starts_with('l') => {
-                    only(f, dynamic, "ttq and ttqlr (lambda)")?;
+                    only(f, dynamic, "ttq, ttqlr and ttqs (lambda)")?;
                     m.lambda = num(&f[1..])? as f32;
                 }
                 f if f.starts_with('r') => {
@@ -208,7 +241,22 @@ impl MethodSpec {
 
     /// Whether the method re-quantizes per prompt (and so depends on the calibration mode).
     pub fn is_dynamic(&self) -> bool {
-        matches!(self.kind, MethodKind::Ttq | MethodKind::TtqLr)
+        matches!(
+            self.kind,
+            MethodKind::Ttq | MethodKind::TtqLr | MethodKind::TtqS
+        )
+    }
+
+    /// The α grid of TTQ-search: `grid_points` values evenly spaced from 0 to `alpha_max`
+    /// (`alpha_max` alone for one point).
+    pub fn search_alphas(&self) -> Vec<f32> {
+        match self.grid_points {
+            0 => Vec::new(),
+            1 => vec![self.alpha_max],
+            n => (0..n)
+                .map(|i| self.alpha_max * i as f32 / (n - 1) as f32)
+                .collect(),
+        }
     }
 
     /// The quantizer spec.
@@ -249,6 +297,12 @@ impl MethodSpec {
                 },
             )?),
             MethodKind::Ttq => Arc::new(ttq()?),
+            MethodKind::TtqS => Arc::new(TtqSearch::new(
+                spec,
+                &self.search_alphas(),
+                self.lambda,
+                self.sample_rows,
+            )?),
             MethodKind::TtqLr => {
                 let mut m = TtqLowRank::new(ttq()?, self.rank);
                 m.weighted = self.weighted_svd;
@@ -270,6 +324,7 @@ impl MethodSpec {
             MethodKind::Gptq => "gptq",
             MethodKind::Ttq => "ttq",
             MethodKind::TtqLr => "ttqlr",
+            MethodKind::TtqS => "ttqs",
         };
         let mut s = format!("{kind}:w{}:g", self.bits);
         match self.group {
@@ -279,8 +334,17 @@ impl MethodSpec {
         if self.symmetric {
             s += ":sym";
         }
-        if self.is_dynamic() {
-            s += &format!(":a{}:l{:e}", self.alpha, self.lambda);
+        match self.kind {
+            MethodKind::Ttq | MethodKind::TtqLr => {
+                s += &format!(":a{}:l{:e}", self.alpha, self.lambda);
+            }
+            MethodKind::TtqS => {
+                s += &format!(
+                    ":amax{}:n{}:rows{}:l{:e}",
+                    self.alpha_max, self.grid_points, self.sample_rows, self.lambda
+                );
+            }
+            _ => {}
         }
         if self.kind == MethodKind::TtqLr {
             s += &format!(":r{}", self.rank);
@@ -325,6 +389,16 @@ mod tests {
         let m = MethodSpec::parse("gptq:w2:grow:act").unwrap();
         assert_eq!((m.group, m.act_order), (None, true));
         assert!(!MethodSpec::parse("awq:w4:noclip").unwrap().clip);
+        let m = MethodSpec::parse("ttqs:w3:g32:amax0.4:n5:rows64").unwrap();
+        assert_eq!((m.kind, m.bits, m.sample_rows), (MethodKind::TtqS, 3, 64));
+        assert_eq!(m.search_alphas(), vec![0.0, 0.1, 0.2, 0.3, 0.4]);
+        assert!(m.is_dynamic() && !m.needs_calibration());
+        assert_eq!(
+            MethodSpec::parse("ttqs:n1:amax0.25")
+                .unwrap()
+                .search_alphas(),
+            vec![0.25]
+        );
     }
 
     #[test]
@@ -336,6 +410,8 @@ mod tests {
             "gptq:w3:act",
             "ttq:w4:a0.25",
             "ttqlr:w2:grow:r4:wsvd",
+            "ttqs:w3:g32",
+            "ttqs:w4:amax0.4:n5:rows64:l1e-2",
         ] {
             let m = MethodSpec::parse(text).unwrap();
             assert_eq!(MethodSpec::parse(&m.label()).unwrap(), m, "{text}");
@@ -362,6 +438,16 @@ mod tests {
             "rtn:w-4",
             "rtn:g0",
             "fp:w4",
+            "ttqs:w4:a0.25",
+            "ttqs:w4:0.25",
+            "ttq:w4:amax0.5",
+            "ttq:w4:n4",
+            "rtn:w4:rows8",
+            "ttqs:w4:n0",
+            "ttqs:w4:n17",
+            "ttqs:w4:rows0",
+            "ttqs:w4:amax-1",
+            "ttqs:w4:nx",
         ] {
             let err = MethodSpec::parse(bad).unwrap_err().to_string();
             assert!(err.contains(bad), "{bad}: {err}");

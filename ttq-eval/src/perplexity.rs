@@ -70,6 +70,11 @@ pub struct PerplexityReport {
     pub seqlen: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
+    /// Summed NLL (nats) of each window, in window order: what a paired bootstrap between
+    /// methods resamples ([`crate::bootstrap`]).
+    pub window_nll: Vec<f64>,
+    /// Tokens scored in each window.
+    pub window_tokens: usize,
 }
 
 /// Negative log-likelihoods of `targets` under `logits` (`[1, n, vocab]`), summed in f64.
@@ -128,6 +133,7 @@ pub fn perplexity<B: Backend>(
     }
     let start = Instant::now();
     let (mut nll, mut count) = (0f64, 0usize);
+    let mut window_nll = Vec::with_capacity(windows.len());
     for (i, w) in windows.iter().enumerate() {
         model.reset_calibration();
         let mut cache = model.new_cache();
@@ -146,18 +152,19 @@ pub fn perplexity<B: Backend>(
         };
         let [_, rows, vocab] = logits.dims();
         let scored = logits.slice([0..1, first_target - 1..rows, 0..vocab]);
-        let window_nll = nll_sum(scored, &w[first_target..]);
-        if !window_nll.is_finite() {
+        let w_nll = nll_sum(scored, &w[first_target..]);
+        if !w_nll.is_finite() {
             // A NaN or infinite loss is not a perplexity: report it, never print "ppl NaN".
             return Err(EvalError::Invalid(format!(
-                "window {} of {} gave a non-finite loss ({window_nll}): the model produced \
+                "window {} of {} gave a non-finite loss ({w_nll}): the model produced \
                  NaN or infinite logits (weights, quantization or an overflow), so there is no \
                  perplexity to report",
                 i + 1,
                 windows.len()
             )));
         }
-        nll += window_nll;
+        nll += w_nll;
+        window_nll.push(w_nll);
         count += seqlen - first_target;
         if options.progress {
             let secs = start.elapsed().as_secs_f64();
@@ -178,5 +185,7 @@ pub fn perplexity<B: Backend>(
         windows: windows.len(),
         seqlen,
         seconds: start.elapsed().as_secs_f64(),
+        window_nll,
+        window_tokens: seqlen - first_target,
     })
 }

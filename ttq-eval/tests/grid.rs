@@ -44,7 +44,8 @@ fn calibration_observes_every_linear_on_every_token() {
 fn grid_scores_every_method_on_the_same_tokens() {
     let mut m = model();
     let methods =
-        MethodSpec::parse_list("fp,rtn:w3:g16,awq:w3:g16,gptq:w3:g16,ttq:w3:g16:a0.25").unwrap();
+        MethodSpec::parse_list("fp,rtn:w3:g16,awq:w3:g16,gptq:w3:g16,ttq:w3:g16:a0.25,ttqs:w3:g16")
+            .unwrap();
     let cfg = GridConfig {
         methods,
         calibrate_on: vec![0],
@@ -59,11 +60,24 @@ fn grid_scores_every_method_on_the_same_tokens() {
     };
     let mut seen = 0;
     let records = run_grid(&mut m, &[text()], &cfg, &mut |_| seen += 1).unwrap();
-    // fp, rtn, awq, gptq once each; ttq in window and prefix modes.
-    assert_eq!(records.len(), 6);
-    assert_eq!(seen, 6);
+    // fp, rtn, awq, gptq once each; ttq and ttqs in window and prefix modes.
+    assert_eq!(records.len(), 8);
+    assert_eq!(seen, 8);
     for r in &records {
         assert_eq!(r.scored_tokens, 2 * (16 - 6), "{}", r.method);
+        // The per-window NLLs are the record's perplexity, window by window.
+        assert_eq!(
+            (r.window_nll.len(), r.window_tokens),
+            (2, 16 - 6),
+            "{}",
+            r.method
+        );
+        let from_windows = (r.window_nll.iter().sum::<f64>() / r.scored_tokens as f64).exp();
+        assert!(
+            (from_windows - r.perplexity).abs() < 1e-9 * r.perplexity,
+            "{}",
+            r.method
+        );
         assert!(
             r.perplexity.is_finite() && r.perplexity > 1.0,
             "{}",

@@ -3,6 +3,7 @@
 pub mod bench_decode;
 pub mod bench_kernels;
 pub mod common;
+pub mod compare;
 pub mod demo;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod device_timing;

@@ -1,8 +1,8 @@
 //! Test-time quantization: quantize `W·D` with `D` from the live prompt's activations.
 
 use crate::{
-    DynamicWeight, Prepared, QuantError, QuantKernels, QuantMethod, QuantSpec, QuantizedLinear,
-    TtqScaleConfig,
+    ChannelStats, DynamicWeight, Prepared, QuantError, QuantKernels, QuantMethod, QuantSpec,
+    QuantizedLinear, TtqScaleConfig,
 };
 use burn::tensor::{backend::Backend, Tensor};
 
@@ -30,23 +30,45 @@ impl Ttq {
         x: &Tensor<B, 2>,
         kernels: &dyn QuantKernels<B>,
     ) -> Result<QuantizedLinear<B>, QuantError> {
-        let [_, cols] = weight.dims();
-        let [_, x_cols] = x.dims();
-        if x_cols != cols {
-            return Err(QuantError::shape(
-                "TTQ calibration",
-                format!("activations with {cols} features"),
-                format!("{x_cols} features"),
-            ));
-        }
-        let (d, d_inv) = kernels.ttq_scales(&kernels.channel_stats(x.clone()), &self.scale);
-        let weight = kernels.quantize(weight.clone(), Some(d), &self.spec)?;
-        Ok(QuantizedLinear {
-            weight,
-            input_scale: Some(d_inv),
-            low_rank: None,
-        })
+        check_features(weight, x)?;
+        let stats = kernels.channel_stats(x.clone());
+        quantize_scaled(weight, &stats, &self.spec, &self.scale, kernels)
     }
+}
+
+/// Checks that activations `x` (`[tokens, cols]`) fit `weight` (`[rows, cols]`).
+pub(crate) fn check_features<B: Backend>(
+    weight: &Tensor<B, 2>,
+    x: &Tensor<B, 2>,
+) -> Result<(), QuantError> {
+    let [_, cols] = weight.dims();
+    let [_, x_cols] = x.dims();
+    if x_cols != cols {
+        return Err(QuantError::shape(
+            "TTQ calibration",
+            format!("activations with {cols} features"),
+            format!("{x_cols} features"),
+        ));
+    }
+    Ok(())
+}
+
+/// `Q(W·D)` with `D = (s + λ)^α` from `stats`, and `D^-1` as the layer's input scale: the
+/// quantize step of TTQ and of its α search.
+pub(crate) fn quantize_scaled<B: Backend>(
+    weight: &Tensor<B, 2>,
+    stats: &ChannelStats<B>,
+    spec: &QuantSpec,
+    scale: &TtqScaleConfig,
+    kernels: &dyn QuantKernels<B>,
+) -> Result<QuantizedLinear<B>, QuantError> {
+    let (d, d_inv) = kernels.ttq_scales(stats, scale);
+    let weight = kernels.quantize(weight.clone(), Some(d), spec)?;
+    Ok(QuantizedLinear {
+        weight,
+        input_scale: Some(d_inv),
+        low_rank: None,
+    })
 }
 
 impl<B: Backend> QuantMethod<B> for Ttq {
@@ -67,10 +89,7 @@ impl<B: Backend> QuantMethod<B> for Ttq {
         _calibration: Option<&crate::CalibrationStats<B>>,
         _kernels: &dyn QuantKernels<B>,
     ) -> Result<Prepared<B>, QuantError> {
-        Ok(Prepared::Dynamic(DynamicWeight {
-            weight: weight.clone(),
-            low_rank: None,
-        }))
+        Ok(Prepared::whole_weight(weight))
     }
 
     fn realize(
