@@ -339,7 +339,7 @@ fn block_avx2<const BITS: u32, W: PackedWord>(
     block_body::<BITS, W>(words, q, job, first_row, out, buf)
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

@@ -17,10 +17,12 @@
 pub mod cpu;
 pub mod cpu_fast;
 pub mod gemv_config;
+pub mod q8_rows;
 pub mod reference;
 
 pub use cpu::CpuReference;
 pub use cpu_fast::CpuKernels;
+pub use q8_rows::Q8Rows;
 pub use ttq_core::{QuantKernels, TensorOpsKernels};
 
 #[cfg(feature = "cuda")]

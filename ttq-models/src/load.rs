@@ -28,14 +28,28 @@ pub struct LoadedModel<B: Backend> {
 /// - a directory holding `model.gguf` (and optionally `tokenizer.json`), as
 ///   `cargo xtask fetch-model` writes it, or
 /// - a `.gguf` file (tokenizer: `tokenizer.json` beside it, else built from the GGUF metadata).
+///
+/// Every weight becomes an f32 tensor on `device`; [`load_model_with`] can keep 8-bit
+/// token tables in host memory instead (the CPU's choice).
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    load_model_with(path, device, false)
+}
+
+/// [`load_model`], keeping the token embedding and LM head in host memory in the file's
+/// 8-bit blocks when `host_tables` is on and the file stores them so (see
+/// [`LoadOptions::host_tables`]).
+pub fn load_model_with<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    host_tables: bool,
+) -> Result<LoadedModel<B>> {
     if path.is_dir() {
         if path.join("config.json").exists() {
             return load_hf_dir(path, device);
         }
         let gguf = path.join("model.gguf");
         if gguf.exists() {
-            return load_gguf(&gguf, device);
+            return load_gguf(&gguf, device, host_tables);
         }
         return Err(ModelError::Io {
             path: path.to_path_buf(),
@@ -51,7 +65,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         });
     }
-    load_gguf(path, device)
+    load_gguf(path, device, host_tables)
 }
 
 /// The network of a Hugging Face directory (`config.json` + safetensors), without its
@@ -68,6 +82,7 @@ pub fn load_hf_weights<B: Backend>(dir: &Path, device: &B::Device) -> Result<Cau
             0.0
         },
         unpermute_qk: false,
+        host_tables: false,
     };
     CausalLm::load(config, &source, options, device)
 }
@@ -83,7 +98,11 @@ fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel
     })
 }
 
-fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    host_tables: bool,
+) -> Result<LoadedModel<B>> {
     let file = GgufFile::open(path)?;
     let (config, quirks) = gguf_config(&file)?;
     let beside = path.with_file_name("tokenizer.json");
@@ -102,6 +121,7 @@ fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<
         format: Format::Gguf,
         norm_offset: 0.0,
         unpermute_qk: quirks.unpermute_qk,
+        host_tables,
     };
     let model = CausalLm::load(config, &source, options, device)?;
     Ok(LoadedModel {

@@ -113,7 +113,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
     let t0 = Instant::now();
     let (mut model, source) = match (&args.model, &args.random_weights) {
         (Some(path), None) => {
-            let loaded = ttq_models::load_model::<B>(path, &device)?;
+            let loaded = ttq_models::load_model_with::<B>(path, &device, B::HOST_TABLES)?;
             (loaded.model, loaded.weights.display().to_string())
         }
         (None, Some(name)) => {
