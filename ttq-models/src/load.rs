@@ -106,24 +106,40 @@ fn load_gguf<B: Backend>(
     let file = GgufFile::open(path)?;
     let (config, quirks) = gguf_config(&file)?;
     let beside = path.with_file_name("tokenizer.json");
-    let tokenizer = if beside.is_file() {
-        TextTokenizer::from_file(&beside, config.bos_token)?
-    } else {
-        let t = tokenizer_from_gguf(&file).map_err(|e| ModelError::Tokenizer {
-            path: path.to_path_buf(),
-            message: format!("{e}; put the model's tokenizer.json beside the GGUF file"),
-        })?;
-        TextTokenizer::from_tokenizer(t, path.to_path_buf(), config.bos_token)
-    };
-    check_tokenizer_fits(&tokenizer, config.vocab)?;
+    let bos = config.bos_token;
+    let vocab = config.vocab;
     let source = GgufSource::new(file);
+    let read_tokenizer = || -> Result<TextTokenizer> {
+        let tokenizer = if beside.is_file() {
+            TextTokenizer::from_file(&beside, bos)?
+        } else {
+            let t = tokenizer_from_gguf(source.file()).map_err(|e| ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("{e}; put the model's tokenizer.json beside the GGUF file"),
+            })?;
+            TextTokenizer::from_tokenizer(t, path.to_path_buf(), bos)
+        };
+        check_tokenizer_fits(&tokenizer, vocab)?;
+        Ok(tokenizer)
+    };
     let options = LoadOptions {
         format: Format::Gguf,
         norm_offset: 0.0,
         unpermute_qk: quirks.unpermute_qk,
         host_tables,
     };
-    let model = CausalLm::load(config, &source, options, device)?;
+    // The tokenizer (seconds for Gemma's 262k-entry vocabulary) is read on a thread of its
+    // own while the weights load; its errors are reported first.
+    let (tokenizer, model) = std::thread::scope(|s| {
+        let tokenizer = s.spawn(read_tokenizer);
+        let model = CausalLm::load(config, &source, options, device);
+        let tokenizer = tokenizer
+            .join()
+            .unwrap_or_else(|_| Err(ModelError::Invalid("reading the tokenizer panicked".into())));
+        (tokenizer, model)
+    });
+    let tokenizer = tokenizer?;
+    let model = model?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -133,7 +149,7 @@ fn load_gguf<B: Backend>(
 
 /// Refuses a tokenizer whose vocabulary is less than half or more than twice the model's:
 /// it belongs to another model (checkpoints pad their vocabulary a little beyond the
-/// tokenizer's, never by a factor of two). Checked before the weights are read.
+/// tokenizer's, never by a factor of two).
 pub fn check_tokenizer_fits(tokenizer: &TextTokenizer, model_vocab: usize) -> Result<()> {
     let n = tokenizer.vocab_size();
     if n.saturating_mul(2) < model_vocab || n > model_vocab.saturating_mul(2) {

@@ -18,6 +18,7 @@ use crate::nn::{
 };
 use crate::source::{HostTensor, TensorSource};
 use burn::tensor::{backend::Backend, Tensor, TensorData};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use ttq_kernels::Q8Rows;
@@ -188,6 +189,15 @@ impl<B: Backend> Loader<'_, B> {
         if let Weights::Random = self.weights {
             return Ok(random_matrix(rows, cols, self.device));
         }
+        let data = self.matrix_host(role, rows, cols)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [rows, cols]),
+            self.device,
+        ))
+    }
+
+    /// `W` of `role` (`[rows, cols]`), row-major in host memory, un-permuted when needed.
+    fn matrix_host(&self, role: Role, rows: usize, cols: usize) -> Result<Vec<f32>> {
         let mut t = self.host(role, &[rows, cols])?;
         if self.unpermute_qk {
             match role {
@@ -196,10 +206,7 @@ impl<B: Backend> Loader<'_, B> {
                 _ => {}
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(t.data, [rows, cols]),
-            self.device,
-        ))
+        Ok(t.data)
     }
 
     /// A `[rows, cols]` matrix whose row count is whatever the file holds (read once).
@@ -246,10 +253,18 @@ impl<B: Backend> Loader<'_, B> {
         }
     }
 
+    /// A linear layer of `W` (`[rows, cols]`), built from `Wᵀ` transposed on the host.
     fn linear(&self, w: Role, b: Option<Role>, rows: usize, cols: usize) -> Result<QuantLinear<B>> {
-        let weight = self.matrix(w, rows, cols)?;
+        let weight_t = match self.weights {
+            // Random values: the layout does not matter.
+            Weights::Random => random_matrix(cols, rows, self.device),
+            Weights::File(_) => {
+                let t = transpose(&self.matrix_host(w, rows, cols)?, rows, cols);
+                Tensor::from_data(TensorData::new(t, [cols, rows]), self.device)
+            }
+        };
         let bias = b.map(|b| self.vector(b, rows)).transpose()?;
-        Ok(QuantLinear::new(weight, bias)?)
+        Ok(QuantLinear::from_transposed(weight_t, bias)?)
     }
 
     fn norm(&self, cfg: &ModelConfig, w: Role, b: Option<Role>, len: usize) -> Result<Norm<B>> {
@@ -260,6 +275,30 @@ impl<B: Backend> Loader<'_, B> {
         let bias = b.map(|b| self.vector(b, len)).transpose()?;
         Ok(Norm::new(cfg.norm, weight, bias, cfg.norm_eps))
     }
+}
+
+/// `Wᵀ` (`[cols, rows]`) of a row-major `[rows, cols]` matrix, in tiles of 32 × 32 (each
+/// read and written a cache line at a time), bands of output rows in parallel.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; w.len()];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, dst)| {
+            let c0 = band * TILE;
+            let c1 = (c0 + TILE).min(cols);
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..c1 {
+                        dst[(c - c0) * rows + r] = w[r * cols + c];
+                    }
+                }
+            }
+        });
+    out
 }
 
 /// Inverse of llama.cpp's `permute` of Q/K rows: GGUF stores, per head, the rows of the two
