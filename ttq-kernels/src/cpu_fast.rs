@@ -551,6 +551,105 @@ pub fn dequantize(q: &QuantRef<'_>) -> Vec<f32> {
 /// Packed words, scales and zeros of a block of rows.
 type QuantBlock = (Vec<u32>, Vec<f32>, Vec<f32>);
 
+/// Quantizes block `b` of [`QUANT_BLOCK`] rows for [`quantize`].
+#[inline(always)]
+fn quant_block(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+) -> Result<QuantBlock, QuantError> {
+    let layout = PackLayout::new(spec.bits(), cols);
+    let (per, bits) = (layout.codes_per_word, spec.bits());
+    let g = spec.group_len(cols);
+    let max_code = spec.max_code() as f32;
+    let r0 = b * QUANT_BLOCK;
+    let r1 = rows.min(r0 + QUANT_BLOCK);
+    let n = r1 - r0;
+    let mut scaled = vec![0f32; n * cols];
+    match w {
+        WeightRef::RowMajor(src) => scaled.copy_from_slice(&src[r0 * cols..r1 * cols]),
+        WeightRef::ColMajor(src) => {
+            for c in 0..cols {
+                for (i, &v) in src[c * rows + r0..c * rows + r1].iter().enumerate() {
+                    scaled[i * cols + c] = v;
+                }
+            }
+        }
+    }
+    if let Some(d) = col_scale {
+        for row in scaled.chunks_exact_mut(cols) {
+            for (v, &d) in row.iter_mut().zip(d) {
+                *v *= d;
+            }
+        }
+    }
+    let groups = spec.groups_per_row(cols);
+    let mut packed = Vec::with_capacity(n * layout.words_per_row);
+    let mut scales = Vec::with_capacity(n * groups);
+    let mut zeros = Vec::with_capacity(n * groups);
+    let mut codes = vec![0u32; layout.words_per_row * per];
+    for (i, row) in scaled.chunks_exact(cols).enumerate() {
+        if row.iter().any(|v| !v.is_finite()) {
+            reference::check_scaled_row(row, r0 + i, rows, spec)?;
+        }
+        for (gi, group) in row.chunks(g).enumerate() {
+            let (scale, zero) = reference::group_params(group, spec, max_code);
+            if !scale.is_finite() {
+                reference::check_scaled_row(row, r0 + i, rows, spec)?;
+            }
+            for (c, &v) in codes[gi * g..].iter_mut().zip(group) {
+                *c = ((v / scale).round_ties_even() + zero).clamp(0.0, max_code) as u32;
+            }
+            scales.push(scale);
+            zeros.push(zero);
+        }
+        packed.extend(codes.chunks_exact(per).map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |word, (k, &c)| word | (c << (k as u32 * bits)))
+        }));
+    }
+    Ok((packed, scales, zeros))
+}
+
+/// [`quant_block`] compiled with AVX2 and FMA enabled (rounding then runs in SIMD
+/// instructions instead of a library call per value; Rust never fuses a multiply and an add
+/// on its own, so the results are the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quant_block_avx2(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+) -> Result<QuantBlock, QuantError> {
+    quant_block(w, rows, cols, col_scale, spec, b)
+}
+
+fn quant_block_for(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+    avx2: bool,
+) -> Result<QuantBlock, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 and FMA (`has_avx2`).
+        return unsafe { quant_block_avx2(w, rows, cols, col_scale, spec, b) };
+    }
+    let _ = avx2;
+    quant_block(w, rows, cols, col_scale, spec, b)
+}
+
 /// Quantizes `w · diag(col_scale)` group-wise and packs the codes: the results of
 /// [`crate::reference::try_quantize`] (identical codes, scales, zeros and errors), in one
 /// pass over the weight, blocks of rows in parallel.
@@ -563,62 +662,10 @@ pub fn quantize(
 ) -> Result<HostQuantized, QuantError> {
     reference::check_quantize_shapes(w.len(), rows, cols, col_scale)?;
     let layout = PackLayout::new(spec.bits(), cols);
-    let (per, bits) = (layout.codes_per_word, spec.bits());
-    let g = spec.group_len(cols);
-    let max_code = spec.max_code() as f32;
+    let avx2 = has_avx2();
     let blocks: Vec<Result<QuantBlock, QuantError>> = (0..rows.div_ceil(QUANT_BLOCK))
         .into_par_iter()
-        .map(|b| {
-            let r0 = b * QUANT_BLOCK;
-            let r1 = rows.min(r0 + QUANT_BLOCK);
-            let n = r1 - r0;
-            let mut scaled = vec![0f32; n * cols];
-            match w {
-                WeightRef::RowMajor(src) => scaled.copy_from_slice(&src[r0 * cols..r1 * cols]),
-                WeightRef::ColMajor(src) => {
-                    for c in 0..cols {
-                        for (i, &v) in src[c * rows + r0..c * rows + r1].iter().enumerate() {
-                            scaled[i * cols + c] = v;
-                        }
-                    }
-                }
-            }
-            if let Some(d) = col_scale {
-                for row in scaled.chunks_exact_mut(cols) {
-                    for (v, &d) in row.iter_mut().zip(d) {
-                        *v *= d;
-                    }
-                }
-            }
-            let groups = spec.groups_per_row(cols);
-            let mut packed = Vec::with_capacity(n * layout.words_per_row);
-            let mut scales = Vec::with_capacity(n * groups);
-            let mut zeros = Vec::with_capacity(n * groups);
-            let mut codes = vec![0u32; layout.words_per_row * per];
-            for (i, row) in scaled.chunks_exact(cols).enumerate() {
-                if row.iter().any(|v| !v.is_finite()) {
-                    reference::check_scaled_row(row, r0 + i, rows, spec)?;
-                }
-                for (gi, group) in row.chunks(g).enumerate() {
-                    let (scale, zero) = reference::group_params(group, spec, max_code);
-                    if !scale.is_finite() {
-                        reference::check_scaled_row(row, r0 + i, rows, spec)?;
-                    }
-                    for (c, &v) in codes[gi * g..].iter_mut().zip(group) {
-                        *c = ((v / scale).round_ties_even() + zero).clamp(0.0, max_code) as u32;
-                    }
-                    scales.push(scale);
-                    zeros.push(zero);
-                }
-                packed.extend(codes.chunks_exact(per).map(|chunk| {
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .fold(0u32, |word, (k, &c)| word | (c << (k as u32 * bits)))
-                }));
-            }
-            Ok((packed, scales, zeros))
-        })
+        .map(|b| quant_block_for(w, rows, cols, col_scale, spec, b, avx2))
         .collect();
     let mut out = HostQuantized {
         packed: Vec::with_capacity(rows * layout.words_per_row),

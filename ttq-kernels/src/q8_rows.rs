@@ -38,8 +38,14 @@ pub struct Q8Rows {
 impl Q8Rows {
     /// A matrix from its scales (`rows · cols / 32`) and values (`rows · cols`); `cols` must
     /// be a positive multiple of [`Q8_BLOCK`] and every scale finite.
-    pub fn new(rows: usize, cols: usize, scales: Vec<f32>, qs: Vec<i8>) -> Result<Self, QuantError> {
-        let shape = |expected: String, got: String| QuantError::shape("8-bit row table", expected, got);
+    pub fn new(
+        rows: usize,
+        cols: usize,
+        scales: Vec<f32>,
+        qs: Vec<i8>,
+    ) -> Result<Self, QuantError> {
+        let shape =
+            |expected: String, got: String| QuantError::shape("8-bit row table", expected, got);
         if cols == 0 || !cols.is_multiple_of(Q8_BLOCK) {
             return Err(shape(
                 format!("a positive multiple of {Q8_BLOCK} columns"),
@@ -182,7 +188,12 @@ fn dot_row(qs: &[i8], scales: &[f32], x: &[f32]) -> f32 {
             acc[l] += block[l] * d;
         }
     }
-    let a = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let a = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (a[0] + a[2]) + (a[1] + a[3])
 }
 

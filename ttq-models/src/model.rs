@@ -21,10 +21,10 @@ use burn::tensor::{backend::Backend, Tensor, TensorData};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use ttq_kernels::Q8Rows;
 use ttq_core::{
     CalibrationPolicy, CalibrationStats, QuantKernels, QuantLinear, QuantMethod, TensorOpsKernels,
 };
+use ttq_kernels::Q8Rows;
 
 /// One decoder block.
 #[derive(Debug, Clone)]

@@ -75,8 +75,11 @@ impl GgufFile {
             file: path.to_path_buf(),
             source,
         };
-        // A regular file only (not a pipe or a device, which cannot be mapped).
-        crate::resources::regular_file_len(path).map_err(io)?;
+        // A regular file only (not a pipe or a device, which cannot be mapped); an empty one
+        // cannot be mapped either, and is refused by the header check like a short one.
+        if crate::resources::regular_file_len(path).map_err(io)? == 0 {
+            return Self::from_bytes(path.to_path_buf(), Vec::new());
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only and lives as long as `GgufFile`. Another process
         // truncating or rewriting the model file while it is in use would make reads of the

@@ -92,7 +92,10 @@ impl<B: Backend> LmHead<B> {
                 let device = h.device();
                 if rows <= HOST_HEAD_MAX_TOKENS {
                     let y = q.matmul_t(&to_f32_vec(h), rows)?;
-                    return Ok(Tensor::from_data(TensorData::new(y, [rows, vocab]), &device));
+                    return Ok(Tensor::from_data(
+                        TensorData::new(y, [rows, vocab]),
+                        &device,
+                    ));
                 }
                 let mut parts = Vec::with_capacity(vocab.div_ceil(HEAD_SLICE_ROWS));
                 let mut row = vec![0f32; hidden];
