@@ -73,9 +73,7 @@ proptest! {
 
 #[test]
 fn dequantize_multiplies_each_value_by_its_block_scale() {
-    let qs: Vec<i8> = (0..2 * 64)
-        .map(|i| ((i % 255) as i32 - 127) as i8)
-        .collect();
+    let qs: Vec<i8> = (0..2 * 64i32).map(|i| (i % 255 - 127) as i8).collect();
     let scales = vec![0.25, 2.0, -1.0, 0.0];
     let m = Q8Rows::new(2, 64, scales.clone(), qs.clone()).unwrap();
     let dense = m.dequantize();
