@@ -19,7 +19,7 @@ use ttq_kernels::Q8Rows;
 pub const HOST_HEAD_MAX_TOKENS: usize = 32;
 
 /// Vocabulary rows dequantized per dense matmul when many rows need logits.
-const HEAD_SLICE_ROWS: usize = 16_384;
+pub const HEAD_SLICE_ROWS: usize = 16_384;
 
 /// The token embedding, `[vocab, hidden]`.
 #[derive(Debug, Clone)]
