@@ -41,10 +41,14 @@ fn bench_decode_times_every_method_on_random_weights() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("| method | prefill tok/s"), "{stdout}");
+    assert!(
+        stdout.contains("| method | prefill s | prefill tok/s"),
+        "{stdout}"
+    );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     std::fs::remove_file(&json).ok();
+    assert!(doc["load_seconds"].as_f64().is_some_and(|s| s >= 0.0));
     let results = doc["results"].as_array().unwrap();
     let methods: Vec<&str> = results
         .iter()

@@ -47,7 +47,18 @@ impl<B: Backend> QuantLinear<B> {
     /// A full-precision layer with `weight` (`[out, in]`, PyTorch layout) and optional
     /// `bias` (`[out]`), using the tensor-op kernels until [`Self::set_kernels`] is called.
     pub fn new(weight: Tensor<B, 2>, bias: Option<Tensor<B, 1>>) -> Result<Self, QuantError> {
-        let [out, _] = weight.dims();
+        let device = weight.device();
+        let weight_t = Tensor::from_data(weight.transpose().into_data(), &device);
+        Self::from_transposed(weight_t, bias)
+    }
+
+    /// [`Self::new`] from `Wᵀ` (`[in, out]`, contiguous), the layout the layer stores: for
+    /// loaders that can transpose on the host faster than a backend copies a transposed view.
+    pub fn from_transposed(
+        weight_t: Tensor<B, 2>,
+        bias: Option<Tensor<B, 1>>,
+    ) -> Result<Self, QuantError> {
+        let [_, out] = weight_t.dims();
         if let Some(b) = &bias {
             let [n] = b.dims();
             if n != out {
@@ -58,8 +69,6 @@ impl<B: Backend> QuantLinear<B> {
                 ));
             }
         }
-        let device = weight.device();
-        let weight_t = Tensor::from_data(weight.transpose().into_data(), &device);
         Ok(Self {
             weight_t,
             bias,

@@ -1,6 +1,6 @@
 //! Criterion benchmarks of the CPU paths: the plain-Rust reference, the Burn tensor-op path
 //! on burn-ndarray and the fast CPU kernels (`CpuKernels`), for one 1024×1024 layer, plus
-//! the fast GEMV on Gemma 3 270M's MLP shapes.
+//! the fast GEMV on Gemma 3 270M's MLP shapes and its 8-bit LM head.
 
 use burn::backend::NdArray;
 use burn::tensor::{Tensor, TensorData};
@@ -83,6 +83,17 @@ fn bench(c: &mut Criterion) {
             });
         }
     }
+
+    // Gemma 3 270M's tied LM head as 8-bit blocks (262,144 x 640, 178 MB): one decode step's
+    // logits.
+    let (vocab, hidden) = (262_144, 640);
+    let qs: Vec<i8> = (0..vocab * hidden).map(|i| (i % 255) as i8).collect();
+    let scales = vec![0.01f32; vocab * hidden / ttq_kernels::q8_rows::Q8_BLOCK];
+    let head = ttq_kernels::Q8Rows::new(vocab, hidden, scales, qs).unwrap();
+    let x = data(hidden, 5);
+    c.bench_function("q8/lm head m1 262144x640", |b| {
+        b.iter(|| head.matmul_t(black_box(&x), 1).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

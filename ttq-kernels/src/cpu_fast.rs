@@ -339,7 +339,7 @@ fn block_avx2<const BITS: u32, W: PackedWord>(
     block_body::<BITS, W>(words, q, job, first_row, out, buf)
 }
 
-fn has_avx2() -> bool {
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -369,6 +369,71 @@ fn block_for<const BITS: u32, W: PackedWord>(
     block_body::<BITS, W>(words, q, job, first_row, out, buf)
 }
 
+/// The one-token 4-bit GEMV of one block of rows with AVX2 intrinsics, without decoding
+/// rows into a buffer: per word, the 8 codes are shifted into 8 lanes, masked, converted,
+/// shifted by the group's zero and multiplied into the token's 8 inputs; each group's lanes
+/// are scaled once, `y = Σ_g s_g · Σ_{c ∈ g} (q_c - z_g) · x_c`. `xs` is padded with zeros
+/// beyond `cols`. Callers check [`gemv4_applies`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn gemv4_block_avx2<W: PackedWord>(
+    words: &[W],
+    q: &QuantRef<'_>,
+    xs: &[f32],
+    first_row: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let cols = q.shape[1];
+    let wpr = PackLayout::new(4, cols).words_per_row;
+    let groups = q.spec.groups_per_row(cols);
+    // Words per group (a group is whole words, or the only group of the row).
+    let wpg = if groups == 1 {
+        wpr
+    } else {
+        q.spec.group_len(cols) / 8
+    };
+    let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+    let mask = _mm256_set1_epi32(0xF);
+    for (i, y) in out.iter_mut().enumerate() {
+        let r = first_row + i;
+        let row = &words[r * wpr..(r + 1) * wpr];
+        let scales = &q.scales[r * groups..(r + 1) * groups];
+        let zeros = &q.zeros[r * groups..(r + 1) * groups];
+        let mut acc = _mm256_setzero_ps();
+        for (g, (group, x)) in row.chunks(wpg).zip(xs.chunks(wpg * 8)).enumerate() {
+            let z = _mm256_set1_ps(zeros[g]);
+            let mut gacc = _mm256_setzero_ps();
+            for (&w, x) in group.iter().zip(x.chunks_exact(8)) {
+                let codes = _mm256_and_si256(
+                    _mm256_srlv_epi32(_mm256_set1_epi32(w.word() as i32), shifts),
+                    mask,
+                );
+                let v = _mm256_sub_ps(_mm256_cvtepi32_ps(codes), z);
+                // SAFETY: `x` is a chunk of exactly 8 f32 values.
+                let xv = unsafe { _mm256_loadu_ps(x.as_ptr()) };
+                gacc = _mm256_fmadd_ps(v, xv, gacc);
+            }
+            acc = _mm256_fmadd_ps(gacc, _mm256_set1_ps(scales[g]), acc);
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: `lanes` holds 8 f32 values.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+        *y = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+            + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+/// Whether [`gemv4_block_avx2`] serves this call: one token, 4-bit codes, groups of whole
+/// words (or one group per row), AVX2 and FMA present.
+fn gemv4_applies(q: &QuantRef<'_>, job: BlockJob<'_>, avx2: bool) -> bool {
+    let cols = q.shape[1];
+    avx2 && matches!(job, BlockJob::Gemv { tokens: 1, .. })
+        && q.spec.bits() == 4
+        && (q.spec.groups_per_row(cols) == 1 || q.spec.group_len(cols).is_multiple_of(8))
+}
+
 /// Runs `job` over all rows of `q` in parallel; `out` has `per_row` values per row.
 fn run_blocks<W: PackedWord>(words: &[W], q: &QuantRef<'_>, job: BlockJob<'_>, out: &mut [f32]) {
     let rows = q.shape[0];
@@ -378,6 +443,14 @@ fn run_blocks<W: PackedWord>(words: &[W], q: &QuantRef<'_>, job: BlockJob<'_>, o
     let per_row = out.len() / rows;
     let padded = q.padded_cols();
     let avx2 = has_avx2();
+    #[cfg(target_arch = "x86_64")]
+    if let (true, BlockJob::Gemv { xs, .. }) = (gemv4_applies(q, job, avx2), job) {
+        out.par_chunks_mut(ROW_BLOCK)
+            .enumerate()
+            // SAFETY: `gemv4_applies` checked that the CPU has AVX2 and FMA.
+            .for_each(|(b, out)| unsafe { gemv4_block_avx2(words, q, xs, b * ROW_BLOCK, out) });
+        return;
+    }
     let bits = q.spec.bits();
     out.par_chunks_mut(ROW_BLOCK * per_row)
         .enumerate()
@@ -478,6 +551,105 @@ pub fn dequantize(q: &QuantRef<'_>) -> Vec<f32> {
 /// Packed words, scales and zeros of a block of rows.
 type QuantBlock = (Vec<u32>, Vec<f32>, Vec<f32>);
 
+/// Quantizes block `b` of [`QUANT_BLOCK`] rows for [`quantize`].
+#[inline(always)]
+fn quant_block(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+) -> Result<QuantBlock, QuantError> {
+    let layout = PackLayout::new(spec.bits(), cols);
+    let (per, bits) = (layout.codes_per_word, spec.bits());
+    let g = spec.group_len(cols);
+    let max_code = spec.max_code() as f32;
+    let r0 = b * QUANT_BLOCK;
+    let r1 = rows.min(r0 + QUANT_BLOCK);
+    let n = r1 - r0;
+    let mut scaled = vec![0f32; n * cols];
+    match w {
+        WeightRef::RowMajor(src) => scaled.copy_from_slice(&src[r0 * cols..r1 * cols]),
+        WeightRef::ColMajor(src) => {
+            for c in 0..cols {
+                for (i, &v) in src[c * rows + r0..c * rows + r1].iter().enumerate() {
+                    scaled[i * cols + c] = v;
+                }
+            }
+        }
+    }
+    if let Some(d) = col_scale {
+        for row in scaled.chunks_exact_mut(cols) {
+            for (v, &d) in row.iter_mut().zip(d) {
+                *v *= d;
+            }
+        }
+    }
+    let groups = spec.groups_per_row(cols);
+    let mut packed = Vec::with_capacity(n * layout.words_per_row);
+    let mut scales = Vec::with_capacity(n * groups);
+    let mut zeros = Vec::with_capacity(n * groups);
+    let mut codes = vec![0u32; layout.words_per_row * per];
+    for (i, row) in scaled.chunks_exact(cols).enumerate() {
+        if row.iter().any(|v| !v.is_finite()) {
+            reference::check_scaled_row(row, r0 + i, rows, spec)?;
+        }
+        for (gi, group) in row.chunks(g).enumerate() {
+            let (scale, zero) = reference::group_params(group, spec, max_code);
+            if !scale.is_finite() {
+                reference::check_scaled_row(row, r0 + i, rows, spec)?;
+            }
+            for (c, &v) in codes[gi * g..].iter_mut().zip(group) {
+                *c = ((v / scale).round_ties_even() + zero).clamp(0.0, max_code) as u32;
+            }
+            scales.push(scale);
+            zeros.push(zero);
+        }
+        packed.extend(codes.chunks_exact(per).map(|chunk| {
+            chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |word, (k, &c)| word | (c << (k as u32 * bits)))
+        }));
+    }
+    Ok((packed, scales, zeros))
+}
+
+/// [`quant_block`] compiled with AVX2 and FMA enabled (rounding then runs in SIMD
+/// instructions instead of a library call per value; Rust never fuses a multiply and an add
+/// on its own, so the results are the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn quant_block_avx2(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+) -> Result<QuantBlock, QuantError> {
+    quant_block(w, rows, cols, col_scale, spec, b)
+}
+
+fn quant_block_for(
+    w: WeightRef<'_>,
+    rows: usize,
+    cols: usize,
+    col_scale: Option<&[f32]>,
+    spec: &QuantSpec,
+    b: usize,
+    avx2: bool,
+) -> Result<QuantBlock, QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 and FMA (`has_avx2`).
+        return unsafe { quant_block_avx2(w, rows, cols, col_scale, spec, b) };
+    }
+    let _ = avx2;
+    quant_block(w, rows, cols, col_scale, spec, b)
+}
+
 /// Quantizes `w · diag(col_scale)` group-wise and packs the codes: the results of
 /// [`crate::reference::try_quantize`] (identical codes, scales, zeros and errors), in one
 /// pass over the weight, blocks of rows in parallel.
@@ -490,62 +662,10 @@ pub fn quantize(
 ) -> Result<HostQuantized, QuantError> {
     reference::check_quantize_shapes(w.len(), rows, cols, col_scale)?;
     let layout = PackLayout::new(spec.bits(), cols);
-    let (per, bits) = (layout.codes_per_word, spec.bits());
-    let g = spec.group_len(cols);
-    let max_code = spec.max_code() as f32;
+    let avx2 = has_avx2();
     let blocks: Vec<Result<QuantBlock, QuantError>> = (0..rows.div_ceil(QUANT_BLOCK))
         .into_par_iter()
-        .map(|b| {
-            let r0 = b * QUANT_BLOCK;
-            let r1 = rows.min(r0 + QUANT_BLOCK);
-            let n = r1 - r0;
-            let mut scaled = vec![0f32; n * cols];
-            match w {
-                WeightRef::RowMajor(src) => scaled.copy_from_slice(&src[r0 * cols..r1 * cols]),
-                WeightRef::ColMajor(src) => {
-                    for c in 0..cols {
-                        for (i, &v) in src[c * rows + r0..c * rows + r1].iter().enumerate() {
-                            scaled[i * cols + c] = v;
-                        }
-                    }
-                }
-            }
-            if let Some(d) = col_scale {
-                for row in scaled.chunks_exact_mut(cols) {
-                    for (v, &d) in row.iter_mut().zip(d) {
-                        *v *= d;
-                    }
-                }
-            }
-            let groups = spec.groups_per_row(cols);
-            let mut packed = Vec::with_capacity(n * layout.words_per_row);
-            let mut scales = Vec::with_capacity(n * groups);
-            let mut zeros = Vec::with_capacity(n * groups);
-            let mut codes = vec![0u32; layout.words_per_row * per];
-            for (i, row) in scaled.chunks_exact(cols).enumerate() {
-                if row.iter().any(|v| !v.is_finite()) {
-                    reference::check_scaled_row(row, r0 + i, rows, spec)?;
-                }
-                for (gi, group) in row.chunks(g).enumerate() {
-                    let (scale, zero) = reference::group_params(group, spec, max_code);
-                    if !scale.is_finite() {
-                        reference::check_scaled_row(row, r0 + i, rows, spec)?;
-                    }
-                    for (c, &v) in codes[gi * g..].iter_mut().zip(group) {
-                        *c = ((v / scale).round_ties_even() + zero).clamp(0.0, max_code) as u32;
-                    }
-                    scales.push(scale);
-                    zeros.push(zero);
-                }
-                packed.extend(codes.chunks_exact(per).map(|chunk| {
-                    chunk
-                        .iter()
-                        .enumerate()
-                        .fold(0u32, |word, (k, &c)| word | (c << (k as u32 * bits)))
-                }));
-            }
-            Ok((packed, scales, zeros))
-        })
+        .map(|b| quant_block_for(w, rows, cols, col_scale, spec, b, avx2))
         .collect();
     let mut out = HostQuantized {
         packed: Vec::with_capacity(rows * layout.words_per_row),

@@ -10,6 +10,8 @@
 //!   round trip through host memory).
 //! - [`CpuKernels`] ([`cpu_fast`]): fast kernels for burn-ndarray (f32) that work on the
 //!   packed codes in host memory, multithreaded with rayon; what the CPU backend runs.
+//! - [`Q8Rows`] ([`q8_rows`]): an 8-bit row table in host memory (a GGUF's Q8_0 token
+//!   embedding and LM head) with its lookup and its matmul.
 //! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
 //! - `CudaKernels` (feature `cuda`): CubeCL kernels for NVIDIA GPUs; [`gemv_config`] holds
 //!   the choice of GEMV kernel and tiles, which every build can parse.
@@ -17,10 +19,12 @@
 pub mod cpu;
 pub mod cpu_fast;
 pub mod gemv_config;
+pub mod q8_rows;
 pub mod reference;
 
 pub use cpu::CpuReference;
 pub use cpu_fast::CpuKernels;
+pub use q8_rows::Q8Rows;
 pub use ttq_core::{QuantKernels, TensorOpsKernels};
 
 #[cfg(feature = "cuda")]

@@ -192,6 +192,7 @@ pub fn quantize(
 /// Scale and zero point of one group (the tensor-op path's rules, same f32 operations);
 /// `max_code` is `spec.max_code()` as f32. Shared with the fast CPU quantizer so that both
 /// give bit-identical results.
+#[inline]
 pub fn group_params(group: &[f32], spec: &QuantSpec, max_code: f32) -> (f32, f32) {
     let nonzero = |s: f32| if s == 0.0 { 1.0 } else { s };
     match spec.scheme() {

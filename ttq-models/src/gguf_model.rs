@@ -7,10 +7,12 @@
 
 use crate::config::{Family, LayerAttention, MlpKind, ModelConfig, NormKind, Positions};
 use crate::error::{ModelError, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::{GgmlType, GgufFile};
 use crate::hf_config::gemma3_layer_pattern;
 use crate::source::{HostTensor, TensorSource};
+use rayon::prelude::*;
 use std::path::Path;
+use ttq_kernels::Q8Rows;
 
 /// A GGUF file whose tensors are dequantized to f32 on request.
 pub struct GgufSource {
@@ -49,6 +51,36 @@ impl TensorSource for GgufSource {
         let shape = info.shape();
         let data = self.file.dequantize(name)?;
         Ok(HostTensor { shape, data })
+    }
+
+    fn q8_rows(&self, name: &str) -> Result<Option<Q8Rows>> {
+        let Some(info) = self.file.tensor(name) else {
+            return Ok(None);
+        };
+        let shape = info.shape();
+        if info.ggml_type != GgmlType::Q8_0 || shape.len() != 2 {
+            return Ok(None);
+        }
+        let (rows, cols) = (shape[0], shape[1]);
+        let data = self.file.tensor_data(name)?;
+        // Q8_0 blocks: an f16 scale, then 32 `i8` values (`x = q · d`), never across rows
+        // (ggml requires rows of whole blocks). The header check made `data` whole blocks.
+        let n = data.len() / 34;
+        let mut scales = vec![0f32; n];
+        let mut qs = vec![0i8; n * 32];
+        scales
+            .par_iter_mut()
+            .zip(qs.par_chunks_mut(32))
+            .zip(data.par_chunks_exact(34))
+            .for_each(|((d, q), b)| {
+                *d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                for (q, &v) in q.iter_mut().zip(&b[2..34]) {
+                    *q = v as i8;
+                }
+            });
+        Q8Rows::new(rows, cols, scales, qs)
+            .map(Some)
+            .map_err(|e| ModelError::Invalid(format!("{} in {}: {e}", name, self.path().display())))
     }
 }
 

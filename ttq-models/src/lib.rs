@@ -21,6 +21,6 @@ pub mod tokenizer;
 
 pub use config::{Family, ModelConfig};
 pub use error::{ModelError, Result};
-pub use load::{load_model, LoadedModel};
+pub use load::{load_model, load_model_with, LoadedModel};
 pub use model::{CausalLm, Logits};
 pub use tokenizer::TextTokenizer;

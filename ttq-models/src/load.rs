@@ -28,14 +28,28 @@ pub struct LoadedModel<B: Backend> {
 /// - a directory holding `model.gguf` (and optionally `tokenizer.json`), as
 ///   `cargo xtask fetch-model` writes it, or
 /// - a `.gguf` file (tokenizer: `tokenizer.json` beside it, else built from the GGUF metadata).
+///
+/// Every weight becomes an f32 tensor on `device`; [`load_model_with`] can keep 8-bit
+/// token tables in host memory instead (the CPU's choice).
 pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+    load_model_with(path, device, false)
+}
+
+/// [`load_model`], keeping the token embedding and LM head in host memory in the file's
+/// 8-bit blocks when `host_tables` is on and the file stores them so (see
+/// [`LoadOptions::host_tables`]).
+pub fn load_model_with<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    host_tables: bool,
+) -> Result<LoadedModel<B>> {
     if path.is_dir() {
         if path.join("config.json").exists() {
             return load_hf_dir(path, device);
         }
         let gguf = path.join("model.gguf");
         if gguf.exists() {
-            return load_gguf(&gguf, device);
+            return load_gguf(&gguf, device, host_tables);
         }
         return Err(ModelError::Io {
             path: path.to_path_buf(),
@@ -51,7 +65,7 @@ pub fn load_model<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedM
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
         });
     }
-    load_gguf(path, device)
+    load_gguf(path, device, host_tables)
 }
 
 /// The network of a Hugging Face directory (`config.json` + safetensors), without its
@@ -68,6 +82,7 @@ pub fn load_hf_weights<B: Backend>(dir: &Path, device: &B::Device) -> Result<Cau
             0.0
         },
         unpermute_qk: false,
+        host_tables: false,
     };
     CausalLm::load(config, &source, options, device)
 }
@@ -83,27 +98,48 @@ fn load_hf_dir<B: Backend>(dir: &Path, device: &B::Device) -> Result<LoadedModel
     })
 }
 
-fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<B>> {
+fn load_gguf<B: Backend>(
+    path: &Path,
+    device: &B::Device,
+    host_tables: bool,
+) -> Result<LoadedModel<B>> {
     let file = GgufFile::open(path)?;
     let (config, quirks) = gguf_config(&file)?;
     let beside = path.with_file_name("tokenizer.json");
-    let tokenizer = if beside.is_file() {
-        TextTokenizer::from_file(&beside, config.bos_token)?
-    } else {
-        let t = tokenizer_from_gguf(&file).map_err(|e| ModelError::Tokenizer {
-            path: path.to_path_buf(),
-            message: format!("{e}; put the model's tokenizer.json beside the GGUF file"),
-        })?;
-        TextTokenizer::from_tokenizer(t, path.to_path_buf(), config.bos_token)
-    };
-    check_tokenizer_fits(&tokenizer, config.vocab)?;
+    let bos = config.bos_token;
+    let vocab = config.vocab;
     let source = GgufSource::new(file);
+    let read_tokenizer = || -> Result<TextTokenizer> {
+        let tokenizer = if beside.is_file() {
+            TextTokenizer::from_file(&beside, bos)?
+        } else {
+            let t = tokenizer_from_gguf(source.file()).map_err(|e| ModelError::Tokenizer {
+                path: path.to_path_buf(),
+                message: format!("{e}; put the model's tokenizer.json beside the GGUF file"),
+            })?;
+            TextTokenizer::from_tokenizer(t, path.to_path_buf(), bos)
+        };
+        check_tokenizer_fits(&tokenizer, vocab)?;
+        Ok(tokenizer)
+    };
     let options = LoadOptions {
         format: Format::Gguf,
         norm_offset: 0.0,
         unpermute_qk: quirks.unpermute_qk,
+        host_tables,
     };
-    let model = CausalLm::load(config, &source, options, device)?;
+    // The tokenizer (seconds for Gemma's 262k-entry vocabulary) is read on a thread of its
+    // own while the weights load; its errors are reported first.
+    let (tokenizer, model) = std::thread::scope(|s| {
+        let tokenizer = s.spawn(read_tokenizer);
+        let model = CausalLm::load(config, &source, options, device);
+        let tokenizer = tokenizer
+            .join()
+            .unwrap_or_else(|_| Err(ModelError::Invalid("reading the tokenizer panicked".into())));
+        (tokenizer, model)
+    });
+    let tokenizer = tokenizer?;
+    let model = model?;
     Ok(LoadedModel {
         model,
         tokenizer,
@@ -113,7 +149,7 @@ fn load_gguf<B: Backend>(path: &Path, device: &B::Device) -> Result<LoadedModel<
 
 /// Refuses a tokenizer whose vocabulary is less than half or more than twice the model's:
 /// it belongs to another model (checkpoints pad their vocabulary a little beyond the
-/// tokenizer's, never by a factor of two). Checked before the weights are read.
+/// tokenizer's, never by a factor of two).
 pub fn check_tokenizer_fits(tokenizer: &TextTokenizer, model_vocab: usize) -> Result<()> {
     let n = tokenizer.vocab_size();
     if n.saturating_mul(2) < model_vocab || n > model_vocab.saturating_mul(2) {

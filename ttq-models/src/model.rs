@@ -14,14 +14,17 @@ use crate::nn::{
     mlp::Mlp,
     norm::Norm,
     rope::Rope,
+    vocab::{Embedding, LmHead},
 };
 use crate::source::{HostTensor, TensorSource};
-use burn::tensor::{backend::Backend, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Tensor, TensorData};
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use ttq_core::{
     CalibrationPolicy, CalibrationStats, QuantKernels, QuantLinear, QuantMethod, TensorOpsKernels,
 };
+use ttq_kernels::Q8Rows;
 
 /// One decoder block.
 #[derive(Debug, Clone)]
@@ -53,12 +56,13 @@ pub enum Logits {
 #[derive(Debug, Clone)]
 pub struct CausalLm<B: Backend> {
     config: ModelConfig,
-    embed: Tensor<B, 2>,
+    device: B::Device,
+    embed: Embedding<B>,
     pos_embed: Option<Tensor<B, 2>>,
     blocks: Vec<Block<B>>,
     final_norm: Norm<B>,
-    /// `[hidden, vocab]`, contiguous (the transpose of the head / tied embedding).
-    lm_head_t: Tensor<B, 2>,
+    /// The head (the tied embedding's table when tied).
+    lm_head: LmHead<B>,
     rope_global: Option<Rope>,
     rope_local: Option<Rope>,
     /// The kernels of the norms, RoPE and gated activations ([`Self::set_kernels`]; Burn
@@ -111,6 +115,8 @@ struct Loader<'a, B: Backend> {
     norm_offset: f32,
     /// Undo llama.cpp's Q/K row permutation (Llama GGUF files).
     unpermute_qk: bool,
+    /// Keep 8-bit tables of the file in host memory (see [`LoadOptions::host_tables`]).
+    host_tables: bool,
     heads: usize,
     kv_heads: usize,
 }
@@ -183,6 +189,15 @@ impl<B: Backend> Loader<'_, B> {
         if let Weights::Random = self.weights {
             return Ok(random_matrix(rows, cols, self.device));
         }
+        let data = self.matrix_host(role, rows, cols)?;
+        Ok(Tensor::from_data(
+            TensorData::new(data, [rows, cols]),
+            self.device,
+        ))
+    }
+
+    /// `W` of `role` (`[rows, cols]`), row-major in host memory, un-permuted when needed.
+    fn matrix_host(&self, role: Role, rows: usize, cols: usize) -> Result<Vec<f32>> {
         let mut t = self.host(role, &[rows, cols])?;
         if self.unpermute_qk {
             match role {
@@ -191,10 +206,7 @@ impl<B: Backend> Loader<'_, B> {
                 _ => {}
             }
         }
-        Ok(Tensor::from_data(
-            TensorData::new(t.data, [rows, cols]),
-            self.device,
-        ))
+        Ok(t.data)
     }
 
     /// A `[rows, cols]` matrix whose row count is whatever the file holds (read once).
@@ -219,10 +231,40 @@ impl<B: Backend> Loader<'_, B> {
         ))
     }
 
+    /// The file's 8-bit table for `role`, when host tables are on and the file stores it
+    /// that way (checked against `[rows, cols]`).
+    fn host_table(&self, role: Role, rows: usize, cols: usize) -> Result<Option<Arc<Q8Rows>>> {
+        let Weights::File(source) = self.weights else {
+            return Ok(None);
+        };
+        if !self.host_tables {
+            return Ok(None);
+        }
+        let name = self.name(role);
+        match source.q8_rows(&name)? {
+            Some(q) if q.dims() == [rows, cols] => Ok(Some(Arc::new(q))),
+            Some(q) => Err(ModelError::TensorShape {
+                path: self.path(),
+                tensor: name,
+                expected: vec![rows, cols],
+                got: q.dims().to_vec(),
+            }),
+            None => Ok(None),
+        }
+    }
+
+    /// A linear layer of `W` (`[rows, cols]`), built from `Wᵀ` transposed on the host.
     fn linear(&self, w: Role, b: Option<Role>, rows: usize, cols: usize) -> Result<QuantLinear<B>> {
-        let weight = self.matrix(w, rows, cols)?;
+        let weight_t = match self.weights {
+            // Random values: the layout does not matter.
+            Weights::Random => random_matrix(cols, rows, self.device),
+            Weights::File(_) => {
+                let t = transpose(&self.matrix_host(w, rows, cols)?, rows, cols);
+                Tensor::from_data(TensorData::new(t, [cols, rows]), self.device)
+            }
+        };
         let bias = b.map(|b| self.vector(b, rows)).transpose()?;
-        Ok(QuantLinear::new(weight, bias)?)
+        Ok(QuantLinear::from_transposed(weight_t, bias)?)
     }
 
     fn norm(&self, cfg: &ModelConfig, w: Role, b: Option<Role>, len: usize) -> Result<Norm<B>> {
@@ -233,6 +275,30 @@ impl<B: Backend> Loader<'_, B> {
         let bias = b.map(|b| self.vector(b, len)).transpose()?;
         Ok(Norm::new(cfg.norm, weight, bias, cfg.norm_eps))
     }
+}
+
+/// `Wᵀ` (`[cols, rows]`) of a row-major `[rows, cols]` matrix, in tiles of 32 × 32 (each
+/// read and written a cache line at a time), bands of output rows in parallel.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; w.len()];
+    if rows == 0 || cols == 0 {
+        return out;
+    }
+    out.par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(band, dst)| {
+            let c0 = band * TILE;
+            let c1 = (c0 + TILE).min(cols);
+            for r0 in (0..rows).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..c1 {
+                        dst[(c - c0) * rows + r] = w[r * cols + c];
+                    }
+                }
+            }
+        });
+    out
 }
 
 /// Inverse of llama.cpp's `permute` of Q/K rows: GGUF stores, per head, the rows of the two
@@ -263,6 +329,10 @@ pub struct LoadOptions {
     pub norm_offset: f32,
     /// Undo llama.cpp's Q/K permutation (Llama-architecture GGUF).
     pub unpermute_qk: bool,
+    /// Keep the token embedding and LM head in host memory in the file's 8-bit blocks when
+    /// it stores them so (GGUF Q8_0): a quarter of the bytes of f32 and the same values, for
+    /// the CPU; off, they are f32 tensors on the device.
+    pub host_tables: bool,
 }
 
 /// A `[rows, cols]` matrix of N(0, 0.02²) values made on the device.
@@ -293,6 +363,7 @@ impl<B: Backend> CausalLm<B> {
             format: Format::HuggingFace,
             norm_offset: 0.0,
             unpermute_qk: false,
+            host_tables: false,
         };
         Self::build(config, Weights::Random, options, device)
     }
@@ -324,11 +395,15 @@ impl<B: Backend> CausalLm<B> {
             device,
             norm_offset: options.norm_offset,
             unpermute_qk: options.unpermute_qk,
+            host_tables: options.host_tables,
             heads: c.heads,
             kv_heads: c.kv_heads,
         };
         let ln_bias = |r: Role| (c.norm == crate::config::NormKind::LayerNorm).then_some(r);
-        let embed = ld.matrix(Role::Embed, c.vocab, c.hidden)?;
+        let embed = match ld.host_table(Role::Embed, c.vocab, c.hidden)? {
+            Some(q) => Embedding::Host(q),
+            None => Embedding::Dense(ld.matrix(Role::Embed, c.vocab, c.hidden)?),
+        };
         let pos_embed = match c.positions {
             // The table's length is the file's (positions + offset); only its width is fixed.
             Positions::Learned { offset } => {
@@ -408,7 +483,7 @@ impl<B: Backend> CausalLm<B> {
             });
         }
         let final_norm = ld.norm(c, Role::FinalNorm, ln_bias(Role::FinalNormBias), c.hidden)?;
-        let lm_head: Tensor<B, 2> = if c.tie_embeddings || !ld.has(Role::LmHead) {
+        let lm_head = if c.tie_embeddings || !ld.has(Role::LmHead) {
             if !c.tie_embeddings && c.family != Family::Opt {
                 // Untied config without a head tensor: a broken file, not a tied model.
                 return Err(ModelError::MissingTensor {
@@ -416,9 +491,15 @@ impl<B: Backend> CausalLm<B> {
                     tensor: ld.name(Role::LmHead),
                 });
             }
-            embed.clone()
+            match &embed {
+                Embedding::Dense(t) => LmHead::dense(t.clone()),
+                Embedding::Host(q) => LmHead::Host(q.clone()),
+            }
         } else {
-            ld.matrix(Role::LmHead, c.vocab, c.hidden)?
+            match ld.host_table(Role::LmHead, c.vocab, c.hidden)? {
+                Some(q) => LmHead::Host(q),
+                None => LmHead::dense(ld.matrix(Role::LmHead, c.vocab, c.hidden)?),
+            }
         };
         let (rope_global, rope_local) = match c.positions {
             Positions::Rope => (
@@ -432,11 +513,12 @@ impl<B: Backend> CausalLm<B> {
         };
         Ok(Self {
             config,
+            device: device.clone(),
             embed,
             pos_embed,
             blocks,
             final_norm,
-            lm_head_t: Tensor::from_data(lm_head.transpose().into_data(), device),
+            lm_head,
             rope_global,
             rope_local,
             ops: Arc::new(TensorOpsKernels),
@@ -457,7 +539,7 @@ impl<B: Backend> CausalLm<B> {
 
     /// The device the weights live on.
     pub fn device(&self) -> B::Device {
-        self.embed.device()
+        self.device.clone()
     }
 
     /// A fresh KV cache for this model.
@@ -518,9 +600,7 @@ impl<B: Backend> CausalLm<B> {
             .map_err(ModelError::OutOfMemory)?;
         }
         let device = self.device();
-        let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
-        let ids = Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [t]), &device);
-        let mut h = self.embed.clone().select(0, ids);
+        let mut h = self.embed.lookup(tokens, &device)?;
         if self.config.scale_embeddings {
             // In f32, as the reference computes it for f32 weights.
             h = h.mul_scalar((self.config.hidden as f32).sqrt());
@@ -601,8 +681,8 @@ impl<B: Backend> CausalLm<B> {
         let h = self.final_norm.forward(h, self.ops.as_ref())?;
         let [_, rows, hidden] = h.dims();
         let out = self
-            .ops
-            .dense_matmul(h.reshape([rows, hidden]), self.lm_head_t.clone())?;
+            .lm_head
+            .forward(h.reshape([rows, hidden]), self.ops.as_ref())?;
         Ok(out.unsqueeze_dim(0))
     }
 

@@ -24,6 +24,12 @@ pub trait TensorSource {
     fn contains(&self, name: &str) -> bool;
     /// The tensor `name`, converted to f32.
     fn get(&self, name: &str) -> Result<HostTensor>;
+    /// The 2-D tensor `name` as 8-bit blocks without loss, if the file stores it that way
+    /// (GGUF's Q8_0); `None` for every other storage type.
+    fn q8_rows(&self, name: &str) -> Result<Option<ttq_kernels::Q8Rows>> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// One or more safetensors files (a single `model.safetensors` or the shards listed in

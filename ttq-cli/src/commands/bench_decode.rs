@@ -113,7 +113,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
     let t0 = Instant::now();
     let (mut model, source) = match (&args.model, &args.random_weights) {
         (Some(path), None) => {
-            let loaded = ttq_models::load_model::<B>(path, &device)?;
+            let loaded = ttq_models::load_model_with::<B>(path, &device, B::HOST_TABLES)?;
             (loaded.model, loaded.weights.display().to_string())
         }
         (None, Some(name)) => {
@@ -126,6 +126,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
         _ => return Err("give --model or --random-weights".into()),
     };
     let kernels = use_kernels(&mut model, &args.runtime)?;
+    let load_seconds = t0.elapsed().as_secs_f64();
     let c = model.config().clone();
     let params = model.quantizable_parameters();
     eprintln!(
@@ -134,7 +135,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
         c.hidden,
         params as f64 / 1e9,
         args.runtime.describe(),
-        t0.elapsed().as_secs_f64()
+        load_seconds
     );
     let ids = prompt_ids(args.prompt_tokens, c.vocab, args.seed);
 
@@ -148,6 +149,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
         greedy_timed(&mut model, &ids[..ids.len().min(32)], 4)?;
         greedy_timed(&mut model, &ids, 2)?;
         let mut prefill = Vec::new();
+        let mut prefill_s = Vec::new();
         let mut decode = Vec::new();
         for run in 0..args.runs {
             let (_, stats) = greedy_timed(&mut model, &ids, args.new_tokens)?;
@@ -159,11 +161,13 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
                 stats.decode_tokens_per_second()
             );
             prefill.push(stats.prefill_tokens_per_second());
+            prefill_s.push(stats.prefill_seconds);
             decode.push(stats.decode_tokens_per_second());
         }
         rows.push(json!({
             "method": spec.label(),
             "prefill_tok_s": median(prefill),
+            "prefill_s": median(prefill_s),
             "decode_tok_s": median(decode),
         }));
     }
@@ -172,21 +176,24 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
         .find(|r| r["method"] == "fp")
         .and_then(|r| r["decode_tok_s"].as_f64());
     println!(
-        "{source}; {}; prompt {} tokens, {} new tokens, median of {} runs\n",
+        "{source}; {}; loaded in {load_seconds:.2} s; prompt {} tokens, {} new tokens, median of {} runs\n",
         args.runtime.describe(),
         args.prompt_tokens,
         args.new_tokens,
         args.runs
     );
-    println!("| method | prefill tok/s | decode tok/s | ms / token | decode speedup vs fp |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
+    println!(
+        "| method | prefill s | prefill tok/s | decode tok/s | ms / token | decode speedup vs fp |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
     for r in &mut rows {
         let decode = r["decode_tok_s"].as_f64().unwrap_or(f64::NAN);
         let speedup = fp_decode.map(|f| decode / f);
         r["decode_speedup_vs_fp"] = json!(speedup);
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {} |",
+            "| {} | {:.3} | {:.1} | {:.1} | {:.2} | {} |",
             r["method"].as_str().unwrap_or("?"),
+            r["prefill_s"].as_f64().unwrap_or(f64::NAN),
             r["prefill_tok_s"].as_f64().unwrap_or(f64::NAN),
             decode,
             1e3 / decode,
@@ -198,6 +205,7 @@ pub fn run<B: CliBackend>(args: &BenchDecodeArgs, device: B::Device) -> Result<(
             "model": source,
             "runtime": args.runtime.describe(),
             "kernels": kernels,
+            "load_seconds": load_seconds,
             "prompt_tokens": args.prompt_tokens,
             "new_tokens": args.new_tokens,
             "runs": args.runs,

@@ -151,6 +151,10 @@ pub trait CliBackend: Backend {
     fn cpu_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
         None
     }
+
+    /// Whether models keep their 8-bit token tables in host memory on this backend
+    /// (`ttq_models::load_model_with`): where the model computes in host memory anyway.
+    const HOST_TABLES: bool = false;
 }
 
 impl CliBackend for burn::backend::NdArray<f32> {
@@ -161,6 +165,8 @@ impl CliBackend for burn::backend::NdArray<f32> {
     fn cpu_kernels() -> Option<Arc<dyn QuantKernels<Self>>> {
         Some(Arc::new(ttq_kernels::CpuKernels))
     }
+
+    const HOST_TABLES: bool = true;
 }
 
 /// The default `CudaKernels` with the fused decoder ops on or off and the chosen GEMV.

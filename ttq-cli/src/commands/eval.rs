@@ -192,7 +192,7 @@ fn run_plan<B: CliBackend>(
         prepare_results_dir(out, args.force, &inputs)?;
     }
     let t0 = Instant::now();
-    let mut loaded = ttq_models::load_model::<B>(&args.model, &device)?;
+    let mut loaded = ttq_models::load_model_with::<B>(&args.model, &device, B::HOST_TABLES)?;
     use_kernels(&mut loaded.model, &args.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
     let context = loaded.model.config().max_positions;

@@ -60,7 +60,7 @@ pub fn run<B: CliBackend>(
         .into());
     }
     let t0 = Instant::now();
-    let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let mut loaded = ttq_models::load_model_with::<B>(&args.model.model, &device, B::HOST_TABLES)?;
     use_kernels(&mut loaded.model, &args.model.runtime)?;
     eprintln!(
         "loaded {} ({:?}, {} layers) in {:.1} s; method {}; {}",

@@ -94,7 +94,7 @@ pub fn run<B: CliBackend>(
         check_output("--json", path, &inputs)?;
     }
     let t0 = Instant::now();
-    let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let mut loaded = ttq_models::load_model_with::<B>(&args.model.model, &device, B::HOST_TABLES)?;
     let kernels = use_kernels(&mut loaded.model, &args.model.runtime)?;
     check_seqlen(&loaded, args.seqlen)?;
     let text = dataset.load(&args.data_dir)?;

@@ -25,7 +25,23 @@ pub use error::GgufError;
 pub use tokenizer::tokenizer_from_gguf;
 pub use types::{GgmlType, MetaArray, MetaType, MetaValue, TensorInfo};
 
-/// A GGUF file held in memory, with its header parsed and validated.
+/// The bytes of a file: mapped from disk, or owned (files built in memory, tests).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A GGUF file, memory-mapped (or held in memory), with its header parsed and validated.
 pub struct GgufFile {
     path: PathBuf,
     version: u32,
@@ -34,7 +50,7 @@ pub struct GgufFile {
     index: HashMap<String, usize>,
     alignment: u64,
     data_offset: u64,
-    bytes: Vec<u8>,
+    bytes: FileBytes,
 }
 
 impl fmt::Debug for GgufFile {
@@ -52,17 +68,33 @@ impl fmt::Debug for GgufFile {
 }
 
 impl GgufFile {
-    /// Read the whole file into memory and parse it.
+    /// Maps the file into memory and parses its header: only the pages of the tensors a
+    /// loader reads are ever read from disk, and nothing is copied up front.
     pub fn open(path: &Path) -> Result<Self, GgufError> {
-        let bytes = crate::resources::read_regular(path).map_err(|source| GgufError::Io {
+        let io = |source| GgufError::Io {
             file: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(path.to_path_buf(), bytes)
+        };
+        // A regular file only (not a pipe or a device, which cannot be mapped); an empty one
+        // cannot be mapped either, and is refused by the header check like a short one.
+        if crate::resources::regular_file_len(path).map_err(io)? == 0 {
+            return Self::from_bytes(path.to_path_buf(), Vec::new());
+        }
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only and lives as long as `GgufFile`. Another process
+        // truncating or rewriting the model file while it is in use would make reads of the
+        // map fault or see new bytes, as with any memory-mapped model file; ttq never writes
+        // to its inputs.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::parse(path.to_path_buf(), FileBytes::Mapped(map))
     }
 
     /// Parse a GGUF file already in memory; `path` is only used in error messages.
     pub fn from_bytes(path: PathBuf, bytes: Vec<u8>) -> Result<Self, GgufError> {
+        Self::parse(path, FileBytes::Owned(bytes))
+    }
+
+    fn parse(path: PathBuf, bytes: FileBytes) -> Result<Self, GgufError> {
         let h = reader::parse_header(&path, &bytes)?;
         let index = h
             .tensors
