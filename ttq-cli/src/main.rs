@@ -27,6 +27,10 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// One of the named experiments of docs/results.md: methods, groups, domain, sensitivity.
     Experiment(commands::eval::ExperimentArgs),
+    /// Per-request against per-batch TTQ calibration on mixed-domain batches.
+    CalibBatching(commands::calib_batching::CalibBatchingArgs),
+    /// An OpenAI-compatible HTTP server that quantizes the model for each request.
+    Serve(commands::serve::ServeArgs),
     /// Benchmarks: `ttq bench kernels` (CUDA kernels against dense f16) and `ttq bench
     /// decode` (prefill and decode speed of a model, fp against quantized).
     #[command(subcommand)]
@@ -68,6 +72,13 @@ fn main() -> ExitCode {
         Command::Experiment(args) => with_backend!(args.grid.runtime, |B, device| {
             commands::eval::run_experiment::<B>(&args, device)
         }),
+        Command::CalibBatching(args) => with_backend!(args.model.runtime, |B, device| {
+            commands::calib_batching::run::<B>(&args, device)
+        }),
+        Command::Serve(args) => with_backend!(
+            args.model.runtime,
+            |B, device| commands::serve::run::<B>(&args, device)
+        ),
         Command::Bench(BenchCommand::Kernels(args)) | Command::BenchKernels(args) => {
             commands::bench_kernels::run(&args)
         }

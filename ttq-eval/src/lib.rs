@@ -5,6 +5,7 @@
 //! method specs by name, a grid runner (methods × datasets × calibration sets) and the
 //! named experiments of `docs/results.md`.
 
+pub mod batch_calibration;
 pub mod calibration;
 pub mod data;
 pub mod experiments;

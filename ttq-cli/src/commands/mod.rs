@@ -2,6 +2,7 @@
 
 pub mod bench_decode;
 pub mod bench_kernels;
+pub mod calib_batching;
 pub mod common;
 pub mod demo;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
@@ -12,3 +13,4 @@ pub mod output;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod peers;
 pub mod ppl;
+pub mod serve;
