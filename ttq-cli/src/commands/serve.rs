@@ -42,6 +42,11 @@ pub struct ServeArgs {
     /// The model's id in responses (default: the model's file or directory name).
     #[arg(long)]
     pub model_id: Option<String>,
+    /// Serve random weights of this architecture (a preset such as qwen3-8b, or a
+    /// config.json), for speed runs without a checkpoint (the text is meaningless);
+    /// `--model` then names a tokenizer.json (or a folder holding one).
+    #[arg(long)]
+    pub random_weights: Option<String>,
 }
 
 /// Loads the model and serves it until Ctrl-C or SIGTERM.
@@ -58,21 +63,19 @@ where
         ),
         None => None,
     };
-    let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
-    use_kernels(&mut loaded.model, &args.model.runtime)?;
-    let add_bos = args.bos.resolve(&loaded);
-    let tokenizer = loaded.tokenizer;
-    let family = loaded.model.config().family;
+    let Served {
+        model,
+        tokenizer,
+        add_bos,
+        mut stop_tokens,
+        template,
+    } = match &args.random_weights {
+        None => load_checkpoint::<B>(args, &device)?,
+        Some(name) => random_weights::<B>(args, name, &device)?,
+    };
     let (source, origin) = match (template_file, &args.chat_template) {
         (Some(t), Some(p)) => (Some(t), p.display().to_string()),
-        _ => match ttq_serve::template_of_model(&args.model.model)? {
-            Some(t) => (Some(t), "the model file".to_string()),
-            None if family == Family::Gemma3 => (
-                Some(ttq_serve::GEMMA_DEFAULT_TEMPLATE.to_string()),
-                "ttq's Gemma default (the model file has none)".to_string(),
-            ),
-            None => (None, String::new()),
-        },
+        _ => template.map_or((None, String::new()), |(t, o)| (Some(t), o)),
     };
     let token_text = |id: Option<u32>| id.and_then(|i| tokenizer.token(i)).unwrap_or_default();
     let chat = source
@@ -80,12 +83,11 @@ where
             ChatTemplate::new(
                 s,
                 token_text(tokenizer.bos()),
-                token_text(loaded.model.config().eos_tokens.first().copied()),
+                token_text(stop_tokens.first().copied()),
                 origin,
             )
         })
         .transpose()?;
-    let mut stop_tokens = loaded.model.config().eos_tokens.clone();
     stop_tokens.extend(tokenizer.token_id("<end_of_turn>"));
     let model_id = args.model_id.clone().unwrap_or_else(|| {
         args.model
@@ -108,7 +110,7 @@ where
         ..ServeConfig::default()
     };
     let engine_model = EngineModel {
-        model: loaded.model,
+        model,
         tokenizer: Arc::new(tokenizer),
         method: args.model.method::<B>()?,
         stop_tokens,
@@ -130,6 +132,78 @@ where
         ttq_serve::serve(engine_model, chat, config, listener, shutdown_signal()).await?;
         eprintln!("ttq serve: stopped");
         Ok(())
+    })
+}
+
+/// A model to serve and what goes with it.
+struct Served<B: CliBackend> {
+    model: CausalLm<B>,
+    tokenizer: ttq_models::TextTokenizer,
+    add_bos: bool,
+    stop_tokens: Vec<u32>,
+    /// The chat template and where it came from.
+    template: Option<(String, String)>,
+}
+
+/// A checkpoint with its tokenizer and chat template (the file's, else Gemma's default for
+/// Gemma models).
+fn load_checkpoint<B: CliBackend>(
+    args: &ServeArgs,
+    device: &B::Device,
+) -> Result<Served<B>, CliError> {
+    let mut loaded = ttq_models::load_model::<B>(&args.model.model, device)?;
+    use_kernels(&mut loaded.model, &args.model.runtime)?;
+    let add_bos = args.bos.resolve(&loaded);
+    let template = match ttq_serve::template_of_model(&args.model.model)? {
+        Some(t) => Some((t, "the model file".to_string())),
+        None if loaded.model.config().family == Family::Gemma3 => Some((
+            ttq_serve::GEMMA_DEFAULT_TEMPLATE.to_string(),
+            "ttq's Gemma default (the model file has none)".to_string(),
+        )),
+        None => None,
+    };
+    Ok(Served {
+        stop_tokens: loaded.model.config().eos_tokens.clone(),
+        model: loaded.model,
+        tokenizer: loaded.tokenizer,
+        add_bos,
+        template,
+    })
+}
+
+/// Random weights of architecture `name` with the tokenizer.json given as `--model`; the
+/// vocabulary grows to the tokenizer's if that is larger (the LM head then has more rows
+/// than the architecture's; the reply says so).
+fn random_weights<B: CliBackend>(
+    args: &ServeArgs,
+    name: &str,
+    device: &B::Device,
+) -> Result<Served<B>, CliError> {
+    let path = &args.model.model;
+    let file = if path.is_dir() {
+        path.join("tokenizer.json")
+    } else {
+        path.clone()
+    };
+    let tokenizer = ttq_models::TextTokenizer::from_file(&file, None)?;
+    let mut config = ttq_models::presets::config_by_name(name)?;
+    if tokenizer.vocab_size() > config.vocab {
+        eprintln!(
+            "ttq serve: the vocabulary grows from {} to the tokenizer's {} tokens",
+            config.vocab,
+            tokenizer.vocab_size()
+        );
+        config.vocab = tokenizer.vocab_size();
+    }
+    let stop_tokens = config.eos_tokens.clone();
+    let mut model = CausalLm::<B>::random(config, device)?;
+    use_kernels(&mut model, &args.model.runtime)?;
+    Ok(Served {
+        model,
+        tokenizer,
+        add_bos: false,
+        stop_tokens,
+        template: None,
     })
 }
 

@@ -1,5 +1,5 @@
 //! A server on a random port with the tiny Gemma 3 test model (random weights, 96 tokens),
-//! a character-level tokenizer made for it, and TTQ 4-bit weights; plus a method wrapper
+//! the character-level tokenizer of tests/fixtures, and TTQ 4-bit weights; plus a method wrapper
 //! that lets a test hold calibration or make it panic.
 
 #![allow(dead_code)] // each test binary uses part of this
@@ -18,52 +18,9 @@ use ttq_serve::{ChatTemplate, EngineModel, ServeConfig};
 
 type B = NdArray<f32>;
 
-/// The special tokens of the test tokenizer, at ids 0..=5; characters follow.
-const SPECIAL: [&str; 6] = [
-    "<pad>",
-    "<eos>",
-    "<bos>",
-    "<start_of_turn>",
-    "<end_of_turn>",
-    "<unk>",
-];
-
-/// The 90 characters of the test vocabulary (ids 6..96): newline, then printable ASCII
-/// from space to `z` without the backtick and the caret.
-fn characters() -> Vec<char> {
-    std::iter::once('\n')
-        .chain((' '..='z').filter(|c| !matches!(c, '`' | '^')))
-        .collect()
-}
-
-/// A `tokenizer.json` (BPE without merges: one token per character, unknown characters
-/// to `<unk>`) that fits the fixture's 96-token vocabulary.
-fn tokenizer_json() -> String {
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in SPECIAL.iter().enumerate() {
-        vocab.insert(t.to_string(), i.into());
-    }
-    for (i, c) in characters().into_iter().enumerate() {
-        vocab.insert(c.to_string(), (SPECIAL.len() + i).into());
-    }
-    assert_eq!(vocab.len(), 96);
-    let added: Vec<_> = SPECIAL[..5]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": null, "pre_tokenizer": null, "post_processor": null,
-        "decoder": {"type": "Fuse"},
-        "model": {"type": "BPE", "dropout": null, "unk_token": "<unk>",
-            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
-            "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": []}
-    })
-    .to_string()
+/// The character-level tokenizer of the tiny models (tests/fixtures/README.md).
+pub fn tokenizer_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/char_tokenizer.json")
 }
 
 fn fixture_dir() -> PathBuf {
@@ -173,16 +130,7 @@ impl TestServer {
     /// Starts a server with `config` (the model id is `tiny`, `<bos>` on).
     pub async fn start(config: ServeConfig) -> Self {
         let device = Default::default();
-        let dir = std::env::temp_dir().join(format!(
-            "ttq-serve-test-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let tok_path = dir.join("tokenizer.json");
-        std::fs::write(&tok_path, tokenizer_json()).unwrap();
-        let tokenizer = TextTokenizer::from_file(&tok_path, Some(2)).unwrap();
-        std::fs::remove_dir_all(&dir).ok();
+        let tokenizer = TextTokenizer::from_file(&tokenizer_path(), Some(2)).unwrap();
         let model = ttq_models::load::load_hf_weights::<B>(&fixture_dir(), &device).unwrap();
         let script = Arc::new(Script::default());
         let spec = QuantSpec::new(
@@ -261,12 +209,6 @@ impl TestServer {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
     }
-}
-
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The `data:` payloads of a server-sent-events body.
