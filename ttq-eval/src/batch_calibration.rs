@@ -303,3 +303,43 @@ pub fn markdown(report: &BatchCalibrationReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, Tensor};
+    use ttq_core::{QuantScheme, TensorOpsKernels, TtqScaleConfig};
+
+    type B = NdArray<f32>;
+
+    /// TTQ from the calibration statistics of `X` gives the scale live TTQ gives on `X`.
+    #[test]
+    fn statistics_give_the_live_scale_of_the_same_activations() {
+        let device = Default::default();
+        let spec = QuantSpec::new(
+            4,
+            QuantSpec::parse_group("8").unwrap(),
+            QuantScheme::Asymmetric,
+        )
+        .unwrap();
+        let ttq = Ttq::new(spec, TtqScaleConfig::new(0.25, 1e-4).unwrap()).unwrap();
+        let w = Tensor::<B, 2>::random([8, 32], Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<B, 2>::random([16, 32], Distribution::Normal(0.0, 3.0), &device);
+        let kernels = TensorOpsKernels;
+        let live = ttq.quantize_for(&w, &x, &kernels).unwrap();
+        let stats = CalibrationStats::from_activations(x);
+        let Prepared::Fixed(fixed) = TtqFromStatistics(ttq)
+            .prepare(&w, Some(&stats), &kernels)
+            .unwrap()
+        else {
+            panic!("TTQ from statistics is a static method");
+        };
+        let a: Vec<f32> = live.input_scale.unwrap().into_data().to_vec().unwrap();
+        let b: Vec<f32> = fixed.input_scale.unwrap().into_data().to_vec().unwrap();
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-4 * p.abs(), "{p} vs {q}");
+        }
+        assert!(TtqFromStatistics(ttq).prepare(&w, None, &kernels).is_err());
+    }
+}
