@@ -30,6 +30,10 @@ enum Command {
     /// Every method of records.json files against a baseline method: perplexity ratios with
     /// paired bootstrap intervals over windows.
     Compare(commands::compare::CompareArgs),
+    /// Per-request against per-batch TTQ calibration on mixed-domain batches.
+    CalibBatching(commands::calib_batching::CalibBatchingArgs),
+    /// An OpenAI-compatible HTTP server that quantizes the model for each request.
+    Serve(commands::serve::ServeArgs),
     /// Benchmarks: `ttq bench kernels` (CUDA kernels against dense f16) and `ttq bench
     /// decode` (prefill and decode speed of a model, fp against quantized).
     #[command(subcommand)]
@@ -72,6 +76,13 @@ fn main() -> ExitCode {
             commands::eval::run_experiment::<B>(&args, device)
         }),
         Command::Compare(args) => commands::compare::run(&args),
+        Command::CalibBatching(args) => with_backend!(args.model.runtime, |B, device| {
+            commands::calib_batching::run::<B>(&args, device)
+        }),
+        Command::Serve(args) => with_backend!(
+            args.model.runtime,
+            |B, device| commands::serve::run::<B>(&args, device)
+        ),
         Command::Bench(BenchCommand::Kernels(args)) | Command::BenchKernels(args) => {
             commands::bench_kernels::run(&args)
         }

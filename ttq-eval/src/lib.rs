@@ -6,6 +6,7 @@
 //! experiments of `docs/results.md`, and paired bootstrap intervals of perplexity ratios
 //! between methods.
 
+pub mod batch_calibration;
 pub mod bootstrap;
 pub mod calibration;
 pub mod compare;

@@ -6,6 +6,7 @@ use crate::model::{CausalLm, Logits};
 use crate::tokenizer::TextTokenizer;
 use burn::tensor::{backend::Backend, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 /// How the next token is chosen.
@@ -231,8 +232,26 @@ pub fn generate<B: Backend>(
     options: &GenerateOptions,
     mut on_text: impl FnMut(&str),
 ) -> Result<(String, GenerationStats)> {
-    let mut sampler = Sampler::new(options.sampling)?;
     let prompt_ids = tokenizer.encode(prompt, options.add_bos)?;
+    generate_from_ids(model, tokenizer, &prompt_ids, options, |piece| {
+        on_text(piece);
+        ControlFlow::Continue(())
+    })
+}
+
+/// [`generate`] from prompt token ids (`options.add_bos` is not used: the ids are taken as
+/// they are), with a callback that can end the generation early: when `on_text` returns
+/// `ControlFlow::Break`, no further token is computed (a server stops a request whose client
+/// went away, or whose text reached a stop string). The returned text and statistics then
+/// cover the tokens generated so far.
+pub fn generate_from_ids<B: Backend>(
+    model: &mut CausalLm<B>,
+    tokenizer: &TextTokenizer,
+    prompt_ids: &[u32],
+    options: &GenerateOptions,
+    mut on_text: impl FnMut(&str) -> ControlFlow<()>,
+) -> Result<(String, GenerationStats)> {
+    let mut sampler = Sampler::new(options.sampling)?;
     check_request(model.config(), prompt_ids.len(), options.max_new_tokens)?;
     model.reset_calibration();
     let mut cache = model.new_cache();
@@ -241,11 +260,12 @@ pub fn generate<B: Backend>(
         ..Default::default()
     };
     let t0 = Instant::now();
-    let logits = model.forward(&prompt_ids, &mut cache, Logits::Last)?;
+    let logits = model.forward(prompt_ids, &mut cache, Logits::Last)?;
     let mut row = logits_row(logits)?;
     stats.prefill_seconds = t0.elapsed().as_secs_f64();
     let mut generated: Vec<u32> = Vec::new();
     let mut printed = String::new();
+    let mut flow = ControlFlow::Continue(());
     let t1 = Instant::now();
     while generated.len() < options.max_new_tokens {
         let next = sampler.sample(&row);
@@ -256,10 +276,10 @@ pub fn generate<B: Backend>(
         generated.push(next);
         let text = tokenizer.decode(&generated)?;
         if text.len() > printed.len() && text.starts_with(&printed) {
-            on_text(&text[printed.len()..]);
+            flow = on_text(&text[printed.len()..]);
             printed = text;
         }
-        if generated.len() == options.max_new_tokens {
+        if flow.is_break() || generated.len() == options.max_new_tokens {
             break;
         }
         let logits = model.forward(&[next], &mut cache, Logits::Last)?;
@@ -268,8 +288,9 @@ pub fn generate<B: Backend>(
     stats.decode_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = generated.len();
     let text = tokenizer.decode(&generated)?;
-    if text.len() > printed.len() && text.starts_with(&printed) {
-        on_text(&text[printed.len()..]);
+    if flow.is_continue() && text.len() > printed.len() && text.starts_with(&printed) {
+        // The caller asked for no more text after a break.
+        let _ = on_text(&text[printed.len()..]);
     }
     Ok((text, stats))
 }

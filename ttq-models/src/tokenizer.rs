@@ -94,6 +94,11 @@ impl TextTokenizer {
             })
     }
 
+    /// The string of token `id` (e.g. `<bos>`), if it exists.
+    pub fn token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
     /// The id of a token string such as `<end_of_turn>`, if it exists.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)

@@ -2,6 +2,7 @@
 
 pub mod bench_decode;
 pub mod bench_kernels;
+pub mod calib_batching;
 pub mod common;
 pub mod compare;
 pub mod demo;
@@ -13,3 +14,4 @@ pub mod output;
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 pub mod peers;
 pub mod ppl;
+pub mod serve;
