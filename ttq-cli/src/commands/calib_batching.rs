@@ -72,7 +72,7 @@ pub fn run<B: CliBackend>(args: &CalibBatchingArgs, device: B::Device) -> Result
         spec,
         TtqScaleConfig::new(args.model.alpha, args.model.lambda)?,
     )?;
-    let mut loaded = ttq_models::load_model::<B>(&args.model.model, &device)?;
+    let mut loaded = ttq_models::load_model_with::<B>(&args.model.model, &device, B::HOST_TABLES)?;
     use_kernels(&mut loaded.model, &args.model.runtime)?;
     let len = args.prompt + args.continuation;
     if len > loaded.model.config().max_positions {

@@ -151,7 +151,7 @@ fn load_checkpoint<B: CliBackend>(
     args: &ServeArgs,
     device: &B::Device,
 ) -> Result<Served<B>, CliError> {
-    let mut loaded = ttq_models::load_model::<B>(&args.model.model, device)?;
+    let mut loaded = ttq_models::load_model_with::<B>(&args.model.model, device, B::HOST_TABLES)?;
     use_kernels(&mut loaded.model, &args.model.runtime)?;
     let add_bos = args.bos.resolve(&loaded);
     let template = match ttq_serve::template_of_model(&args.model.model)? {
