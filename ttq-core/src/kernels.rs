@@ -72,15 +72,7 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
     /// # Shapes
     /// - `x`: `[tokens, cols]`; `w_t`: `[cols, rows]`; returns `[tokens, rows]`
     fn dense_matmul(&self, x: Tensor<B, 2>, w_t: Tensor<B, 2>) -> Result<Tensor<B, 2>, QuantError> {
-        let [_, cols] = x.dims();
-        let [k, _] = w_t.dims();
-        if cols != k {
-            return Err(QuantError::shape(
-                "dense matmul",
-                format!("a weight of {cols} input features"),
-                format!("{k}"),
-            ));
-        }
+        check_dense_shapes(&x, &w_t)?;
         Ok(x.matmul(w_t))
     }
 
@@ -136,6 +128,24 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
     ) -> Result<Tensor<B, 2>, QuantError> {
         ops::gated(gate, up, act)
     }
+}
+
+/// Checks the shapes of a [`QuantKernels::dense_matmul`] call: `x`'s columns are `w_t`'s
+/// rows.
+pub fn check_dense_shapes<B: Backend>(
+    x: &Tensor<B, 2>,
+    w_t: &Tensor<B, 2>,
+) -> Result<(), QuantError> {
+    let [_, cols] = x.dims();
+    let [k, _] = w_t.dims();
+    if cols != k {
+        return Err(QuantError::shape(
+            "dense matmul",
+            format!("a weight of {cols} input features"),
+            format!("{k}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks the shapes of a [`QuantKernels::matmul`] call.

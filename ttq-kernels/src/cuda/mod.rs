@@ -49,8 +49,10 @@ pub mod stats;
 use burn::tensor::Tensor;
 use burn_cubecl::{CubeBackend, CubeRuntime, FloatElement};
 use ttq_core::{
-    group::check_col_scale, kernels::check_matmul_shapes, ChannelStats, GateActivation, QuantError,
-    QuantKernels, QuantSpec, QuantizedWeight, TensorOpsKernels, TtqScaleConfig,
+    group::check_col_scale,
+    kernels::{check_dense_shapes, check_matmul_shapes},
+    ChannelStats, GateActivation, QuantError, QuantKernels, QuantSpec, QuantizedWeight,
+    TensorOpsKernels, TtqScaleConfig,
 };
 
 use crate::gemv_config::{GemvPolicy, LineTile, TmaTile};
@@ -228,15 +230,9 @@ impl<R: CubeRuntime, F: FloatElement> QuantKernels<Cb<R, F>> for CudaKernels {
         x: Tensor<Cb<R, F>, 2>,
         w_t: Tensor<Cb<R, F>, 2>,
     ) -> Result<Tensor<Cb<R, F>, 2>, QuantError> {
+        check_dense_shapes(&x, &w_t)?;
         let [tokens, cols] = x.dims();
-        let [k, rows] = w_t.dims();
-        if cols != k {
-            return Err(QuantError::shape(
-                "dense matmul",
-                format!("a weight of {cols} input features"),
-                format!("{k}"),
-            ));
-        }
+        let [_, rows] = w_t.dims();
         let dtype = x.dtype();
         if w_t.dtype() == dtype {
             let xp = float_prim::<R, F, 2>(x.clone(), dtype);
