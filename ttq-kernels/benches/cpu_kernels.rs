@@ -94,6 +94,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("q8/lm head m1 262144x640", |b| {
         b.iter(|| head.matmul_t(black_box(&x), 1).unwrap())
     });
+    c.bench_function("q8/lm head int8 inputs m1 262144x640", |b| {
+        b.iter(|| head.matmul_t_int8(black_box(&x), 1).unwrap())
+    });
 }
 
 criterion_group!(benches, bench);

@@ -155,17 +155,213 @@ impl Q8Rows {
                 let r0 = b * ROW_BLOCK;
                 rows_dispatch(self, x, tokens, r0, out, avx2)
             });
-        if tokens == 1 {
-            return Ok(yt);
+        Ok(transpose_out(yt, self.rows, tokens))
+    }
+
+    /// `y ≈ x · Wᵀ` with the inputs rounded to 8-bit blocks as well, for `x` of
+    /// `[tokens, cols]`: returns `[tokens, rows]`.
+    ///
+    /// Each token's inputs are split into blocks of [`Q8_BLOCK`] and rounded to
+    /// `x ≈ e · p` with `e = max|x| / 127` and `p` in `-127..=127` ([`quantize_inputs`]), so
+    /// that a block's products are exact integer sums: `y[t, r] = Σ_b (d[r, b] · e[t, b]) ·
+    /// Σ_{c ∈ b} q[r, c] · p[t, c]` (llama.cpp's Q8_0 × Q8_0 dot). On x86-64 with AVX2 a block
+    /// is one `vpmaddubsw` + `vpmaddwd` pair instead of 32 conversions to f32, which makes the
+    /// product bound by memory rather than by arithmetic. The rounding of the inputs adds an
+    /// error of at most `Σ_b |d[r, b]| · e[t, b] / 2 · Σ_{c ∈ b} |q[r, c]|` to each output
+    /// ([`Q8Rows::int8_error_bound`]), beside float rounding.
+    pub fn matmul_t_int8(&self, x: &[f32], tokens: usize) -> Result<Vec<f32>, QuantError> {
+        if Some(x.len()) != tokens.checked_mul(self.cols) {
+            return Err(QuantError::shape(
+                "8-bit row table matmul",
+                format!("[{tokens}, {}] inputs", self.cols),
+                format!("{} values", x.len()),
+            ));
         }
-        let mut y = vec![0f32; tokens * self.rows];
-        for (r, row) in yt.chunks_exact(tokens).enumerate() {
-            for (t, &v) in row.iter().enumerate() {
-                y[t * self.rows + r] = v;
+        if tokens == 0 || self.rows == 0 {
+            return Ok(vec![0f32; tokens * self.rows]);
+        }
+        let inputs = quantize_inputs(x, self.cols)?;
+        let avx2 = crate::cpu_fast::has_avx2();
+        let mut yt = vec![0f32; self.rows * tokens];
+        yt.par_chunks_mut(ROW_BLOCK * tokens)
+            .enumerate()
+            .for_each(|(b, out)| {
+                int8_rows_dispatch(self, &inputs, tokens, b * ROW_BLOCK, out, avx2)
+            });
+        Ok(transpose_out(yt, self.rows, tokens))
+    }
+
+    /// The most that rounding the inputs to 8-bit blocks can move output `(t, r)` of
+    /// [`Q8Rows::matmul_t_int8`] away from [`Q8Rows::matmul_t`]'s exact product:
+    /// `Σ_b |d[r, b]| · e[t, b] / 2 · Σ_{c ∈ b} |q[r, c]|`, float rounding aside.
+    pub fn int8_error_bound(&self, x: &[f32], t: usize, r: usize) -> Result<f64, QuantError> {
+        let c = self.cols;
+        let row_x = x.get(t * c..(t + 1) * c).ok_or_else(|| {
+            QuantError::shape("8-bit row table bound", format!("token {t}"), "none")
+        })?;
+        if r >= self.rows {
+            return Err(QuantError::shape(
+                "8-bit row table bound",
+                format!("a row below {}", self.rows),
+                r.to_string(),
+            ));
+        }
+        let inputs = quantize_inputs(row_x, c)?;
+        let g = c / Q8_BLOCK;
+        Ok((0..g)
+            .map(|b| {
+                let q_abs: f64 = self.qs[r * c + b * Q8_BLOCK..r * c + (b + 1) * Q8_BLOCK]
+                    .iter()
+                    .map(|&q| f64::from(q).abs())
+                    .sum();
+                f64::from(self.scales[r * g + b]).abs() * f64::from(inputs.scales[b]) / 2.0 * q_abs
+            })
+            .sum())
+    }
+}
+
+/// Inputs rounded to 8-bit blocks: `x[t, c] ≈ scales[t · blocks + c / 32] · values[t, c]`.
+struct Int8Inputs {
+    scales: Vec<f32>,
+    values: Vec<i8>,
+}
+
+/// Rounds `x` (`[tokens, cols]`) block by block: `e = max|x| / 127`, `p = round(x / e)`
+/// (`e = 0` and `p = 0` for an all-zero block); an error for a non-finite input, whose block
+/// would otherwise turn every output into NaN without saying where.
+fn quantize_inputs(x: &[f32], cols: usize) -> Result<Int8Inputs, QuantError> {
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(QuantError::shape(
+            "8-bit row table matmul",
+            "finite inputs",
+            format!("{} at position {i}", x[i]),
+        ));
+    }
+    let blocks = x.len() / Q8_BLOCK;
+    let mut scales = Vec::with_capacity(blocks);
+    let mut values = vec![0i8; x.len()];
+    debug_assert!(cols.is_multiple_of(Q8_BLOCK));
+    for (xb, pb) in x
+        .chunks_exact(Q8_BLOCK)
+        .zip(values.chunks_exact_mut(Q8_BLOCK))
+    {
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let e = amax / 127.0;
+        scales.push(e);
+        if e > 0.0 {
+            let inv = 1.0 / e;
+            for (p, &v) in pb.iter_mut().zip(xb) {
+                *p = (v * inv).round().clamp(-127.0, 127.0) as i8;
             }
         }
-        Ok(y)
     }
+    Ok(Int8Inputs { scales, values })
+}
+
+/// `yt` (`[rows, tokens]`) as `[tokens, rows]`.
+fn transpose_out(yt: Vec<f32>, rows: usize, tokens: usize) -> Vec<f32> {
+    if tokens == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; tokens * rows];
+    for (r, row) in yt.chunks_exact(tokens).enumerate() {
+        for (t, &v) in row.iter().enumerate() {
+            y[t * rows + r] = v;
+        }
+    }
+    y
+}
+
+/// Rows `r0..` of [`Q8Rows::matmul_t_int8`] for the block that `out` (`[block_rows, tokens]`)
+/// holds, in portable code: one exact integer sum per block.
+fn int8_rows_portable(m: &Q8Rows, x: &Int8Inputs, tokens: usize, r0: usize, out: &mut [f32]) {
+    let c = m.cols;
+    let g = c / Q8_BLOCK;
+    for (i, y) in out.chunks_exact_mut(tokens).enumerate() {
+        let r = r0 + i;
+        let qs = &m.qs[r * c..(r + 1) * c];
+        let scales = &m.scales[r * g..(r + 1) * g];
+        for (t, yt) in y.iter_mut().enumerate() {
+            let ps = &x.values[t * c..(t + 1) * c];
+            let es = &x.scales[t * g..(t + 1) * g];
+            let mut acc = 0f32;
+            for (((q, p), &d), &e) in qs
+                .chunks_exact(Q8_BLOCK)
+                .zip(ps.chunks_exact(Q8_BLOCK))
+                .zip(scales)
+                .zip(es)
+            {
+                let s: i32 = q
+                    .iter()
+                    .zip(p)
+                    .map(|(&a, &b)| i32::from(a) * i32::from(b))
+                    .sum();
+                acc += s as f32 * (d * e);
+            }
+            *yt = acc;
+        }
+    }
+}
+
+/// [`int8_rows_portable`] with AVX2: per block, `vpsignb` moves the sign of each weight onto
+/// its input so that `vpmaddubsw` can multiply `|q|` (unsigned, up to 128) by the signed input
+/// (at most 127 in magnitude: pair sums stay below 2¹⁵), `vpmaddwd` with ones widens to eight
+/// i32 lanes, and one FMA applies the block's scale `d · e`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn int8_rows_avx2(m: &Q8Rows, x: &Int8Inputs, tokens: usize, r0: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let c = m.cols;
+    let g = c / Q8_BLOCK;
+    let ones = _mm256_set1_epi16(1);
+    for (i, y) in out.chunks_exact_mut(tokens).enumerate() {
+        let r = r0 + i;
+        let qs = &m.qs[r * c..(r + 1) * c];
+        let scales = &m.scales[r * g..(r + 1) * g];
+        for (t, yt) in y.iter_mut().enumerate() {
+            let ps = &x.values[t * c..(t + 1) * c];
+            let es = &x.scales[t * g..(t + 1) * g];
+            let mut acc = _mm256_setzero_ps();
+            for b in 0..g {
+                // SAFETY: blocks `b` of `qs` and `ps` are 32 bytes inside their slices.
+                let (w, p) = unsafe {
+                    (
+                        _mm256_loadu_si256(qs.as_ptr().add(b * Q8_BLOCK).cast()),
+                        _mm256_loadu_si256(ps.as_ptr().add(b * Q8_BLOCK).cast()),
+                    )
+                };
+                let w_abs = _mm256_sign_epi8(w, w);
+                let p_signed = _mm256_sign_epi8(p, w);
+                let pairs = _mm256_maddubs_epi16(w_abs, p_signed);
+                let quads = _mm256_madd_epi16(pairs, ones);
+                let scale = _mm256_set1_ps(scales[b] * es[b]);
+                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(quads), scale, acc);
+            }
+            let mut lanes = [0f32; 8];
+            // SAFETY: `lanes` holds 8 f32 values.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+            *yt = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6]))
+                + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+        }
+    }
+}
+
+fn int8_rows_dispatch(
+    m: &Q8Rows,
+    x: &Int8Inputs,
+    tokens: usize,
+    r0: usize,
+    out: &mut [f32],
+    avx2: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2 {
+        // SAFETY: `avx2` is true only when the CPU reports AVX2 and FMA (`has_avx2`).
+        unsafe { int8_rows_avx2(m, x, tokens, r0, out) };
+        return;
+    }
+    let _ = avx2;
+    int8_rows_portable(m, x, tokens, r0, out)
 }
 
 /// `Σ_b d_b · Σ_{c ∈ b} q_c · x_c` over one row: per block, eight lanes of f32 products,
@@ -233,6 +429,39 @@ fn rows_dispatch(m: &Q8Rows, x: &[f32], tokens: usize, r0: usize, out: &mut [f32
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The portable int8 rows and the AVX2 ones agree (the tests of the public API reach only
+    /// the path this CPU picks), including weights of -128 and a zero input block.
+    #[test]
+    fn int8_paths_agree() {
+        if !crate::cpu_fast::has_avx2() {
+            return;
+        }
+        let (rows, cols, tokens) = (37, 96, 3);
+        let qs: Vec<i8> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 256) as u8 as i8)
+            .collect();
+        let scales: Vec<f32> = (0..rows * cols / Q8_BLOCK)
+            .map(|i| 0.01 + (i % 5) as f32 * 0.3)
+            .collect();
+        let m = Q8Rows::new(rows, cols, scales, qs).unwrap();
+        let mut x: Vec<f32> = (0..tokens * cols)
+            .map(|i| ((i * 31) % 97) as f32 / 9.0 - 5.0)
+            .collect();
+        x[32..64].fill(0.0);
+        let inputs = quantize_inputs(&x, cols).unwrap();
+        let mut a = vec![0f32; rows * tokens];
+        let mut b = vec![0f32; rows * tokens];
+        int8_rows_portable(&m, &inputs, tokens, 0, &mut a);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: checked above that the CPU has AVX2 and FMA.
+        unsafe {
+            int8_rows_avx2(&m, &inputs, tokens, 0, &mut b)
+        };
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "{u} vs {v}");
+        }
+    }
 
     #[test]
     fn refuses_bad_shapes_and_scales() {

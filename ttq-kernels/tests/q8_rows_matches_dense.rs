@@ -69,6 +69,106 @@ proptest! {
         }
         close(&got, &want, 1e-5)?;
     }
+
+    /// The int8-input product stays within its analytic bound of the exact product: the
+    /// inputs' rounding (`int8_error_bound`) plus f32 rounding of the block sums. Inputs of
+    /// mixed magnitude, with zero blocks and weights of -128 (the one value whose sign flip
+    /// does not fit an `i8`).
+    #[test]
+    fn int8_matmul_is_within_its_rounding_bound(
+        rows in 1usize..200,
+        blocks in 1usize..12,
+        tokens in 1usize..6,
+        seed in any::<u64>(),
+        zero_block in any::<usize>(),
+    ) {
+        let cols = blocks * Q8_BLOCK;
+        let mut m = table(seed, rows, cols);
+        if seed % 3 == 0 {
+            m = with_min_values(&m);
+        }
+        let dense = m.dequantize();
+        let mut x: Vec<f32> = random(seed ^ 3, tokens * cols, 0)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * if (i / Q8_BLOCK) % 2 == 0 { 1.0 } else { 30.0 })
+            .collect();
+        let z = zero_block % (tokens * blocks);
+        x[z * Q8_BLOCK..(z + 1) * Q8_BLOCK].fill(0.0);
+        let got = m.matmul_t_int8(&x, tokens).unwrap();
+        for t in 0..tokens {
+            for r in 0..rows {
+                let (dot, mag): (f64, f64) = (0..cols)
+                    .map(|c| {
+                        let p = f64::from(x[t * cols + c]) * f64::from(dense[r * cols + c]);
+                        (p, p.abs())
+                    })
+                    .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+                let bound = m.int8_error_bound(&x, t, r).unwrap();
+                let err = (f64::from(got[t * rows + r]) - dot).abs();
+                // f32 rounding of the scaled block sums, relative to the magnitudes summed.
+                let rounding = 1e-5 * (mag + bound);
+                prop_assert!(
+                    err <= bound * 1.0001 + rounding,
+                    "token {} row {}: {} vs {} (bound {}, rounding {})",
+                    t, r, got[t * rows + r], dot, bound, rounding
+                );
+            }
+        }
+    }
+}
+
+/// `m` with every 7th value set to -128.
+fn with_min_values(m: &Q8Rows) -> Q8Rows {
+    let [rows, cols] = m.dims();
+    let dense = m.dequantize();
+    let mut qs = Vec::with_capacity(rows * cols);
+    let mut scales = Vec::with_capacity(rows * cols / Q8_BLOCK);
+    for (b, block) in dense.chunks_exact(Q8_BLOCK).enumerate() {
+        let d = block.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+        scales.push(d);
+        for (i, &v) in block.iter().enumerate() {
+            let q = if (b * Q8_BLOCK + i) % 7 == 0 {
+                -128
+            } else if d > 0.0 {
+                (v / d).round() as i8
+            } else {
+                0
+            };
+            qs.push(q);
+        }
+    }
+    Q8Rows::new(rows, cols, scales, qs).unwrap()
+}
+
+#[test]
+fn int8_matmul_refuses_non_finite_inputs_and_bad_shapes() {
+    let m = Q8Rows::new(2, 32, vec![1.0; 2], vec![1; 64]).unwrap();
+    let mut x = vec![0.5f32; 32];
+    assert!(m.matmul_t_int8(&x, 1).is_ok());
+    x[5] = f32::NAN;
+    assert!(m.matmul_t_int8(&x, 1).is_err());
+    assert!(m.matmul_t_int8(&[0.0; 31], 1).is_err());
+}
+
+#[test]
+fn int8_matmul_of_inputs_on_the_grid_is_exact() {
+    // Inputs that are already multiples of their block's step round to themselves, so the
+    // int8 product equals the exact one (integer sums, one scale per block).
+    let qs: Vec<i8> = (0..64i32).map(|i| ((i * 37) % 255 - 127) as i8).collect();
+    let m = Q8Rows::new(1, 64, vec![0.5, 0.25], qs.clone()).unwrap();
+    let mut x: Vec<f32> = (0..64i32)
+        .map(|i| ((i * 11) % 255 - 127) as f32 * 0.125)
+        .collect();
+    x[40] = -127.0 * 0.125;
+    // Each block holds ±127 · 0.125 as its largest magnitude, so its step is exactly 0.125.
+    assert!(x[..32].iter().any(|v| v.abs() == 127.0 * 0.125));
+    assert!(x[32..].iter().any(|v| v.abs() == 127.0 * 0.125));
+    let want: f64 = (0..64)
+        .map(|c| f64::from(qs[c]) * [0.5, 0.25][c / 32] * f64::from(x[c]))
+        .sum();
+    let got = m.matmul_t_int8(&x, 1).unwrap();
+    assert_eq!(f64::from(got[0]), want);
 }
 
 #[test]

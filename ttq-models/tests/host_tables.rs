@@ -89,8 +89,10 @@ fn host_tables_give_the_f32_models_logits() {
     let device = Default::default();
     let mut dense = load_model_with::<B>(&path, &device, false).unwrap().model;
     let mut host = load_model_with::<B>(&path, &device, true).unwrap().model;
-    // 3 tokens: the 8-bit matmul; 40 tokens: more than it serves, dense slices.
-    for len in [3usize, 40] {
+    // 3 tokens: the 8-bit matmul on inputs rounded to 8-bit blocks (its exact error bound
+    // is checked in ttq-kernels' `q8_rows_matches_dense`; here a loose relative one); 40
+    // tokens: more than it serves, dense slices, f32 rounding only.
+    for (len, tol) in [(3usize, 1e-2f32), (40, 1e-5)] {
         let tokens: Vec<u32> = (0..len as u32)
             .map(|i| (i * 5 + 1) % VOCAB as u32)
             .collect();
@@ -106,7 +108,7 @@ fn host_tables_give_the_f32_models_logits() {
         let scale = a.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             assert!(
-                (x - y).abs() <= 1e-5 * scale,
+                (x - y).abs() <= tol * scale,
                 "{len} tokens, logit {i}: {x} vs {y}"
             );
         }
