@@ -91,7 +91,7 @@ proptest! {
         let mut x: Vec<f32> = random(seed ^ 3, tokens * cols, 0)
             .iter()
             .enumerate()
-            .map(|(i, v)| v * if (i / Q8_BLOCK) % 2 == 0 { 1.0 } else { 30.0 })
+            .map(|(i, v)| v * if (i / Q8_BLOCK).is_multiple_of(2) { 1.0 } else { 30.0 })
             .collect();
         let z = zero_block % (tokens * blocks);
         x[z * Q8_BLOCK..(z + 1) * Q8_BLOCK].fill(0.0);
@@ -128,7 +128,7 @@ fn with_min_values(m: &Q8Rows) -> Q8Rows {
         let d = block.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
         scales.push(d);
         for (i, &v) in block.iter().enumerate() {
-            let q = if (b * Q8_BLOCK + i) % 7 == 0 {
+            let q = if (b * Q8_BLOCK + i).is_multiple_of(7) {
                 -128
             } else if d > 0.0 {
                 (v / d).round() as i8
