@@ -251,9 +251,12 @@ pub fn unpack<B: Backend>(packed: Tensor<B, 2, Int>, bits: u32, cols: usize) -> 
     let per = layout.codes_per_word;
     let device = packed.device();
     let shifts: Vec<i32> = (0..per).map(|k| (k as u32 * bits) as i32).collect();
-    let shifts = Tensor::<B, 1, Int>::from_data(TensorData::new(shifts, [per]), &device)
-        .reshape([1, 1, per])
-        .expand([rows, words, per]);
+    // In the words' own integer type: words made by `words_tensor` are `i32` on every
+    // backend, and burn-ndarray refuses a shift between two integer types.
+    let shifts =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(shifts, [per]), (&device, packed.dtype()))
+            .reshape([1, 1, per])
+            .expand([rows, words, per]);
     let mask = ((1u32 << bits) - 1) as i32;
     packed
         .unsqueeze_dim::<3>(2)

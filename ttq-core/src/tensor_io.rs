@@ -42,16 +42,16 @@ pub fn exact_f32_tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), (device, DType::F32))
 }
 
-/// An int tensor from 32-bit words. Words are stored as their `i32` bit pattern so that
-/// backends with 32-bit integers hold them without overflow; read them back with
-/// [`words_from_ints`].
+/// An int tensor from 32-bit words, stored as their `i32` bit pattern in an `i32` tensor
+/// whatever the backend's default integer type (burn-ndarray's is `i64`, which would double
+/// the bytes every GEMV reads); read them back with [`words_from_ints`].
 pub fn words_tensor<B: Backend, const D: usize>(
     words: &[u32],
     shape: [usize; D],
     device: &B::Device,
 ) -> Tensor<B, D, Int> {
     let ints: Vec<i32> = words.iter().map(|&w| w as i32).collect();
-    Tensor::from_data(TensorData::new(ints, shape), device)
+    Tensor::from_data(TensorData::new(ints, shape), (device, DType::I32))
 }
 
 /// Recovers 32-bit words from an int tensor written by [`words_tensor`] or by the tensor-op
