@@ -165,7 +165,9 @@ impl Engine {
         };
         let thread = std::thread::Builder::new()
             .name("ttq-engine".into())
-            .spawn(move || worker.run(rx))?;
+            // The loop runs on a thread of rayon's pool, so that the CPU kernels' parallel
+            // loops share work with it instead of waking the pool from outside per kernel.
+            .spawn(move || rayon::scope(move |_| worker.run(rx)))?;
         Ok(Self {
             jobs,
             metrics,
