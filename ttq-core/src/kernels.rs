@@ -128,6 +128,23 @@ pub trait QuantKernels<B: Backend>: std::fmt::Debug + Send + Sync {
     ) -> Result<Tensor<B, 2>, QuantError> {
         ops::gated(gate, up, act)
     }
+
+    /// `softmax(scale · q kᵀ + mask) v` per `(batch, head)`, mask row `r % t` for query row
+    /// `r` ([`ops::attention`]).
+    ///
+    /// # Shapes
+    /// - `q`: `[b, h, rows, hd]`; `k`, `v`: `[b, h, cols, hd]`; `mask`: `[t, cols]`; returns
+    ///   `[b, h, rows, hd]`
+    fn attention(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        scale: f64,
+        mask: Option<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 4>, QuantError> {
+        ops::attention(q, k, v, scale, mask)
+    }
 }
 
 /// Checks the shapes of a [`QuantKernels::dense_matmul`] call: `x`'s columns are `w_t`'s

@@ -167,13 +167,70 @@ pub fn masked_softmax<B: Backend>(
     Ok(burn::tensor::activation::softmax(s, 1))
 }
 
+/// Attention of query rows over keys and values: `softmax(scale · q kᵀ + mask) v` for each
+/// `(batch, head)`, where score row `r` takes mask row `r % t` (see [`masked_softmax`]).
+///
+/// # Shapes
+/// - `q`: `[b, h, rows, hd]`; `k`, `v`: `[b, h, cols, hd]`; `mask`: `[t, cols]` with
+///   `rows % t == 0`; returns `[b, h, rows, hd]`
+pub fn attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    scale: f64,
+    mask: Option<Tensor<B, 2>>,
+) -> Result<Tensor<B, 4>, QuantError> {
+    check_attention(&q, &k, &v)?;
+    let [b, h, rows, _] = q.dims();
+    let cols = k.dims()[2];
+    let scores = q.matmul(k.swap_dims(2, 3));
+    let probs = masked_softmax(scores.reshape([b * h * rows, cols]), scale, mask)?
+        .reshape([b, h, rows, cols]);
+    Ok(probs.matmul(v))
+}
+
+/// Checks the operands of [`attention`] (the mask and scale are checked by
+/// [`check_masked_softmax`]).
+pub fn check_attention<B: Backend>(
+    q: &Tensor<B, 4>,
+    k: &Tensor<B, 4>,
+    v: &Tensor<B, 4>,
+) -> Result<(), QuantError> {
+    let [b, h, _, hd] = q.dims();
+    let [kb, kh, cols, khd] = k.dims();
+    if [kb, kh, khd] != [b, h, hd] {
+        return Err(QuantError::shape(
+            "attention keys",
+            format!("[{b}, {h}, positions, {hd}] (the queries' batch, heads and width)"),
+            format!("{:?}", k.dims()),
+        ));
+    }
+    if v.dims() != [b, h, cols, hd] {
+        return Err(QuantError::shape(
+            "attention values",
+            format!("the keys' shape {:?}", k.dims()),
+            format!("{:?}", v.dims()),
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the operands of [`masked_softmax`].
 pub fn check_masked_softmax<B: Backend>(
     scores: &Tensor<B, 2>,
     scale: f64,
     mask: Option<&Tensor<B, 2>>,
 ) -> Result<(), QuantError> {
-    let [rows, cols] = scores.dims();
+    check_softmax_operands(scores.dims(), scale, mask)
+}
+
+/// Checks the scale and mask of a masked softmax over scores of shape `[rows, cols]` (also
+/// the scores of an [`attention`] call: `rows = b · h · query rows`).
+pub fn check_softmax_operands<B: Backend>(
+    [rows, cols]: [usize; 2],
+    scale: f64,
+    mask: Option<&Tensor<B, 2>>,
+) -> Result<(), QuantError> {
     if !scale.is_finite() {
         return Err(QuantError::shape(
             "softmax scale",

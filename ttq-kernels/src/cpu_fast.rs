@@ -24,13 +24,12 @@
 //!   A weight stored transposed (the `Wᵀ` a `QuantLinear` keeps) is read in place, a block of
 //!   rows at a time.
 //!
-//! Packed words of weights quantized here are stored like every other quantizer's (the
-//! backend's default integer type, `i64` on `NdArray<f32>`), so that the tensor-op path can
-//! read them too: burn-ndarray refuses int ops between an `I32` tensor and its default `I64`
-//! shift tensors. The GEMV reads the low 32 bits of each `i64`; storing `I32` words would
-//! halve what it streams per token once the tensor-op unpacker accepts them.
+//! Packed words are `i32` tensors ([`ttq_core::tensor_io::words_tensor`]) rather than
+//! burn-ndarray's default `i64`, so the GEMV streams 4 bytes per word; words packed by the
+//! tensor-op path (`i64` on this backend) are read too.
 
 use crate::cpu::from_host;
+use crate::cpu_ops::{self, AttentionDims};
 use crate::reference::{self, HostQuantized};
 use burn::backend::ndarray::{NdArray, NdArrayTensor};
 use burn::tensor::Tensor;
@@ -38,6 +37,7 @@ use rayon::prelude::*;
 use ttq_core::{
     group::check_col_scale,
     kernels::check_matmul_shapes,
+    ops::{self, GateActivation},
     tensor_io::{f32_tensor, to_f32_vec, words_from_ints},
     ChannelStats, PackLayout, QuantError, QuantKernels, QuantSpec, QuantizedWeight,
 };
@@ -51,6 +51,11 @@ pub const MAX_GEMV_TOKENS: usize = 32;
 
 /// Output rows per parallel task of the GEMV and the dequantizer.
 const ROW_BLOCK: usize = 32;
+
+/// Up to this many query rows per `(batch, head)` (decode, short prompts), attention runs
+/// in [`cpu_ops::attention`]; more rows (long prompts, perplexity windows) use the default's
+/// matmuls, which block the work for the cache.
+pub const HOST_ATTENTION_MAX_ROWS: usize = 64;
 
 /// Rows per parallel task of the quantizer.
 const QUANT_BLOCK: usize = 16;
@@ -824,10 +829,91 @@ impl QuantKernels<B> for CpuKernels {
             };
             return Ok(x.matmul(w.transpose()));
         }
-        let s = input_scale.map(to_f32_vec);
         let y = with_quant(q, |view| {
-            with_f32(&x, |xs| matmul(xs, tokens, view, s.as_deref()))
+            with_f32(&x, |xs| match &input_scale {
+                // Borrowed in place: a copy through `into_data` took 6% of a decode step.
+                Some(s) => with_f32(s, |s| matmul(xs, tokens, view, Some(s))),
+                None => matmul(xs, tokens, view, None),
+            })
         })??;
         Ok(f32_tensor(y, [tokens, q.shape[0]], &device))
+    }
+
+    fn rms_norm(
+        &self,
+        x: Tensor<B, 2>,
+        weight: Tensor<B, 1>,
+        eps: f64,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        ops::check_rms_norm(&x, &weight, eps)?;
+        let [rows, d] = x.dims();
+        let device = x.device();
+        let y = with_f32(&x, |x| {
+            with_f32(&weight, |w| cpu_ops::rms_norm(x, d, w, eps as f32))
+        });
+        Ok(f32_tensor(y, [rows, d], &device))
+    }
+
+    fn rope(
+        &self,
+        x: Tensor<B, 4>,
+        cos: Tensor<B, 2>,
+        sin: Tensor<B, 2>,
+    ) -> Result<Tensor<B, 4>, QuantError> {
+        ops::check_rope(&x, &cos, &sin)?;
+        let dims = x.dims();
+        let device = x.device();
+        let y = with_f32(&x, |x| {
+            with_f32(&cos, |c| with_f32(&sin, |s| cpu_ops::rope(x, dims, c, s)))
+        });
+        Ok(f32_tensor(y, dims, &device))
+    }
+
+    fn gated(
+        &self,
+        gate: Tensor<B, 2>,
+        up: Tensor<B, 2>,
+        act: GateActivation,
+    ) -> Result<Tensor<B, 2>, QuantError> {
+        ops::check_gated(&gate, &up)?;
+        let dims = gate.dims();
+        let device = gate.device();
+        let y = with_f32(&gate, |g| with_f32(&up, |u| cpu_ops::gated(g, u, act)));
+        Ok(f32_tensor(y, dims, &device))
+    }
+
+    fn attention(
+        &self,
+        q: Tensor<B, 4>,
+        k: Tensor<B, 4>,
+        v: Tensor<B, 4>,
+        scale: f64,
+        mask: Option<Tensor<B, 2>>,
+    ) -> Result<Tensor<B, 4>, QuantError> {
+        ops::check_attention(&q, &k, &v)?;
+        let [b, h, rows, hd] = q.dims();
+        let cols = k.dims()[2];
+        ops::check_softmax_operands([b * h * rows, cols], scale, mask.as_ref())?;
+        if rows > HOST_ATTENTION_MAX_ROWS {
+            return ops::attention(q, k, v, scale, mask);
+        }
+        let dims = AttentionDims {
+            heads: b * h,
+            rows,
+            cols,
+            head_dim: hd,
+        };
+        let device = q.device();
+        let y = with_f32(&q, |q| {
+            with_f32(&k, |k| {
+                with_f32(&v, |v| match &mask {
+                    Some(m) => with_f32(m, |m| {
+                        cpu_ops::attention(q, k, v, dims, scale as f32, Some((m, m.len() / cols)))
+                    }),
+                    None => cpu_ops::attention(q, k, v, dims, scale as f32, None),
+                })
+            })
+        });
+        Ok(f32_tensor(y, [b, h, rows, hd], &device))
     }
 }

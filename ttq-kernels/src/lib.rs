@@ -10,6 +10,8 @@
 //!   round trip through host memory).
 //! - [`CpuKernels`] ([`cpu_fast`]): fast kernels for burn-ndarray (f32) that work on the
 //!   packed codes in host memory, multithreaded with rayon; what the CPU backend runs.
+//! - [`cpu_ops`]: a decoder layer's element-wise operations and attention on host slices,
+//!   which [`CpuKernels`] runs instead of Burn ops.
 //! - [`Q8Rows`] ([`q8_rows`]): an 8-bit row table in host memory (a GGUF's Q8_0 token
 //!   embedding and LM head) with its lookup and its matmul.
 //! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
@@ -18,6 +20,7 @@
 
 pub mod cpu;
 pub mod cpu_fast;
+pub mod cpu_ops;
 pub mod gemv_config;
 pub mod q8_rows;
 pub mod reference;

@@ -109,7 +109,6 @@ impl<B: Backend> Attention<B> {
         // query heads of a key/value head are consecutive, so `[b, h, t, hd]` regroups as
         // `[b, kvh, n · t, hd]` and multiplies that head's keys directly.
         let n = h / kvh;
-        let kt = k.swap_dims(2, 3);
         let out = match mask {
             AttentionMask::Whole(mask) => {
                 let q = q.reshape([b, kvh, n * t, hd]);
@@ -130,7 +129,7 @@ impl<B: Backend> Attention<B> {
                         )))
                     }
                 };
-                self.attend(q, kt, v, mask, ops)? // [b, kvh, n·t, hd]
+                ops.attention(q, k, v, self.scale, mask)? // [b, kvh, n·t, hd]
             }
             AttentionMask::Blocked { rows } => {
                 let rows = rows.max(1);
@@ -146,7 +145,7 @@ impl<B: Backend> Attention<B> {
                         .slice([0..b, 0..kvh, 0..n, i0..i1, 0..hd])
                         .reshape([b, kvh, n * tb, hd]);
                     let mask = mask_rows::<B>(self.span, start + i0, tb, filled, capacity, &device);
-                    let ob = self.attend(qb, kt.clone(), v.clone(), Some(mask), ops)?;
+                    let ob = ops.attention(qb, k.clone(), v.clone(), self.scale, Some(mask))?;
                     outs.push(ob.reshape([b, kvh, n, tb, hd]));
                 }
                 Tensor::cat(outs, 3).reshape([b, kvh, n * t, hd])
@@ -157,29 +156,6 @@ impl<B: Backend> Attention<B> {
             .swap_dims(1, 2)
             .reshape([b, t, h * hd]);
         Ok(self.o.forward(out)?)
-    }
-
-    /// `softmax(scale · q kᵀ + mask) v` for query rows `(batch, kv head, query head of the
-    /// group, token)`, token fastest; score row `r` takes mask row `r % mask_rows`.
-    ///
-    /// # Shapes
-    /// - `q`: `[b, kvh, rows, hd]`; `kt`: `[b, kvh, hd, capacity]`; `v`: `[b, kvh, capacity,
-    ///   hd]`; returns `[b, kvh, rows, hd]`
-    fn attend(
-        &self,
-        q: Tensor<B, 4>,
-        kt: Tensor<B, 4>,
-        v: Tensor<B, 4>,
-        mask: Option<Tensor<B, 2>>,
-        ops: &dyn QuantKernels<B>,
-    ) -> Result<Tensor<B, 4>> {
-        let [b, kvh, rows, _] = q.dims();
-        let capacity = kt.dims()[3];
-        let scores = q.matmul(kt); // [b, kvh, rows, capacity]
-        let probs = ops
-            .masked_softmax(scores.reshape([b * kvh * rows, capacity]), self.scale, mask)?
-            .reshape([b, kvh, rows, capacity]);
-        Ok(probs.matmul(v))
     }
 }
 
