@@ -29,6 +29,7 @@
 //! tensor-op path (`i64` on this backend) are read too.
 
 use crate::cpu::from_host;
+use crate::cpu_dense::{gemm_small, MAX_DENSE_GEMV_TOKENS};
 use crate::cpu_ops::{self, AttentionDims};
 use crate::reference::{self, HostQuantized};
 use burn::backend::ndarray::{NdArray, NdArrayTensor};
@@ -36,7 +37,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 use ttq_core::{
     group::check_col_scale,
-    kernels::check_matmul_shapes,
+    kernels::{check_dense_shapes, check_matmul_shapes},
     ops::{self, GateActivation},
     tensor_io::{f32_tensor, to_f32_vec, words_from_ints},
     ChannelStats, PackLayout, QuantError, QuantKernels, QuantSpec, QuantizedWeight,
@@ -222,7 +223,7 @@ fn apply_groups(row: &mut [f32], cols: usize, g: usize, scales: &[f32], zeros: &
 
 /// `Σ a·b` in 16 independent f32 lanes (vectorisable without reassociation).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -837,6 +838,20 @@ impl QuantKernels<B> for CpuKernels {
             })
         })??;
         Ok(f32_tensor(y, [tokens, q.shape[0]], &device))
+    }
+
+    fn dense_matmul(&self, x: Tensor<B, 2>, w_t: Tensor<B, 2>) -> Result<Tensor<B, 2>, QuantError> {
+        check_dense_shapes(&x, &w_t)?;
+        let [tokens, k] = x.dims();
+        let n = w_t.dims()[1];
+        if tokens > MAX_DENSE_GEMV_TOKENS {
+            return Ok(x.matmul(w_t));
+        }
+        let device = x.device();
+        let y = with_f32(&x, |xs| {
+            with_weight(&w_t, |w| gemm_small(xs, tokens, k, n, w))
+        });
+        Ok(f32_tensor(y, [tokens, n], &device))
     }
 
     fn rms_norm(

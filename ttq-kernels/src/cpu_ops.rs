@@ -10,6 +10,7 @@
 //! operations as its default except where noted; the tests
 //! (`ttq-kernels/tests/cpu_ops_match_defaults.rs`) compare every one with its default.
 
+use crate::cpu_fast::dot;
 use rayon::prelude::*;
 use ttq_core::ops::GateActivation;
 
@@ -179,23 +180,4 @@ pub fn attention(
             },
         );
     out
-}
-
-/// `Σ a·b` in 16 independent f32 lanes (vectorisable without reassociation).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let mut ca = a.chunks_exact(16);
-    let mut cb = b.chunks_exact(16);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        for i in 0..16 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
 }

@@ -10,6 +10,8 @@
 //!   round trip through host memory).
 //! - [`CpuKernels`] ([`cpu_fast`]): fast kernels for burn-ndarray (f32) that work on the
 //!   packed codes in host memory, multithreaded with rayon; what the CPU backend runs.
+//! - [`cpu_dense`]: full-precision products for a few tokens (the unquantized layers at
+//!   decode), which [`CpuKernels::dense_matmul`](QuantKernels::dense_matmul) runs.
 //! - [`cpu_ops`]: a decoder layer's element-wise operations and attention on host slices,
 //!   which [`CpuKernels`] runs instead of Burn ops.
 //! - [`Q8Rows`] ([`q8_rows`]): an 8-bit row table in host memory (a GGUF's Q8_0 token
@@ -19,6 +21,7 @@
 //!   the choice of GEMV kernel and tiles, which every build can parse.
 
 pub mod cpu;
+pub mod cpu_dense;
 pub mod cpu_fast;
 pub mod cpu_ops;
 pub mod gemv_config;

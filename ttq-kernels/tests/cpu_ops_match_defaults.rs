@@ -1,8 +1,9 @@
-//! `CpuKernels`' decoder operations (`ttq_kernels::cpu_ops` on host slices) compute what the
-//! trait's Burn-op defaults (`ttq_core::ops`) compute, for any shape: RMSNorm, rotary
-//! embedding, both gated activations and attention with and without a mask (query rows
-//! sharing mask rows, masked cache positions, a row masked everywhere); bad operands give
-//! the defaults' errors.
+//! `CpuKernels`' decoder operations (`ttq_kernels::cpu_ops` on host slices) and its dense
+//! product for few tokens (`ttq_kernels::cpu_dense`) compute what the trait's Burn-op
+//! defaults (`ttq_core::ops`, Burn's matmul) compute, for any shape: RMSNorm, rotary
+//! embedding, both gated activations, attention with and without a mask (query rows sharing
+//! mask rows, masked cache positions, a row masked everywhere), and `x · Wᵀ` with `Wᵀ` stored
+//! either way; bad operands give the defaults' errors.
 
 mod common;
 use burn::backend::NdArray;
@@ -78,6 +79,28 @@ proptest! {
         let got = CpuKernels.gated(t(g.clone(), [rows, d]), t(u.clone(), [rows, d]), act).unwrap();
         let want = ops::gated(t(g, [rows, d]), t(u, [rows, d]), act).unwrap();
         close(&to_f32_vec(got), &to_f32_vec(want), 1e-5)?;
+    }
+
+    /// Few tokens (the host product) and more than it serves (the fallback); `Wᵀ` stored
+    /// contiguously (as a `QuantLinear` keeps it) or as the transposed view of `W`; several
+    /// strips of output columns.
+    #[test]
+    fn dense_matmul_matches(
+        tokens in 1usize..40, k in 1usize..200, n in 1usize..700, transposed: bool, seed: u64
+    ) {
+        let x = values(seed, tokens * k);
+        let w = random(seed ^ 1, k * n, 0);
+        let w_t = || {
+            if transposed {
+                t(w.clone(), [n, k]).transpose()
+            } else {
+                t(w.clone(), [k, n])
+            }
+        };
+        let got = CpuKernels.dense_matmul(t(x.clone(), [tokens, k]), w_t()).unwrap();
+        let want = t(x, [tokens, k]).matmul(w_t());
+        prop_assert_eq!(got.dims(), [tokens, n]);
+        close(&to_f32_vec(got), &to_f32_vec(want), 1e-4)?;
     }
 
     /// Grouped-query layout as the model uses it (`rows = n · t`, mask rows `r % t`), and
@@ -204,6 +227,9 @@ fn bad_operands_are_the_defaults_errors() {
         .is_err());
     assert!(CpuKernels
         .gated(x.clone(), t(vec![1.0; 4], [2, 2]), GateActivation::Silu)
+        .is_err());
+    assert!(CpuKernels
+        .dense_matmul(x.clone(), t(vec![1.0; 4], [2, 2]))
         .is_err());
     let r = t(vec![1.0; 3], [1, 1, 1, 3]);
     assert!(CpuKernels
