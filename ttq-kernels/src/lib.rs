@@ -14,6 +14,7 @@
 //!   decode), which [`CpuKernels::dense_matmul`](QuantKernels::dense_matmul) runs.
 //! - [`cpu_ops`]: a decoder layer's element-wise operations and attention on host slices,
 //!   which [`CpuKernels`] runs instead of Burn ops.
+//! - [`pool`]: keeps rayon's threads polling for work during a forward pass.
 //! - [`Q8Rows`] ([`q8_rows`]): an 8-bit row table in host memory (a GGUF's Q8_0 token
 //!   embedding and LM head) with its lookup and its matmul.
 //! - [`TensorOpsKernels`] (re-exported from `ttq-core`): the same semantics in Burn tensor ops.
@@ -25,6 +26,7 @@ pub mod cpu_dense;
 pub mod cpu_fast;
 pub mod cpu_ops;
 pub mod gemv_config;
+pub mod pool;
 pub mod q8_rows;
 pub mod reference;
 

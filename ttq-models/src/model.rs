@@ -599,6 +599,25 @@ impl<B: Backend> CausalLm<B> {
             )
             .map_err(ModelError::OutOfMemory)?;
         }
+        // On the CPU the pass is hundreds of short parallel loops: keep the pool's other
+        // threads polling for them (no effect on the GPU's work).
+        ttq_kernels::pool::with_polling_workers(|| {
+            self.run_layers(tokens, cache, start, capacity, blocked, logits)
+        })
+    }
+
+    /// The forward pass after [`CausalLm::forward`]'s checks: `tokens` at positions `start..`
+    /// with a cache of `capacity` positions.
+    fn run_layers(
+        &mut self,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        start: usize,
+        capacity: usize,
+        blocked: Option<usize>,
+        logits: Logits,
+    ) -> Result<Tensor<B, 3>> {
+        let t = tokens.len();
         let device = self.device();
         let mut h = self.embed.lookup(tokens, &device)?;
         if self.config.scale_embeddings {
