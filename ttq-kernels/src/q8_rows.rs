@@ -162,7 +162,7 @@ impl Q8Rows {
     /// `[tokens, cols]`: returns `[tokens, rows]`.
     ///
     /// Each token's inputs are split into blocks of [`Q8_BLOCK`] and rounded to
-    /// `x ≈ e · p` with `e = max|x| / 127` and `p` in `-127..=127` ([`quantize_inputs`]), so
+    /// `x ≈ e · p` with `e = max|x| / 127` and `p` in `-127..=127`, so
     /// that a block's products are exact integer sums: `y[t, r] = Σ_b (d[r, b] · e[t, b]) ·
     /// Σ_{c ∈ b} q[r, c] · p[t, c]` (llama.cpp's Q8_0 × Q8_0 dot). On x86-64 with AVX2 a block
     /// is one `vpmaddubsw` + `vpmaddwd` pair instead of 32 conversions to f32, which makes the
