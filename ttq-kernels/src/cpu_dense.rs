@@ -6,7 +6,7 @@
 //! (fp decode of Gemma 3 270M: 10 tok/s). Here each task streams its own strip of output
 //! columns once for all tokens, f32 accumulation, strips in parallel (rayon).
 
-use crate::cpu_fast::{dot, WeightRef};
+use crate::cpu_fast::{dot, tokens_major, WeightRef};
 use rayon::prelude::*;
 
 /// Up to this many tokens the products run here; more go to the dense matmul, which
@@ -52,16 +52,7 @@ pub fn gemm_small(x: &[f32], tokens: usize, k: usize, n: usize, w_t: WeightRef<'
                 }
             }
         });
-    if tokens == 1 {
-        return yt;
-    }
-    let mut y = vec![0f32; tokens * n];
-    for (r, row) in yt.chunks_exact(tokens).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            y[t * n + r] = v;
-        }
-    }
-    y
+    tokens_major(yt, n, tokens)
 }
 
 /// Accumulates `acc[t, i] = Σ_c x[t, c] · wt[c, r0 + i]` over a strip (`acc` is `[tokens,

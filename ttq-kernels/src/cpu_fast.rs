@@ -529,8 +529,14 @@ pub fn matmul(
     }
     let mut yt = vec![0f32; rows * tokens];
     run_blocks_any(q, BlockJob::Gemv { xs: &xs, tokens }, &mut yt);
+    Ok(tokens_major(yt, rows, tokens))
+}
+
+/// Outputs laid out `[rows, tokens]` (each parallel task writes its own rows for every
+/// token) as `[tokens, rows]`; no copy for one token.
+pub(crate) fn tokens_major(yt: Vec<f32>, rows: usize, tokens: usize) -> Vec<f32> {
     if tokens == 1 {
-        return Ok(yt);
+        return yt;
     }
     let mut y = vec![0f32; tokens * rows];
     for (r, row) in yt.chunks_exact(tokens).enumerate() {
@@ -538,7 +544,7 @@ pub fn matmul(
             y[t * rows + r] = v;
         }
     }
-    Ok(y)
+    y
 }
 
 /// The dense `[rows, cols]` matrix `(q - z) · s`, rows in parallel (equal to

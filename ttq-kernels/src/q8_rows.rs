@@ -16,6 +16,7 @@
 //! from a dense f32 matmul on the dequantized matrix by float rounding only (the tests bound
 //! it against [`Q8Rows::dequantize`] with an f64 dot).
 
+use crate::cpu_fast::tokens_major;
 use rayon::prelude::*;
 use ttq_core::QuantError;
 
@@ -136,26 +137,11 @@ impl Q8Rows {
 
     /// `y = x · Wᵀ` for `x` of `[tokens, cols]`: returns `[tokens, rows]`.
     pub fn matmul_t(&self, x: &[f32], tokens: usize) -> Result<Vec<f32>, QuantError> {
-        if Some(x.len()) != tokens.checked_mul(self.cols) {
-            return Err(QuantError::shape(
-                "8-bit row table matmul",
-                format!("[{tokens}, {}] inputs", self.cols),
-                format!("{} values", x.len()),
-            ));
-        }
-        if tokens == 0 || self.rows == 0 {
-            return Ok(vec![0f32; tokens * self.rows]);
-        }
+        self.check_inputs(x, tokens)?;
         let avx2 = crate::cpu_fast::has_avx2();
-        // `[rows, tokens]`: each task writes its own rows for every token.
-        let mut yt = vec![0f32; self.rows * tokens];
-        yt.par_chunks_mut(ROW_BLOCK * tokens)
-            .enumerate()
-            .for_each(|(b, out)| {
-                let r0 = b * ROW_BLOCK;
-                rows_dispatch(self, x, tokens, r0, out, avx2)
-            });
-        Ok(transpose_out(yt, self.rows, tokens))
+        Ok(self.par_rows(tokens, |r0, out| {
+            rows_dispatch(self, x, tokens, r0, out, avx2)
+        }))
     }
 
     /// `y ≈ x · Wᵀ` with the inputs rounded to 8-bit blocks as well, for `x` of
@@ -170,6 +156,16 @@ impl Q8Rows {
     /// error of at most `Σ_b |d[r, b]| · e[t, b] / 2 · Σ_{c ∈ b} |q[r, c]|` to each output
     /// ([`Q8Rows::int8_error_bound`]), beside float rounding.
     pub fn matmul_t_int8(&self, x: &[f32], tokens: usize) -> Result<Vec<f32>, QuantError> {
+        self.check_inputs(x, tokens)?;
+        let inputs = quantize_inputs(x, self.cols)?;
+        let avx2 = crate::cpu_fast::has_avx2();
+        Ok(self.par_rows(tokens, |r0, out| {
+            int8_rows_dispatch(self, &inputs, tokens, r0, out, avx2)
+        }))
+    }
+
+    /// Checks that `x` holds `[tokens, cols]` inputs for a matmul.
+    fn check_inputs(&self, x: &[f32], tokens: usize) -> Result<(), QuantError> {
         if Some(x.len()) != tokens.checked_mul(self.cols) {
             return Err(QuantError::shape(
                 "8-bit row table matmul",
@@ -177,18 +173,20 @@ impl Q8Rows {
                 format!("{} values", x.len()),
             ));
         }
+        Ok(())
+    }
+
+    /// `[tokens, rows]` outputs, computed by `rows_into(r0, out)` for blocks of
+    /// [`ROW_BLOCK`] rows in parallel (`out` is the block's `[block_rows, tokens]`).
+    fn par_rows(&self, tokens: usize, rows_into: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
         if tokens == 0 || self.rows == 0 {
-            return Ok(vec![0f32; tokens * self.rows]);
+            return vec![0f32; tokens * self.rows];
         }
-        let inputs = quantize_inputs(x, self.cols)?;
-        let avx2 = crate::cpu_fast::has_avx2();
         let mut yt = vec![0f32; self.rows * tokens];
         yt.par_chunks_mut(ROW_BLOCK * tokens)
             .enumerate()
-            .for_each(|(b, out)| {
-                int8_rows_dispatch(self, &inputs, tokens, b * ROW_BLOCK, out, avx2)
-            });
-        Ok(transpose_out(yt, self.rows, tokens))
+            .for_each(|(b, out)| rows_into(b * ROW_BLOCK, out));
+        tokens_major(yt, self.rows, tokens)
     }
 
     /// The most that rounding the inputs to 8-bit blocks can move output `(t, r)` of
@@ -256,20 +254,6 @@ fn quantize_inputs(x: &[f32], cols: usize) -> Result<Int8Inputs, QuantError> {
         }
     }
     Ok(Int8Inputs { scales, values })
-}
-
-/// `yt` (`[rows, tokens]`) as `[tokens, rows]`.
-fn transpose_out(yt: Vec<f32>, rows: usize, tokens: usize) -> Vec<f32> {
-    if tokens == 1 {
-        return yt;
-    }
-    let mut y = vec![0f32; tokens * rows];
-    for (r, row) in yt.chunks_exact(tokens).enumerate() {
-        for (t, &v) in row.iter().enumerate() {
-            y[t * rows + r] = v;
-        }
-    }
-    y
 }
 
 /// Rows `r0..` of [`Q8Rows::matmul_t_int8`] for the block that `out` (`[block_rows, tokens]`)
